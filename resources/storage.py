@@ -1,0 +1,223 @@
+"""ArtifactStore: one interface over a local folder (default) and GCS (`gs://bucket/prefix`).
+
+Assets write artifacts here and return URIs plus metrics, never model objects. Every write is atomic:
+locally a temp file in the same folder is renamed over the target; on GCS an object only becomes
+visible once its upload completes. Multi-file artifacts (adapters, reports) write their marker file last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+
+class StoreError(RuntimeError):
+    """A store operation failed; the message names the URI."""
+
+
+class ArtifactStore(dg.ConfigurableResource):
+    """Where datasets, adapters, reports and cards live: a local folder or `gs://bucket/prefix`."""
+
+    root: str = Field(description="Local folder or gs://bucket/prefix")
+    gcs_project: str | None = Field(default=None, description="GCP project for the GCS client (GCS only)")
+
+    # -- addressing ----------------------------------------------------------------------------------
+    @property
+    def is_gcs(self) -> bool:
+        return self.root.startswith("gs://")
+
+    def _bucket_and_prefix(self) -> tuple[str, str]:
+        bucket, _, prefix = self.root[len("gs://"):].partition("/")
+        if not bucket:
+            raise StoreError(f"{self.root}: expected gs://<bucket>/<prefix>")
+        return bucket, prefix.strip("/")
+
+    def _blob_name(self, key: str) -> str:
+        _, prefix = self._bucket_and_prefix()
+        return f"{prefix}/{key}" if prefix else key
+
+    def _local(self, key: str) -> Path:
+        return Path(self.root) / key
+
+    def uri(self, key: str) -> str:
+        key = key.strip("/")
+        if self.is_gcs:
+            bucket, _ = self._bucket_and_prefix()
+            return f"gs://{bucket}/{self._blob_name(key)}"
+        return str(self._local(key).resolve())
+
+    def _bucket(self):
+        # dagster-gcp's GCSResource builds the client; google-cloud-storage honours STORAGE_EMULATOR_HOST.
+        from dagster_gcp import GCSResource
+
+        bucket, _ = self._bucket_and_prefix()
+        return GCSResource(project=self.gcs_project).get_client().bucket(bucket)
+
+    # -- writes --------------------------------------------------------------------------------------
+    def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        return self._write_file(key, lambda fh: fh.write(data), content_type)
+
+    def write_text(self, key: str, text: str, content_type: str = "text/plain") -> str:
+        return self.write_bytes(key, text.encode("utf-8"), content_type)
+
+    def write_json(self, key: str, obj) -> str:
+        return self.write_text(key, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", "application/json")
+
+    def write_jsonl(self, key: str, rows: Iterable[dict]) -> tuple[str, int, str]:
+        """Stream rows to `key`; returns (uri, row count, sha256 of the bytes written)."""
+        digest = hashlib.sha256()
+        count = 0
+
+        def write(fh):
+            nonlocal count
+            for row in rows:
+                line = (json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+                digest.update(line)
+                fh.write(line)
+                count += 1
+
+        uri = self._write_file(key, write, "application/jsonl")
+        return uri, count, digest.hexdigest()
+
+    def _write_file(self, key: str, writer, content_type: str) -> str:
+        key = key.strip("/")
+        if self.is_gcs:
+            with tempfile.TemporaryFile() as fh:
+                writer(fh)
+                fh.seek(0)
+                try:
+                    self._bucket().blob(self._blob_name(key)).upload_from_file(
+                        fh, content_type=content_type, rewind=True
+                    )
+                except Exception as e:  # network errors: nothing visible was written
+                    raise StoreError(f"upload to {self.uri(key)} failed: {e}") from e
+            return self.uri(key)
+        target = self._local(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                writer(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self.uri(key)
+
+    def upload_dir(self, local_dir: str | os.PathLike, key_prefix: str, last: str | None = None) -> str:
+        """Copy a folder under `key_prefix`; `last` (a file name) is written after all others as the marker."""
+        local_dir = Path(local_dir)
+        files = sorted(p for p in local_dir.rglob("*") if p.is_file())
+        files.sort(key=lambda p: p.name == last)
+        for path in files:
+            self.write_bytes(f"{key_prefix.strip('/')}/{path.relative_to(local_dir).as_posix()}", path.read_bytes())
+        return self.uri(key_prefix)
+
+    def delete(self, key: str) -> None:
+        if self.is_gcs:
+            blob = self._bucket().blob(self._blob_name(key))
+            if blob.exists():
+                blob.delete()
+        else:
+            self._local(key).unlink(missing_ok=True)
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        if self.is_gcs:
+            return self._bucket().blob(self._blob_name(key)).exists()
+        return self._local(key).is_file()
+
+    def read_bytes(self, key: str) -> bytes:
+        if self.is_gcs:
+            from google.api_core.exceptions import NotFound
+
+            try:
+                return self._bucket().blob(self._blob_name(key)).download_as_bytes()
+            except NotFound:
+                raise FileNotFoundError(f"{self.uri(key)} does not exist in the store") from None
+        path = self._local(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist in the store (materialise the upstream asset first)")
+        return path.read_bytes()
+
+    def read_text(self, key: str) -> str:
+        return self.read_bytes(key).decode("utf-8")
+
+    def read_json(self, key: str):
+        return json.loads(self.read_text(key))
+
+    def iter_jsonl(self, key: str) -> Iterator[dict]:
+        if self.is_gcs:
+            stream = io.BytesIO(self.read_bytes(key))
+        else:
+            path = self._local(key)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} does not exist in the store (materialise the upstream asset first)")
+            stream = path.open("rb")
+        with stream:
+            for line_no, line in enumerate(stream, start=1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise StoreError(f"{self.uri(key)} line {line_no}: invalid JSON ({e.msg})") from None
+
+    def read_jsonl(self, key: str) -> list[dict]:
+        return list(self.iter_jsonl(key))
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """All keys under `prefix`, relative to the store root, sorted."""
+        prefix = prefix.strip("/")
+        if self.is_gcs:
+            _, root_prefix = self._bucket_and_prefix()
+            full = self._blob_name(prefix) if prefix else (f"{root_prefix}/" if root_prefix else "")
+            strip = len(root_prefix) + 1 if root_prefix else 0
+            return sorted(b.name[strip:] for b in self._bucket().client.list_blobs(self._bucket(), prefix=full))
+        base = self._local(prefix) if prefix else Path(self.root)
+        if not base.exists():
+            return []
+        root = Path(self.root)
+        return sorted(
+            p.relative_to(root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.endswith(".tmp")
+        )
+
+    def download_dir(self, key_prefix: str, local_dir: str | os.PathLike) -> Path:
+        """Materialise a folder of the store locally (a no-op copy for a local store)."""
+        local_dir = Path(local_dir)
+        key_prefix = key_prefix.strip("/")
+        if not self.is_gcs:
+            src = self._local(key_prefix)
+            if not src.is_dir():
+                raise FileNotFoundError(f"{src} does not exist in the store")
+            shutil.copytree(src, local_dir, dirs_exist_ok=True)
+            return local_dir
+        keys = self.list_keys(key_prefix)
+        if not keys:
+            raise FileNotFoundError(f"{self.uri(key_prefix)} holds no objects")
+        for key in keys:
+            dest = local_dir / key[len(key_prefix) + 1:]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(self.read_bytes(key))
+        return local_dir
+
+    def local_dir(self, key_prefix: str, cache_dir: str | os.PathLike) -> Path:
+        """A local folder with the prefix's files: the store folder itself locally, a cached copy for GCS."""
+        if not self.is_gcs:
+            path = self._local(key_prefix.strip("/"))
+            if not path.is_dir():
+                raise FileNotFoundError(f"{path} does not exist in the store")
+            return path
+        return self.download_dir(key_prefix, Path(cache_dir) / key_prefix.strip("/"))
