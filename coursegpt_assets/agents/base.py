@@ -1,0 +1,72 @@
+"""The agent protocol: what differs per agent (schema, prompts, rendering); the assets do the rest."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from coursegpt_assets.chat_templates import build_messages, prompt_and_completion
+
+_WS = re.compile(r"\s+")
+
+
+def normalise_text(text: str) -> str:
+    """Lower-cased, whitespace-collapsed text: the key that must never appear in two splits."""
+    return _WS.sub(" ", str(text)).strip().lower()
+
+
+@dataclass(frozen=True)
+class RawRow:
+    """One source row: its 1-based line (or row) number and the parsed record, or why it could not be parsed."""
+
+    line: int
+    record: dict | None = None
+    error: str | None = None
+
+
+class Agent(Protocol):
+    name: str
+    system_prompt: str
+    #: record fields shown in the markdown previews of the data assets
+    preview_columns: tuple[str, ...]
+
+    def load_raw(self, source: str, *, seed: int, subset_size: int | None) -> Iterator[RawRow]:
+        """Yield every raw row of the source, unparseable ones included (with an error)."""
+
+    def validate(self, record: dict) -> list[str]:
+        """Human-readable problems with one record; empty when valid."""
+
+    def record_id(self, record: dict, line: int) -> str:
+        """A stable id for the record (the source's own id where it has one)."""
+
+    def dedup_key(self, record: dict) -> str:
+        """The normalised prompt: equal keys are the same question and stay in one split."""
+
+    def user_text(self, record: dict) -> str:
+        """The user turn."""
+
+    def assistant_text(self, record: dict) -> str:
+        """The target the model learns to produce."""
+
+    def vertex_prompt(self, record: dict) -> str:
+        """The seed's Vertex supervised-tuning `prompt` string."""
+
+
+def tuning_row(agent: Agent, record: dict, family: str, *, think: bool = False) -> dict:
+    """One tuning example: the seed's Vertex prompt/completion plus chat messages rendered for `family`."""
+    completion = agent.assistant_text(record)
+    if think and record.get("thinking_outline"):
+        outline = "\n".join(str(s) for s in record["thinking_outline"])
+        completion = f"<think>\n{outline}\n</think>\n{completion}"
+    user = agent.user_text(record)
+    text_prompt, text_completion = prompt_and_completion(family, agent.system_prompt, user, completion)
+    return {
+        "id": record["id"],
+        "prompt": agent.vertex_prompt(record),
+        "completion": completion,
+        "messages": build_messages(agent.system_prompt, user, completion),
+        "text_prompt": text_prompt,
+        "text_completion": text_completion,
+    }

@@ -1,0 +1,146 @@
+"""Router agent: strict-JSON route plans over the /math, /code and /general-search specialists.
+
+Records follow the schema of `Alovestocode/Router-agent-data`; the tuning completion is the JSON of the
+ten keys below, the prompt is the seed's planner instruction followed by the user query.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from coursegpt_assets.agents.base import RawRow, normalise_text
+from coursegpt_assets.sources import iter_source
+
+COMPLETION_KEYS = (
+    "route_plan", "route_rationale", "expected_artifacts", "thinking_outline", "handoff_plan",
+    "todo_list", "difficulty", "tags", "acceptance_criteria", "metrics",
+)
+TOOLS = ("/math", "/code", "/general-search")
+DIFFICULTIES = ("introductory", "intermediate", "advanced")
+
+SYSTEM_PROMPT = (
+    "You are the Router Agent coordinating Math, Code, and General-Search specialists.\n"
+    "Given the user query, respond with a JSON object describing the full routing plan.\n\n"
+    "Requirements:\n"
+    "- STRICT JSON with double quotes and no extra commentary.\n"
+    "- Keys: route_plan, route_rationale, expected_artifacts, thinking_outline,\n"
+    "  handoff_plan, todo_list, difficulty, tags, acceptance_criteria, metrics.\n"
+    "- route_plan must be an ordered list of tool invocations.\n"
+    "- Use the original phrasing when possible."
+)
+
+_LIST_OF_STR = "list of strings"
+REQUIRED_TYPES: dict[str, tuple[type, str]] = {
+    "id": (str, "string"),
+    "user_query": (str, "string"),
+    "route_plan": (list, _LIST_OF_STR),
+    "route_rationale": (str, "string"),
+    "expected_artifacts": (list, _LIST_OF_STR),
+    "thinking_outline": (list, _LIST_OF_STR),
+    "handoff_plan": (str, "string"),
+    "todo_list": (list, _LIST_OF_STR),
+    "difficulty": (str, "string"),
+    "tags": (list, _LIST_OF_STR),
+    "acceptance_criteria": (list, _LIST_OF_STR),
+    "metrics": (dict, "object"),
+}
+OPTIONAL_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "task_summary": (str, "string"),
+    "quality_score": ((int, float), "number"),
+    "compute_budget": (dict, "object"),
+    "repro": (dict, "object"),
+    "requires_browse": (bool, "boolean"),
+    "citation_policy": (str, "string"),
+    "io_schema": (dict, "object"),
+}
+
+
+def tool_name(step: str) -> str:
+    """The tool of one plan step: its text before the first '(' (the seed's definition)."""
+    return str(step).split("(", 1)[0].strip()
+
+
+def _type_problems(record: dict, key: str, expected, label: str) -> list[str]:
+    value = record[key]
+    if isinstance(value, bool) and expected in ((int, float), int, float):
+        return [f"{key}: expected {label}, got boolean"]
+    if not isinstance(value, expected):
+        return [f"{key}: expected {label}, got {type(value).__name__}"]
+    if label == _LIST_OF_STR and not all(isinstance(v, str) for v in value):
+        return [f"{key}: expected {label}, found a non-string item"]
+    return []
+
+
+def validate(record: dict) -> list[str]:
+    problems: list[str] = []
+    for key, (expected, label) in REQUIRED_TYPES.items():
+        if key not in record or record[key] is None:
+            problems.append(f"missing required key {key!r}")
+        else:
+            problems += _type_problems(record, key, expected, label)
+    for key, (expected, label) in OPTIONAL_TYPES.items():
+        if record.get(key) is not None:
+            problems += _type_problems(record, key, expected, label)
+    if problems:
+        return problems
+    if not record["user_query"].strip():
+        problems.append("user_query is empty")
+    if not record["id"].strip():
+        problems.append("id is empty")
+    if not record["route_plan"]:
+        problems.append("route_plan is empty")
+    for i, step in enumerate(record["route_plan"]):
+        if tool_name(step) not in TOOLS:
+            problems.append(f"route_plan[{i}]: unknown tool {tool_name(step)!r} (allowed: {', '.join(TOOLS)})")
+    if record["difficulty"] not in DIFFICULTIES:
+        problems.append(f"difficulty {record['difficulty']!r} is not one of {', '.join(DIFFICULTIES)}")
+    metrics = record["metrics"]
+    for key in ("primary", "secondary"):
+        if not isinstance(metrics.get(key), list):
+            problems.append(f"metrics.{key}: expected a list")
+    quality = record.get("quality_score")
+    if quality is not None and not 0 <= quality <= 100:
+        problems.append(f"quality_score {quality} is outside 0-100")
+    return problems
+
+
+def completion_object(record: dict) -> dict:
+    return {key: record[key] for key in COMPLETION_KEYS}
+
+
+class RouterAgent:
+    name = "router"
+    system_prompt = SYSTEM_PROMPT
+    preview_columns = ("user_query", "difficulty", "route_plan")
+
+    def load_raw(self, source: str, *, seed: int, subset_size: int | None) -> Iterator[RawRow]:
+        rows = iter_source(source)
+        if subset_size is None:
+            yield from rows
+            return
+        for row in rows:
+            if row.line > subset_size:
+                break
+            yield row
+
+    def validate(self, record: dict) -> list[str]:
+        return validate(record)
+
+    def record_id(self, record: dict, line: int) -> str:
+        return str(record.get("id") or f"router_line_{line}")
+
+    def dedup_key(self, record: dict) -> str:
+        return normalise_text(record["user_query"])
+
+    def user_text(self, record: dict) -> str:
+        return record["user_query"]
+
+    def assistant_text(self, record: dict) -> str:
+        return json.dumps(completion_object(record), ensure_ascii=False)
+
+    def vertex_prompt(self, record: dict) -> str:
+        return f"{SYSTEM_PROMPT}\n\nUser query:\n{record['user_query'].strip()}\n"
+
+
+AGENT = RouterAgent()

@@ -1,0 +1,175 @@
+"""Agent-level data assets: raw_examples → clean_examples → dataset_splits (partitioned per agent)."""
+
+
+import hashlib
+import json
+import dagster as dg
+from pydantic import Field
+
+from coursegpt_assets import layout, settings
+from coursegpt_assets.agents import get_agent
+from coursegpt_assets.cleaning import clean
+from coursegpt_assets.metadata import ROW_COUNT, preview, uri
+from coursegpt_assets.partitions import AGENT_PARTITIONS
+from coursegpt_assets.plan import default_plan
+from coursegpt_assets.splits import assign_splits, seeded_order
+from resources.storage import ArtifactStore
+
+OWNERS = ["team:ml-platform"]
+DATA_GROUP = "data"
+
+
+class RawExamplesConfig(dg.Config):
+    source: str | None = Field(
+        default=None, description="Override the agent's source (path, gs:// URI or hf://id[:config])"
+    )
+
+
+@dg.asset(
+    partitions_def=AGENT_PARTITIONS,
+    group_name=DATA_GROUP,
+    kinds={"python", "jsonl"},
+    owners=OWNERS,
+    code_version="1",
+)
+def raw_examples(context: dg.AssetExecutionContext, config: RawExamplesConfig, store: ArtifactStore):
+    """The agent's source records, copied as-is with their source line numbers (unparseable lines kept)."""
+    agent_name = context.partition_key
+    spec = default_plan().agents[agent_name]
+    source = config.source or settings.source_for(agent_name)
+    agent = get_agent(agent_name)
+    context.log.info(f"{agent_name}: reading {source}")
+    unreadable = 0
+    sample: list[dict] = []
+
+    def rows():
+        nonlocal unreadable
+        for row in agent.load_raw(source, seed=default_plan().hyperparameters.seed, subset_size=spec.subset_size):
+            if row.record is None:
+                unreadable += 1
+                yield {"line": row.line, "error": row.error}
+            else:
+                if len(sample) < 5:
+                    sample.append(row.record)
+                yield {"line": row.line, "record": row.record}
+
+    records_uri, count, sha = store.write_jsonl(layout.raw_records(agent_name), rows())
+    store.write_json(layout.raw_manifest(agent_name), {"source": source, "rows": count, "sha256": sha})
+    context.log.info(f"{agent_name}: {count} rows from {source} ({unreadable} unparseable)")
+    return dg.MaterializeResult(
+        metadata={
+            ROW_COUNT: count,
+            "unparseable_rows": unreadable,
+            "source": source,
+            "uri": uri(records_uri),
+            "sha256": sha,
+            "preview": preview(sample, sorted({k for r in sample for k in r})[:6]),
+        },
+        data_version=dg.DataVersion(sha),
+    )
+
+
+@dg.asset(
+    partitions_def=AGENT_PARTITIONS,
+    group_name=DATA_GROUP,
+    kinds={"python", "jsonl"},
+    owners=OWNERS,
+    code_version="1",
+    deps=[raw_examples],
+)
+def clean_examples(context: dg.AssetExecutionContext, store: ArtifactStore):
+    """Records that pass the agent's schema; the rest go to quarantine/<agent>/<run>.jsonl with line and reason."""
+    agent_name = context.partition_key
+    agent = get_agent(agent_name)
+    outcome = clean(agent, store.iter_jsonl(layout.raw_records(agent_name)))
+    quarantine_uri = None
+    if outcome.quarantined:
+        quarantine_uri, _, _ = store.write_jsonl(layout.quarantine(agent_name, context.run_id), outcome.quarantined)
+        context.log.warning(
+            f"{agent_name}: quarantined {len(outcome.quarantined)}/{outcome.total} rows to {quarantine_uri}; "
+            + " | ".join(outcome.first_reasons(3))
+        )
+    limit = default_plan().agents[agent_name].max_invalid_share
+    if outcome.invalid_share > limit:
+        raise dg.Failure(
+            description=(
+                f"{agent_name}: {outcome.invalid_share:.1%} of rows are invalid (limit {limit:.0%}); "
+                f"see {quarantine_uri}. First reasons: " + "; ".join(outcome.first_reasons())
+            ),
+            metadata={"quarantine": uri(quarantine_uri), "invalid_rows": len(outcome.quarantined)},
+        )
+    records_uri, count, sha = store.write_jsonl(layout.clean_records(agent_name), outcome.clean)
+    store.write_json(
+        layout.clean_manifest(agent_name),
+        {"rows": count, "quarantined": len(outcome.quarantined), "sha256": sha, "quarantine": quarantine_uri},
+    )
+    metadata = {
+        ROW_COUNT: count,
+        "quarantined_rows": len(outcome.quarantined),
+        "invalid_share": round(outcome.invalid_share, 4),
+        "uri": uri(records_uri),
+        "preview": preview(outcome.clean, ["id", *agent.preview_columns]),
+    }
+    if quarantine_uri:
+        metadata["quarantine"] = uri(quarantine_uri)
+        metadata["quarantine_reasons"] = dg.MetadataValue.md(
+            "\n".join(f"- {r}" for r in outcome.first_reasons(10))
+        )
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(sha))
+
+
+class DatasetSplitsConfig(dg.Config):
+    limit: int | None = Field(default=None, description="Smoke subset: keep only this many records (seeded)")
+    think_wrapping: bool = Field(default=False, description="Wrap the thinking outline in <think> tags (router)")
+
+
+@dg.asset(
+    partitions_def=AGENT_PARTITIONS,
+    group_name=DATA_GROUP,
+    kinds={"python", "jsonl"},
+    owners=OWNERS,
+    code_version="1",
+    deps=[clean_examples],
+)
+def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfig, store: ArtifactStore):
+    """Deterministic train/validation/test splits with no id or normalised prompt in two splits."""
+    agent_name = context.partition_key
+    agent = get_agent(agent_name)
+    plan = default_plan()
+    ratios, seed = plan.agents[agent_name].splits, plan.hyperparameters.seed
+    records = store.read_jsonl(layout.clean_records(agent_name))
+    if config.limit is not None:
+        order = seeded_order([r["id"] for r in records], seed)
+        records = [records[i] for i in sorted(order[: config.limit])]
+    keys = [agent.dedup_key(r) for r in records]
+    assignment = assign_splits(keys, validation=ratios.validation, test=ratios.test, seed=seed)
+    by_split: dict[str, list[dict]] = {s: [] for s in layout.SPLITS}
+    for record, split in zip(records, assignment, strict=True):
+        by_split[split].append(record)
+    hashes = {}
+    for split, rows in by_split.items():
+        _, _, hashes[split] = store.write_jsonl(layout.split_records(agent_name, split), rows)
+    content_hash = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
+    counts = {s: len(rows) for s, rows in by_split.items()}
+    source = store.read_json(layout.raw_manifest(agent_name)).get("source")
+    manifest = {
+        "agent": agent_name, "counts": counts, "seed": seed, "ratios": ratios.model_dump(),
+        "content_hash": content_hash, "sha256": hashes, "source": source,
+        "limit": config.limit, "think_wrapping": config.think_wrapping,
+    }
+    manifest_uri = store.write_json(layout.splits_manifest(agent_name), manifest)
+    context.log.info(f"{agent_name}: splits {counts} (seed {seed})")
+    return dg.MaterializeResult(
+        metadata={
+            ROW_COUNT: len(records),
+            **{f"{s}_rows": n for s, n in counts.items()},
+            "seed": seed,
+            "content_hash": content_hash,
+            "manifest": uri(manifest_uri),
+            "preview": preview(by_split["train"], ["id", *agent.preview_columns]),
+        },
+        data_version=dg.DataVersion(content_hash),
+    )
+
+
+DATA_ASSETS = [raw_examples, clean_examples, dataset_splits]

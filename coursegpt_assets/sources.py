@@ -1,0 +1,123 @@
+"""Reading raw records from a local file or folder, a `gs://` URI, or `hf://<dataset id>[:<config>]`.
+
+Every row keeps its 1-based line number so a rejected record can be traced back to the source.
+Unparseable lines are yielded with an error instead of being dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from coursegpt_assets.agents.base import RawRow
+
+TABULAR_SUFFIXES = (".parquet",)
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+
+
+class SourceError(RuntimeError):
+    """The source cannot be read; the message names it and says what to do."""
+
+
+def parse_hf_source(source: str) -> tuple[str, str | None]:
+    spec = source[len("hf://"):]
+    dataset_id, _, config = spec.partition(":")
+    if not dataset_id:
+        raise SourceError(f"{source!r}: expected hf://<dataset id>[:<config>]")
+    return dataset_id, config or None
+
+
+def iter_jsonl_file(path: Path) -> Iterator[RawRow]:
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                yield RawRow(line=line_no, error=f"{path.name} line {line_no}: not valid JSON ({e})")
+                continue
+            if not isinstance(record, dict):
+                yield RawRow(line=line_no, error=f"{path.name} line {line_no}: expected a JSON object")
+            else:
+                yield RawRow(line=line_no, record=record)
+
+
+def iter_parquet_file(path: Path, columns: list[str] | None = None) -> Iterator[RawRow]:
+    import pyarrow.parquet as pq
+
+    line = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=8192, columns=columns):
+        for record in batch.to_pylist():
+            line += 1
+            yield RawRow(line=line, record=record)
+
+
+def local_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in JSON_SUFFIXES + TABULAR_SUFFIXES)
+        if not files:
+            raise SourceError(f"{path}: folder holds no .jsonl or .parquet files")
+        return files
+    if not path.exists():
+        raise SourceError(f"{path}: source file not found")
+    return [path]
+
+
+def iter_local(path: Path) -> Iterator[RawRow]:
+    offset = 0
+    for file in local_files(path):
+        last = 0
+        rows = iter_parquet_file(file) if file.suffix in TABULAR_SUFFIXES else iter_jsonl_file(file)
+        for row in rows:
+            last = row.line
+            yield RawRow(line=offset + row.line, record=row.record, error=row.error)
+        offset += last
+
+
+def download_gcs(uri: str, dest_dir: Path) -> Path:
+    """Copy a gs:// object (or every object under a gs:// prefix) into dest_dir."""
+    from dagster_gcp import GCSResource
+
+    bucket_name, _, name = uri[len("gs://"):].partition("/")
+    client = GCSResource(project=os.environ.get("GOOGLE_CLOUD_PROJECT")).get_client()
+    blobs = [b for b in client.list_blobs(bucket_name, prefix=name) if not b.name.endswith("/")]
+    if not blobs:
+        raise SourceError(f"{uri}: no objects found (check the bucket, prefix and credentials)")
+    for blob in blobs:
+        rel = Path(blob.name).name if blob.name == name else Path(blob.name).relative_to(name)
+        target = dest_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        blob.download_to_filename(str(target))
+    return dest_dir / Path(name).name if len(blobs) == 1 and blobs[0].name == name else dest_dir
+
+
+def iter_hf(source: str, split: str = "train") -> Iterator[RawRow]:
+    import datasets
+
+    dataset_id, config = parse_hf_source(source)
+    try:
+        ds = datasets.load_dataset(dataset_id, config, split=split, streaming=True)
+    except Exception as e:  # offline, gated, or misspelt: say which and what to do
+        raise SourceError(
+            f"{source}: could not load Hugging Face dataset {dataset_id!r}"
+            f"{f' (config {config!r})' if config else ''}: {type(e).__name__}: {e}. "
+            "The Hub may be unreachable from here: set HF_HOME to a cache that holds the dataset, HF_TOKEN for "
+            "gated data, or point the COURSEGPT_<AGENT>_SOURCE variable at a local JSONL/Parquet file."
+        ) from e
+    for i, record in enumerate(ds, start=1):
+        yield RawRow(line=i, record=dict(record))
+
+
+def iter_source(source: str) -> Iterator[RawRow]:
+    """Every row of `source`, in source order."""
+    if source.startswith("hf://"):
+        yield from iter_hf(source)
+    elif source.startswith("gs://"):
+        with tempfile.TemporaryDirectory(prefix="coursegpt-src-") as tmp:
+            yield from iter_local(download_gcs(source, Path(tmp)))
+    else:
+        yield from iter_local(Path(source).expanduser())

@@ -1,0 +1,57 @@
+"""Deterministic, leak-free train/validation/test assignment.
+
+Counts follow the seed: validation = floor(r_val·n), test = floor(r_test·n), train = the rest
+(8,189 → 6,962 / 818 / 409). Records are grouped by their normalised prompt and whole groups move
+together, so no id and no normalised prompt appears in two splits. The order is a seeded hash of the
+group key, so the result does not depend on the order the source happens to list records in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+
+SPLIT_ORDER = ("test", "validation", "train")
+
+
+def target_counts(n: int, validation: float, test: float) -> dict[str, int]:
+    val, tst = math.floor(validation * n), math.floor(test * n)
+    if val + tst > n:
+        raise ValueError(f"split ratios validation={validation}, test={test} leave no training data")
+    return {"train": n - val - tst, "validation": val, "test": tst}
+
+
+def _rank(seed: int, key: str) -> bytes:
+    return hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
+
+
+def seeded_order(keys: Sequence[str], seed: int) -> list[int]:
+    """Indices of `keys` in a seeded pseudo-random order that is independent of input order."""
+    return sorted(range(len(keys)), key=lambda i: (_rank(seed, keys[i]), keys[i]))
+
+
+def assign_splits(group_keys: Sequence[str], *, validation: float, test: float, seed: int) -> list[str]:
+    """The split of each record, given each record's group key (its normalised prompt).
+
+    Held-out splits are filled first, whole groups at a time; a group that would overflow a held-out
+    split goes on to the next one, so held-out splits never exceed their targets and are exact whenever
+    enough single-record groups exist (always, for data without duplicate prompts).
+    """
+    targets = target_counts(len(group_keys), validation, test)
+    members: dict[str, list[int]] = {}
+    for i, key in enumerate(group_keys):
+        members.setdefault(key, []).append(i)
+    groups = list(members)
+    filled = dict.fromkeys(SPLIT_ORDER, 0)
+    assignment = [""] * len(group_keys)
+    for g in seeded_order(groups, seed):
+        idx = members[groups[g]]
+        split = next(
+            (s for s in SPLIT_ORDER[:-1] if filled[s] + len(idx) <= targets[s]),
+            "train",
+        )
+        filled[split] += len(idx)
+        for i in idx:
+            assignment[i] = split
+    return assignment
