@@ -1,0 +1,372 @@
+"""Schema-aware router scoring: the seed's metrics with its exact semantics, a lenient re-score,
+per-category buckets, threshold verdicts and the worst samples.
+
+Seed semantics kept on purpose (see SEED_FACTS "Router evaluation"): a prediction that fails strict
+JSON parsing records only ``json_valid``; every other metric is averaged over the samples that
+recorded it, so its denominator is the strictly parsed predictions (and, for ``<field>_retained``,
+only those whose gold carries the field). Where the seed crashed on malformed shapes (a JSON array
+instead of an object, a non-string handoff plan or todo item) the sample is scored instead: a
+non-object counts as a parse failure, and a wrongly typed field as an empty one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter, defaultdict
+from typing import Any, Iterable
+
+from coursegpt_assets.scoring.router_thresholds import judge_thresholds, load_thresholds
+
+SEED_BUCKETS = ("math_first", "four_step", "has_guidance", "has_computation", "advanced")
+OPTIONAL_METRIC_FIELDS = ("primary_guidance", "secondary_guidance", "primary_computation", "secondary_computation")
+ROUTER_KEYS = (
+    "route_plan", "route_rationale", "expected_artifacts", "thinking_outline", "handoff_plan",
+    "todo_list", "difficulty", "tags", "acceptance_criteria", "metrics",
+)
+# Per-sample quality metrics used to rank failure examples (length flags and counts are not "quality").
+_QUALITY_METRICS = (
+    "route_plan_exact", "route_length_match", "route_first_tool_match", "route_last_tool_match",
+    "route_tool_precision", "route_tool_recall", "metrics_keys_match", "metrics_primary_list",
+    "metrics_secondary_list", "metrics_primary_nonempty", "metrics_secondary_nonempty",
+    *(f"{field}_retained" for field in OPTIONAL_METRIC_FIELDS),
+    "todo_tool_alignment", "todo_covers_all_tools", "expected_artifacts_nonempty",
+    "acceptance_criteria_nonempty", "handoff_tools_covered", "handoff_router_qa",
+)
+_TODO_TOOL = re.compile(r"/[a-zA-Z0-9_-]+")
+_FENCE = re.compile(r"```[a-zA-Z0-9_-]*[ \t]*\n?(.*?)```", re.S)
+_MAX_BRACE_SCAN = 64
+
+
+def _completion_payload(obj: Any) -> Any:
+    """The part of a row that holds the router object: its `completion`, else the row itself."""
+    if isinstance(obj, dict) and "completion" in obj:
+        return obj["completion"]
+    return obj
+
+
+def parse_strict(obj: Any) -> dict[str, Any]:
+    """The seed's strict parse: a dict is taken as is, a string must be one JSON object.
+
+    Raises ValueError (json.JSONDecodeError included) or TypeError with the reason."""
+    payload = _completion_payload(obj)
+    if isinstance(payload, dict):
+        return payload
+    if isinstance(payload, str):
+        parsed = json.loads(payload)
+        if not isinstance(parsed, dict):
+            raise ValueError(f"JSON is a {type(parsed).__name__}, not an object")
+        return parsed
+    raise TypeError(f"Cannot parse completion from {type(payload).__name__}")
+
+
+def parse_lenient(obj: Any) -> dict[str, Any] | None:
+    """Tolerant parse: strict first, then JSON inside code fences, then the first JSON object
+    embedded in prose (preferring one that carries router keys). None when nothing parses."""
+    try:
+        return parse_strict(obj)
+    except (ValueError, TypeError):
+        pass
+    text = _completion_payload(obj)
+    if not isinstance(text, str):
+        return None
+    for block in _FENCE.findall(text):
+        try:
+            parsed = json.loads(block.strip())
+        except ValueError:
+            continue
+        if isinstance(parsed, dict):
+            return parsed
+    decoder = json.JSONDecoder()
+    fallback: dict[str, Any] | None = None
+    start = text.find("{")
+    scanned = 0
+    while start != -1 and scanned < _MAX_BRACE_SCAN:
+        scanned += 1
+        try:
+            parsed, _ = decoder.raw_decode(text, start)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            if any(key in parsed for key in ROUTER_KEYS):
+                return parsed
+            fallback = fallback or parsed
+        start = text.find("{", start + 1)
+    return fallback
+
+
+def load_gold_row(row: Any) -> dict[str, Any]:
+    """Gold object from a benchmark row (`completion` JSON string or object) or the object itself."""
+    try:
+        return parse_strict(row)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"gold completion is not a JSON object: {exc}") from exc
+
+
+def tool_sequence(plan: Iterable[Any]) -> list[str]:
+    """Each plan step's text before its first '(' — the tool name, e.g. '/math'."""
+    return [str(step).split("(", 1)[0].strip() for step in plan]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _value_type(block: Any, key: str) -> str:
+    if not isinstance(block, dict):
+        return "missing"
+    value = block.get(key)
+    if value is None:
+        return "missing"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "dict"
+    return type(value).__name__
+
+
+def _key_set(block: Any) -> frozenset[str]:
+    return frozenset(block.keys()) if isinstance(block, dict) else frozenset()
+
+
+def _todo_tool(item: Any) -> str | None:
+    if not isinstance(item, str):
+        return None
+    match = _TODO_TOOL.search(item)
+    if match:
+        return match.group(0)
+    return "router QA" if "router qa" in item.lower() else None
+
+
+def _todo_alignment(todo_list: list[Any], gold_tools: list[str]) -> float:
+    if not todo_list:
+        return 1.0 if not gold_tools else 0.0
+    hits = 0
+    for item in todo_list:
+        tool = _todo_tool(item)
+        if tool and (tool in gold_tools or tool.lower().startswith("router")):
+            hits += 1
+    return hits / len(todo_list)
+
+
+def _todo_covers(todo_list: list[Any], gold_tools: list[str]) -> bool:
+    todo_tools = {tool for tool in map(_todo_tool, todo_list) if tool is not None}
+    return all(tool in todo_tools for tool in gold_tools)
+
+
+def _count_tokens(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, (list, tuple)):
+        return sum(_count_tokens(item) for item in value)
+    if isinstance(value, dict):
+        return sum(_count_tokens(item) for item in value.values())
+    return 0
+
+
+def gold_flags(gold: dict[str, Any]) -> dict[str, bool]:
+    """The seed's gold-defined buckets a sample belongs to."""
+    tools = tool_sequence(_as_list(gold.get("route_plan", [])))
+    keys = _key_set(gold.get("metrics", {}))
+    return {
+        "math_first": bool(tools) and tools[0] == "/math",
+        "four_step": len(_as_list(gold.get("route_plan", []))) >= 4,
+        "has_guidance": any("guidance" in key for key in keys),
+        "has_computation": any("computation" in key for key in keys),
+        "advanced": gold.get("difficulty") == "advanced",
+    }
+
+
+def score_sample(gold: dict[str, Any], pred: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One sample's metrics (bools, fractions, counts) and debug details, as the seed defined them."""
+    metrics: dict[str, Any] = {"json_valid": pred is not None}
+    debug: dict[str, Any] = {}
+    if pred is None:
+        return metrics, debug
+    gold_plan = _as_list(gold.get("route_plan", []))
+    pred_plan_raw = pred.get("route_plan", [])
+    pred_plan = _as_list(pred_plan_raw)
+    gold_tools, pred_tools = tool_sequence(gold_plan), tool_sequence(pred_plan)
+    gold_metrics, pred_metrics = gold.get("metrics", {}), pred.get("metrics", {})
+
+    metrics["route_plan_exact"] = pred_plan_raw == gold_plan
+    metrics["route_length_match"] = len(pred_plan) == len(gold_plan)
+    metrics["route_first_tool_match"] = (pred_tools[:1] or [None]) == (gold_tools[:1] or [None])
+    metrics["route_last_tool_match"] = (pred_tools[-1:] or [None]) == (gold_tools[-1:] or [None])
+    gold_set, pred_set = set(gold_tools), set(pred_tools)
+    common = len(gold_set & pred_set)
+    metrics["route_tool_precision"] = common / len(pred_set) if pred_set else 1.0
+    metrics["route_tool_recall"] = common / len(gold_set) if gold_set else 1.0
+
+    metrics["metrics_keys_match"] = _key_set(pred_metrics) == _key_set(gold_metrics)
+    for key in ("primary", "secondary"):
+        metrics[f"metrics_{key}_list"] = _value_type(pred_metrics, key) == "list"
+        value = pred_metrics.get(key) if isinstance(pred_metrics, dict) else None
+        metrics[f"metrics_{key}_nonempty"] = isinstance(value, list) and len(value) > 0
+    for key in OPTIONAL_METRIC_FIELDS:
+        expected = _value_type(gold_metrics, key)
+        if expected != "missing":
+            metrics[f"{key}_retained"] = _value_type(pred_metrics, key) == expected
+
+    todo_list = _as_list(pred.get("todo_list"))
+    metrics["todo_tool_alignment"] = _todo_alignment(todo_list, gold_tools)
+    metrics["todo_covers_all_tools"] = _todo_covers(todo_list, gold_tools)
+    artifacts, acceptance = pred.get("expected_artifacts", []), pred.get("acceptance_criteria", [])
+    metrics["expected_artifacts_nonempty"] = isinstance(artifacts, list) and len(artifacts) > 0
+    metrics["acceptance_criteria_nonempty"] = isinstance(acceptance, list) and len(acceptance) > 0
+    handoff = pred.get("handoff_plan", "")
+    handoff = handoff if isinstance(handoff, str) else ""
+    if gold_tools:
+        metrics["handoff_tools_covered"] = all(tool.lower() in handoff.lower() for tool in gold_tools)
+    else:
+        metrics["handoff_tools_covered"] = bool(handoff)
+    metrics["handoff_router_qa"] = "router qa" in handoff.lower()
+
+    metrics["total_token_count"] = _count_tokens(pred)
+    gold_json, pred_json = json.dumps(gold, sort_keys=True), json.dumps(pred, sort_keys=True)
+    ratio = len(pred_json) / len(gold_json) if gold_json else 1.0
+    metrics["length_ratio"] = ratio
+    metrics["length_ratio_gt_1.1"] = ratio > 1.1
+    metrics["length_ratio_gt_1.25"] = ratio > 1.25
+    metrics["length_ratio_lt_0.9"] = ratio < 0.9
+
+    if not metrics["route_plan_exact"]:
+        debug["route_plan_pred"] = pred_plan_raw
+        debug["route_plan_gold"] = gold_plan
+    if not metrics["metrics_keys_match"]:
+        debug["metrics_keys_pred"] = sorted(_key_set(pred_metrics))
+        debug["metrics_keys_gold"] = sorted(_key_set(gold_metrics))
+    if metrics["todo_tool_alignment"] < 1.0:
+        debug["todo_list"] = todo_list
+    return metrics, debug
+
+
+class _Bucket:
+    """Running means: `samples` counts every sample, each metric its own recorded values."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: Counter[str] = Counter()
+
+    def add(self, metrics: dict[str, Any]) -> None:
+        self.samples += 1
+        for name, value in metrics.items():
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            self.sums[name] += float(value)
+            self.counts[name] += 1
+
+    def render(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"samples": self.samples}
+        for name in sorted(self.sums):
+            out[name] = self.sums[name] / self.counts[name]
+        return out
+
+
+def _render(buckets: dict[str, _Bucket]) -> dict[str, dict[str, Any]]:
+    return {name: buckets[name].render() for name in sorted(buckets)}
+
+
+def _sample_quality(metrics: dict[str, Any]) -> tuple[float, list[str]]:
+    """Mean of the quality metrics a sample recorded, and the ones below perfect."""
+    if not metrics.get("json_valid"):
+        return 0.0, ["json_invalid"]
+    values = {name: float(metrics[name]) for name in _QUALITY_METRICS if name in metrics}
+    failed = [name if value == 0.0 else f"{name}={value:.2f}" for name, value in values.items() if value < 1.0]
+    return (sum(values.values()) / len(values) if values else 1.0), failed
+
+
+def _row_field(row: Any, key: str) -> Any:
+    return row.get(key) if isinstance(row, dict) and "completion" in row else None
+
+
+def _row_id(row: Any, index: int) -> str:
+    if isinstance(row, dict):
+        if row.get("id") is not None:
+            return str(row["id"])
+        if row.get("source") is not None and row.get("index") is not None:
+            return f"{row['source']}#{row['index']}"
+    return str(index)
+
+
+def score_router(
+    golds: list[Any],
+    predictions: list[Any],
+    categories: list[list[str]] | None = None,
+    thresholds: dict[str, Any] | None = None,
+    *,
+    max_error_examples: int = 15,
+    max_failure_examples: int = 5,
+) -> dict[str, Any]:
+    """Score router predictions against gold, row i with row i.
+
+    golds: benchmark rows (prompt/completion[/categories]) or ten-key objects; predictions:
+    `{"completion": text}` rows, texts, or objects. categories defaults to each gold row's
+    `categories`; thresholds defaults to the shipped project thresholds (pass {} to skip)."""
+    if len(golds) != len(predictions):
+        raise ValueError(f"gold has {len(golds)} rows but predictions have {len(predictions)}; row i must pair with row i")
+    if categories is not None and len(categories) != len(golds):
+        raise ValueError(f"categories has {len(categories)} entries for {len(golds)} gold rows")
+    strict: dict[str, _Bucket] = {"overall": _Bucket()}
+    lenient: dict[str, _Bucket] = {"overall": _Bucket()}
+    by_category: dict[str, _Bucket] = {}
+    errors: list[dict[str, Any]] = []
+    ranked: list[tuple[float, int, dict[str, Any]]] = []
+    strict_ok = lenient_ok = 0
+    for index, (row, pred_row) in enumerate(zip(golds, predictions)):
+        try:
+            gold = load_gold_row(row)
+        except ValueError as exc:
+            raise ValueError(f"gold row {index}: {exc}") from exc
+        try:
+            pred, parse_error = parse_strict(pred_row), None
+        except (ValueError, TypeError) as exc:
+            pred, parse_error = None, f"Failed to parse prediction: {exc}"
+        metrics, debug = score_sample(gold, pred)
+        if parse_error:
+            debug["error"] = parse_error
+        loose = pred if pred is not None else parse_lenient(pred_row)
+        loose_metrics = metrics if loose is pred else score_sample(gold, loose)[0]
+        strict_ok += pred is not None
+        lenient_ok += loose is not None
+
+        flags = gold_flags(gold)
+        for name in ("overall", *[flag for flag in SEED_BUCKETS if flags[flag]]):
+            strict.setdefault(name, _Bucket()).add(metrics)
+            lenient.setdefault(name, _Bucket()).add(loose_metrics)
+        row_categories = categories[index] if categories is not None else _row_field(row, "categories")
+        for category in row_categories or []:
+            by_category.setdefault(str(category), _Bucket()).add(metrics)
+
+        if debug and len(errors) < max_error_examples:
+            prompt = _row_field(row, "prompt")
+            errors.append({
+                "index": index,
+                "prompt_preview": (prompt if isinstance(prompt, str) else "")[:140],
+                "details": debug,
+            })
+        quality, reasons = _sample_quality(metrics)
+        if reasons:
+            if parse_error:
+                reasons = [parse_error] + (["lenient parse recovers it"] if loose is not None else [])
+            ranked.append((quality, index, {"index": index, "id": _row_id(row, index), "score": quality, "reasons": reasons}))
+
+    rendered = _render(strict)
+    ranked.sort(key=lambda item: (item[0], item[1]))
+    rules = load_thresholds() if thresholds is None else thresholds
+    return {
+        "metrics": rendered,
+        "lenient": _render(lenient),
+        "by_category": _render(by_category),
+        "parse": {
+            "samples": len(golds),
+            "strict_parsed": strict_ok,
+            "lenient_parsed": lenient_ok,
+            "recovered_by_lenient": lenient_ok - strict_ok,
+        },
+        "thresholds": judge_thresholds(rendered, rules),
+        "error_samples": errors,
+        "failure_examples": [entry for _, _, entry in ranked[:max_failure_examples]],
+    }
