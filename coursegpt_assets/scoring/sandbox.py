@@ -138,7 +138,9 @@ def _pids_cgroup_root() -> Path:
         if "pids" not in subtree.read_text().split():
             subtree.write_text("+pids")
         return v2
-    raise SandboxUnavailable("no cgroup pids controller mounted at /sys/fs/cgroup/pids (v1) or /sys/fs/cgroup (v2)")
+    raise SandboxUnavailable(
+        "no cgroup pids controller mounted at /sys/fs/cgroup/pids (v1) or /sys/fs/cgroup (v2)"
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -350,8 +352,12 @@ def run_sample(
         with (host_dir / "stdout").open("wb") as out, (host_dir / "stderr").open("wb") as err:
             proc = subprocess.Popen(
                 _command(limits, group / "cgroup.procs" if group else None, workdir),
-                stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=workdir,
-                env=_sandbox_env(workdir), start_new_session=True,
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=err,
+                cwd=workdir,
+                env=_sandbox_env(workdir),
+                start_new_session=True,
             )
             try:
                 proc.communicate(payload, timeout=limits.timeout_s)

@@ -1,0 +1,250 @@
+"""Score the code agent: run each completion against its benchmark row's asserts, report pass@k.
+
+Why: the seed evaluated the code agent by eye; execution-based pass@1 (and pass@k with several
+samples per problem, via the unbiased estimator of Chen et al. 2021) is the number reviewers
+trust. Every program runs in `sandbox.run_sample`; samples run in parallel threads, each waiting
+on its own sandboxed subprocess, so the work spreads across cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from coursegpt_assets.scoring.sandbox import SandboxLimits, require_sandbox, run_sample, sandbox_problem
+
+DEFAULT_KS = (1, 5, 10, 100)
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_PYTHON_TAGS = {"python", "py", "python3", "py3"}
+
+
+def extract_code(completion: str, entry_point: str | None = None) -> str:
+    """The program in a completion: a ```python fenced block (the one defining `entry_point` when
+    there are several), else an untagged fenced block, else the whole text. An unclosed fence
+    (generation cut off) yields everything after it."""
+    blocks = [(tag.lower(), body) for tag, body in _FENCE.findall(completion)]
+    candidates = [body for tag, body in blocks if tag in _PYTHON_TAGS] or [
+        body for tag, body in blocks if not tag
+    ]
+    if not candidates:
+        return completion.strip() if not blocks else ""
+    if entry_point:
+        defines = re.compile(rf"^\s*(?:async\s+)?(?:def|class)\s+{re.escape(entry_point)}\b", re.MULTILINE)
+        for body in candidates:
+            if defines.search(body):
+                return body.strip()
+    return candidates[0].strip()
+
+
+def build_test_code(row: dict, where: str = "benchmark row") -> str:
+    """The row's `testcase` assert strings as one test program."""
+    tests = row.get("testcase")
+    if isinstance(tests, str):
+        tests = [tests]
+    if not isinstance(tests, list) or not tests or not all(isinstance(t, str) for t in tests):
+        raise ValueError(
+            f"{where}: `testcase` must be a non-empty list of assert strings, got {tests!r:.120}"
+        )
+    return "\n".join(tests) + "\n"
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k = 1 - C(n-c, k) / C(n, k) for n samples of which c passed; needs 1 <= k <= n."""
+    if not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n, got n={n}, c={c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"pass@{k} is undefined with n={n} samples per problem (needs 1 <= k <= n)")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def _normalise(completions: Sequence[str] | Sequence[Sequence[str]], rows: int) -> list[list[str]]:
+    if len(completions) != rows:
+        raise ValueError(
+            f"{len(completions)} completion entries for {rows} benchmark rows (row i goes with row i)"
+        )
+    grouped = []
+    for i, entry in enumerate(completions):
+        group = [entry] if isinstance(entry, str) else list(entry)
+        if not group or not all(isinstance(text, str) for text in group):
+            raise ValueError(f"completions[{i}] must be a string or a non-empty list of strings")
+        grouped.append(group)
+    return grouped
+
+
+def _score_one(task: tuple[int, int, str, str, str], limits: SandboxLimits, allow_unsandboxed: bool) -> dict:
+    index, sample, entry_point, completion, tests = task
+    code = extract_code(completion, entry_point)
+    record = {"index": index, "sample": sample}
+    if not code:
+        return {
+            **record,
+            "passed": False,
+            "reason": "error",
+            "detail": "no code in completion",
+            "duration_s": 0.0,
+        }
+    result = run_sample(code, tests, limits, allow_unsandboxed=allow_unsandboxed)
+    return {
+        **record,
+        "passed": result.passed,
+        "reason": result.reason,
+        "detail": result.detail,
+        "duration_s": result.duration_s,
+    }
+
+
+def score_code(
+    benchmark_rows: list[dict],
+    completions: Sequence[str] | Sequence[Sequence[str]],
+    *,
+    workers: int | None = None,
+    timeout_s: float = 10,
+    ks: Sequence[int] = (1,),
+    limits: SandboxLimits | None = None,
+    allow_unsandboxed: bool = False,
+) -> dict:
+    """Run every completion against its row's asserts and report pass@k for each k in `ks`.
+
+    `completions[i]` is one string or a list of n strings for benchmark row i. Raises ValueError
+    for a k larger than the smallest n. `limits`, when given, overrides `timeout_s`. Returns {"metrics": {"overall": {...}}, "samples": [...]}.
+    """
+    grouped = _normalise(completions, len(benchmark_rows))
+    min_n = min((len(g) for g in grouped), default=0)
+    for k in ks:  # checked before any program runs
+        if min_n and not 1 <= k <= min_n:
+            raise ValueError(
+                f"pass@{k} needs at least {k} samples per problem; the smallest problem has {min_n}"
+            )
+    if limits is None:
+        limits = SandboxLimits(timeout_s=timeout_s)
+    if not allow_unsandboxed:
+        require_sandbox()
+    tasks = [
+        (i, j, str(row.get("entry_point") or ""), text, build_test_code(row, f"benchmark row {i}"))
+        for i, (row, group) in enumerate(zip(benchmark_rows, grouped, strict=True))
+        for j, text in enumerate(group)
+    ]
+    workers = max(1, workers or os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="code-eval") as pool:
+        samples = list(pool.map(lambda task: _score_one(task, limits, allow_unsandboxed), tasks))
+    correct = Counter(s["index"] for s in samples if s["passed"])
+    overall: dict = {"problems": len(grouped), "samples": len(samples)}
+    for k in ks:
+        per_problem = [pass_at_k(len(g), correct[i], k) for i, g in enumerate(grouped)]
+        overall[f"pass@{k}"] = sum(per_problem) / len(per_problem) if per_problem else 0.0
+    overall["reasons"] = dict(Counter(s["reason"] for s in samples))
+    if min_n == 1 and all(len(g) == 1 for g in grouped):
+        for s in samples:
+            s.pop("sample")
+    return {
+        "metrics": {"overall": overall},
+        "samples": samples,
+        "config": {
+            "workers": workers,
+            "limits": limits.__dict__,
+            "sandbox": "bwrap+pids-cgroup+rlimits"
+            if sandbox_problem() is None
+            else "rlimits-only (unsandboxed opt-in)",
+        },
+    }
+
+
+# ---------------------------------------------------------------- files
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"{path}:{line_no}: invalid JSON ({exc.msg} at column {exc.colno})"
+                ) from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+            rows.append((line_no, row))
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+def _prediction_texts(path: Path, line_no: int, row: dict) -> list[str]:
+    if isinstance(row.get("completions"), list):
+        texts = row["completions"]
+    elif "completion" in row:
+        texts = [row["completion"]]
+    else:
+        raise ValueError(f"{path}:{line_no}: expected a `completion` string or a `completions` list")
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"{path}:{line_no}: completions must be non-empty strings")
+    return texts
+
+
+def _group_predictions(path: Path, rows: list[tuple[int, dict]], problems: int) -> list[list[str]]:
+    """Row i goes with problem i; rows that all carry an integer `index` are grouped by it instead,
+    so several rows may sample the same problem."""
+    if not all(isinstance(row.get("index"), int) for _, row in rows):
+        if len(rows) != problems:
+            raise ValueError(
+                f"{path}: {len(rows)} prediction rows for {problems} benchmark rows; row i must go with "
+                "row i (or give every prediction row an integer `index`)"
+            )
+        return [_prediction_texts(path, line_no, row) for line_no, row in rows]
+    grouped: list[list[str]] = [[] for _ in range(problems)]
+    for line_no, row in rows:
+        if not 0 <= row["index"] < problems:
+            raise ValueError(f"{path}:{line_no}: index {row['index']} outside 0..{problems - 1}")
+        grouped[row["index"]].extend(_prediction_texts(path, line_no, row))
+    missing = [i for i, g in enumerate(grouped) if not g]
+    if missing:
+        raise ValueError(f"{path}: no predictions for benchmark rows {missing[:10]}")
+    return grouped
+
+
+def _write_atomic(path: Path, report: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def score_predictions_file(
+    benchmark_path: str | os.PathLike,
+    predictions_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    workers: int | None = None,
+) -> dict:
+    """Score saved completions (`coursegpt score code`): reads both JSONL files, writes the report
+    atomically to `out_path` and returns it. pass@k is reported for every k in 1, 5, 10, 100 that
+    does not exceed the smallest number of samples per problem."""
+    benchmark_path, predictions_path = Path(benchmark_path), Path(predictions_path)
+    benchmark = _read_jsonl(benchmark_path)
+    for line_no, row in benchmark:
+        build_test_code(row, f"{benchmark_path}:{line_no}")
+    grouped = _group_predictions(predictions_path, _read_jsonl(predictions_path), len(benchmark))
+    min_n = min(len(g) for g in grouped)
+    ks = tuple(k for k in DEFAULT_KS if k <= min_n)
+    report = score_code([row for _, row in benchmark], grouped, workers=workers, ks=ks)
+    report["benchmark"] = str(benchmark_path)
+    report["predictions"] = str(predictions_path)
+    _write_atomic(Path(out_path), report)
+    return report
