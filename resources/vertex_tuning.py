@@ -1,0 +1,368 @@
+"""VertexTuning: submit-or-find Vertex AI supervised tuning jobs (PEFT adapters) and read their state.
+
+How the pipeline uses it (COURSEGPT_ENV=gcp):
+- `tuning_job` asset (pair partition): `labels = job_labels(pair, manifest["data_version"], hyperparameters)`,
+  then `info = vertex.submit_or_find(pair=..., source_model=<plan vertex_id>, train_uri=store.uri(...),
+  validation_uri=..., output_uri=store.uri(<adapter prefix>), ..., labels=labels, log=context.log)` and return
+  at once with `info.metadata()` (resource name, console URL, state, created). Re-materialising after a crash
+  finds the job by its labels instead of paying for a second one.
+- A sensor in `schedules/` reads the resource name from the latest `tuning_job` materialisation and calls
+  `vertex.get_job(name)` each tick; when `info.is_terminal` it requests an `adapter` run (run_key = resource
+  name + state). The `adapter` asset calls `get_job(name).raise_for_failure()`, so a failed job fails that run
+  with Vertex's own error text, and a succeeded one copies/validates the export under `output_uri`.
+  No run worker waits hours; `wait()` is for scripts and tests.
+
+SDK facts (google-cloud-aiplatform 2.7.0): `vertexai.tuning.sft.train` takes tuning_mode (FULL/PEFT_ADAPTER),
+epochs, learning_rate or learning_rate_multiplier, adapter_size (1/4/8/16/32), labels and output_uri; it has
+no warm-up, batch size or dropout argument. Its client speaks v1beta1 and has no retry or timeout on these
+calls. `vertexai.tuning` warns that it is deprecated (removal announced for 2026-06-24, google-genai's
+`client.tunings` replaces it); that warning is silenced here and the dependency pin keeps 2.7.0 working.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import Field
+
+RESOURCE_NAME = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/tuningJobs/(?P<job>[^/]+)$")
+CONSOLE_URL = ("https://console.cloud.google.com/vertex-ai/generative/language/locations/{location}"
+               "/tuning/tuningJob/{job}?project={project}")
+ADAPTER_SIZES = (1, 4, 8, 16, 32)
+ENDED_STATES = frozenset({"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"})
+# A job in one of these will never produce an adapter, so a new submission is allowed.
+DEAD_STATES = frozenset({"JOB_STATE_FAILED", "JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"})
+LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_DEPRECATION = r"This feature is deprecated as of June 24, 2025"
+_SDK_LOCK = threading.RLock()  # aiplatform.init is process-global: init + call happen under one lock
+
+
+class VertexTuningError(RuntimeError):
+    """A Vertex tuning call failed or a job did not succeed; the message names the job, field or fix."""
+
+
+# -- labels ------------------------------------------------------------------------------------------------
+def label_value(value: str) -> str:
+    """A Vertex label value for `value`: kept when already valid, else lower-cased, invalid characters
+    replaced and a hash of the original appended, so distinct inputs stay distinct."""
+    value = str(value)
+    if LABEL_VALUE.match(value):
+        return value
+    readable = re.sub(r"[^a-z0-9_-]+", "-", value.lower())[:54]
+    return f"{readable}-{hashlib.sha256(value.encode('utf-8')).hexdigest()[:8]}"
+
+
+def hyperparameter_hash(hyperparameters: dict[str, Any]) -> str:
+    blob = json.dumps(hyperparameters, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def job_labels(pair: str, data_version: str, hyperparameters: dict[str, Any]) -> dict[str, str]:
+    """The labels that identify one tuning job: pair, tuning data version and a hash of everything else that
+    changes the job (source model, epochs, adapter size, LR multiplier...), all valid Vertex labels."""
+    return {
+        "coursegpt-pair": label_value(pair),
+        "coursegpt-data": label_value(data_version),
+        "coursegpt-hparams": hyperparameter_hash(hyperparameters),
+    }
+
+
+def validate_labels(labels: dict[str, str]) -> None:
+    for key, value in labels.items():
+        if not LABEL_KEY.match(key):
+            raise VertexTuningError(f"label key {key!r} is not a valid Vertex label key ([a-z][a-z0-9_-]{{0,62}})")
+        if not LABEL_VALUE.match(value):
+            raise VertexTuningError(f"label {key}={value!r} is not a valid Vertex label value "
+                                    "([a-z0-9_-]{0,63}); build it with label_value()")
+
+
+def label_filter(labels: dict[str, str]) -> str:
+    """The list filter (AIP-160) selecting jobs that carry all `labels`."""
+    return " AND ".join(f'labels.{k}="{v}"' for k, v in sorted(labels.items()))
+
+
+# -- job info ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TuningJobInfo:
+    """What the pipeline records about one Vertex tuning job."""
+
+    resource_name: str
+    state: str  # JOB_STATE_*
+    console_url: str
+    created: bool  # True when this call submitted it, False when an existing job was found
+    error: str | None
+    output_uri: str
+    labels: dict[str, str] = field(default_factory=dict)
+    create_time: str | None = None  # RFC 3339, UTC
+    display_name: str = ""
+    base_model: str = ""
+    tuned_model: str = ""  # projects/.../models/...@n once the job succeeded
+    endpoint: str = ""  # projects/.../endpoints/... when Vertex deployed one
+
+    @property
+    def job_id(self) -> str:
+        return self.resource_name.rsplit("/", 1)[-1]
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in ENDED_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "JOB_STATE_SUCCEEDED"
+
+    def raise_for_failure(self) -> None:
+        """Raise with Vertex's own error text unless the job succeeded."""
+        if not self.succeeded:
+            detail = f": {self.error}" if self.error else ""
+            raise VertexTuningError(f"Vertex tuning job {self.resource_name} is {self.state}{detail} "
+                                    f"(console: {self.console_url})")
+
+    def metadata(self) -> dict[str, Any]:
+        """Dagster metadata for the `tuning_job` materialisation (and for the sensor's log lines)."""
+        meta: dict[str, Any] = {
+            "resource_name": self.resource_name,
+            "state": self.state,
+            "console_url": dg.MetadataValue.url(self.console_url),
+            "created": self.created,
+            "output_uri": self.output_uri,
+            "labels": dg.MetadataValue.json(self.labels),
+        }
+        for key in ("create_time", "error", "tuned_model", "endpoint"):
+            if getattr(self, key):
+                meta[key] = getattr(self, key)
+        return meta
+
+
+def console_url(resource_name: str, project: str | None = None) -> str:
+    match = RESOURCE_NAME.match(resource_name)
+    if not match:
+        raise VertexTuningError(f"{resource_name!r} is not a tuning job name "
+                                "(projects/<project>/locations/<location>/tuningJobs/<id>)")
+    return CONSOLE_URL.format(location=match["location"], job=match["job"], project=project or match["project"])
+
+
+def _info(gca, *, created: bool, project: str | None) -> TuningJobInfo:
+    """TuningJobInfo from the SDK's TuningJob proto (google.cloud.aiplatform_v1beta1.types.TuningJob)."""
+    error = gca.error.message or (f"error code {gca.error.code}" if gca.error.code else None)
+    create_time = gca.create_time.isoformat() if gca.create_time else None
+    return TuningJobInfo(
+        resource_name=gca.name,
+        state=gca.state.name,
+        console_url=console_url(gca.name, project),
+        created=created,
+        error=error,
+        output_uri=gca.output_uri,
+        labels=dict(gca.labels),
+        create_time=create_time,
+        display_name=gca.tuned_model_display_name,
+        base_model=gca.base_model,
+        tuned_model=gca.tuned_model.model,
+        endpoint=gca.tuned_model.endpoint,
+    )
+
+
+# -- resource ----------------------------------------------------------------------------------------------
+class VertexTuning(dg.ConfigurableResource):
+    """Vertex AI supervised tuning (managed OSS models, PEFT adapters) for the gcp environment."""
+
+    project: str | None = Field(default=None, description="GCP project; falls back to GOOGLE_CLOUD_PROJECT")
+    location: str = Field(default="us-central1", description="Vertex AI region that runs the tuning jobs")
+    api_endpoint: str | None = Field(
+        default=None, description="Override the regional endpoint (tests, private endpoints), e.g. http://127.0.0.1:8080")
+    api_transport: Literal["rest", "grpc"] = Field(default="rest")
+    credentials: Literal["adc", "anonymous"] = Field(
+        default="adc", description="adc: Application Default Credentials; anonymous: loopback fakes only")
+    poll_interval_seconds: float = Field(default=60.0, ge=0, description="Pause between polls in wait()")
+    wait_timeout_seconds: float = Field(default=8 * 3600.0, gt=0, description="wait() gives up after this long")
+
+    # -- SDK setup ---------------------------------------------------------------------------------------
+    def resolved_project(self) -> str:
+        project = (self.project or os.environ.get("GOOGLE_CLOUD_PROJECT", "")).strip()
+        if not project:
+            raise VertexTuningError("No GCP project for Vertex AI tuning: set VertexTuning.project "
+                                    "(resource config) or the GOOGLE_CLOUD_PROJECT environment variable")
+        return project
+
+    def _credentials(self):
+        if self.credentials == "anonymous":
+            from google.auth.credentials import AnonymousCredentials
+
+            return AnonymousCredentials()
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+
+        try:
+            creds, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        except DefaultCredentialsError as e:
+            raise VertexTuningError("No Application Default Credentials for Vertex AI: run `gcloud auth "
+                                    "application-default login` or set GOOGLE_APPLICATION_CREDENTIALS "
+                                    f"to a service-account key file ({e})") from e
+        return creds
+
+    def _init_sdk(self) -> None:
+        """Point the process-global aiplatform config at this resource (call with _SDK_LOCK held).
+        Every field is passed explicitly so a previous init (another resource, a test) cannot leak in."""
+        from google.cloud import aiplatform
+
+        endpoint = self.api_endpoint or ("aiplatform.googleapis.com" if self.location == "global"
+                                         else f"{self.location}-aiplatform.googleapis.com")
+        aiplatform.init(project=self.resolved_project(), location=self.location, credentials=self._credentials(),
+                        api_endpoint=endpoint, api_transport=self.api_transport)
+
+    # -- reads -------------------------------------------------------------------------------------------
+    def get_job(self, resource_name: str) -> TuningJobInfo:
+        """Current state of one job; raises VertexTuningError naming the job when Vertex does not know it."""
+        console_url(resource_name)  # validates the name before any network call
+        from google.api_core import exceptions as gexc
+
+        with _SDK_LOCK, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_DEPRECATION, category=UserWarning)
+            self._init_sdk()
+            from vertexai.tuning import sft
+
+            try:
+                job = sft.SupervisedTuningJob(resource_name)
+            except gexc.NotFound as e:
+                raise VertexTuningError(f"Vertex tuning job {resource_name} not found "
+                                        f"(project {self.resolved_project()}): {e.message}") from e
+            except gexc.GoogleAPICallError as e:
+                raise VertexTuningError(f"reading Vertex tuning job {resource_name} failed: {e}") from e
+            return _info(job.gca_resource, created=False, project=self.resolved_project())
+
+    def list_jobs(self, labels: dict[str, str] | None = None, log=None) -> list[TuningJobInfo]:
+        """Jobs in project/location carrying all `labels`, newest first. The label filter is sent to Vertex
+        and checked again here; if Vertex rejects the filter, all jobs are listed and filtered here."""
+        labels = dict(labels or {})
+        validate_labels(labels)
+        from google.api_core import exceptions as gexc
+
+        with _SDK_LOCK, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_DEPRECATION, category=UserWarning)
+            self._init_sdk()
+            from vertexai.tuning import sft
+
+            try:
+                try:
+                    jobs = sft.SupervisedTuningJob.list(filter=label_filter(labels) if labels else None)
+                except gexc.BadRequest as e:  # HTTP 400 (InvalidArgument over gRPC)
+                    if not labels:
+                        raise
+                    if log:
+                        log.warning(f"Vertex rejected the label filter ({e.message}); filtering locally")
+                    jobs = sft.SupervisedTuningJob.list()
+            except gexc.GoogleAPICallError as e:
+                raise VertexTuningError(f"listing Vertex tuning jobs in {self.resolved_project()}/"
+                                        f"{self.location} failed: {e}") from e
+            infos = [_info(j.gca_resource, created=False, project=self.resolved_project()) for j in jobs]
+        matching = [i for i in infos if all(i.labels.get(k) == v for k, v in labels.items())]
+        return sorted(matching, key=lambda i: i.create_time or "", reverse=True)
+
+    # -- submit ------------------------------------------------------------------------------------------
+    def submit_or_find(self, *, pair: str, source_model: str, train_uri: str, validation_uri: str,
+                       output_uri: str, adapter_size: int, epochs: int, learning_rate_multiplier: float,
+                       display_name: str, labels: dict[str, str], log=None) -> TuningJobInfo:
+        """Return the live or succeeded job carrying `labels`, or submit one PEFT-adapter tuning job.
+
+        Jobs that failed, were cancelled or expired are reported and do not block a new submission.
+        """
+        self._check_request(pair, source_model, train_uri, validation_uri, output_uri, adapter_size, epochs,
+                            learning_rate_multiplier, display_name, labels)
+        existing = self.list_jobs(labels, log=log)
+        for dead in (i for i in existing if i.state in DEAD_STATES):
+            if log:
+                log.warning(f"[{pair}] earlier Vertex tuning job {dead.resource_name} is {dead.state}"
+                            f"{': ' + dead.error if dead.error else ''} ({dead.console_url})")
+        live = [i for i in existing if i.state not in DEAD_STATES]
+        reusable = [i for i in live if _same_request(i, source_model)]
+        for other in (i for i in live if i not in reusable):
+            if log:
+                log.warning(f"[{pair}] {other.resource_name} carries the same labels but tunes {other.base_model}, "
+                            f"not {source_model}; ignoring it (include the model in the hyperparameter hash)")
+        if reusable:
+            found = reusable[0]
+            if log:
+                log.info(f"[{pair}] following existing Vertex tuning job {found.resource_name} ({found.state}), "
+                         f"not submitting another: {found.console_url}")
+            return found
+
+        from google.api_core import exceptions as gexc
+
+        with _SDK_LOCK, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_DEPRECATION, category=UserWarning)
+            self._init_sdk()
+            from vertexai.tuning import sft
+
+            try:
+                job = sft.train(
+                    source_model=source_model,
+                    train_dataset=train_uri,
+                    validation_dataset=validation_uri,
+                    tuned_model_display_name=display_name,
+                    tuning_mode="PEFT_ADAPTER",
+                    epochs=epochs,
+                    learning_rate_multiplier=learning_rate_multiplier,
+                    adapter_size=adapter_size,
+                    labels=dict(labels),  # the SDK adds "mg-source" to the dict it is given
+                    output_uri=output_uri,
+                )
+            except gexc.GoogleAPICallError as e:
+                raise VertexTuningError(
+                    f"[{pair}] submitting the Vertex tuning job ({source_model}, {train_uri}) failed: {e}. "
+                    "If Vertex created it before the error, the next attempt finds it by its labels") from e
+            info = _info(job.gca_resource, created=True, project=self.resolved_project())
+        if log:
+            log.info(f"[{pair}] submitted Vertex tuning job {info.resource_name} ({info.state}): {info.console_url}")
+        return info
+
+    def wait(self, resource_name: str, log=None) -> TuningJobInfo:
+        """Poll until the job ends (scripts and tests; the pipeline uses the sensor instead)."""
+        deadline = time.monotonic() + self.wait_timeout_seconds
+        last_state = None
+        while True:
+            info = self.get_job(resource_name)
+            if log and info.state != last_state:
+                log.info(f"{resource_name}: {info.state}")
+            last_state = info.state
+            if info.is_terminal:
+                return info
+            if time.monotonic() >= deadline:
+                raise VertexTuningError(f"Vertex tuning job {resource_name} still {info.state} after "
+                                        f"{self.wait_timeout_seconds:.0f} s ({info.console_url})")
+            time.sleep(self.poll_interval_seconds)
+
+    @staticmethod
+    def _check_request(pair, source_model, train_uri, validation_uri, output_uri, adapter_size, epochs,
+                       learning_rate_multiplier, display_name, labels) -> None:
+        if not source_model:
+            raise VertexTuningError(f"[{pair}] no Vertex model id: set base_models.<model>.vertex_id in "
+                                    "training_plan.yaml (pairs without one train locally only)")
+        for name, uri in (("train_uri", train_uri), ("validation_uri", validation_uri), ("output_uri", output_uri)):
+            if not str(uri).startswith("gs://"):
+                raise VertexTuningError(f"[{pair}] {name}={uri!r}: Vertex AI reads and writes gs:// URIs only "
+                                        "(set COURSEGPT_STORE=gs://<bucket>/<prefix>)")
+        if adapter_size not in ADAPTER_SIZES:
+            raise VertexTuningError(f"[{pair}] adapter_size={adapter_size}: Vertex supports {ADAPTER_SIZES}")
+        if epochs < 1 or learning_rate_multiplier <= 0:
+            raise VertexTuningError(f"[{pair}] epochs={epochs}, learning_rate_multiplier={learning_rate_multiplier}:"
+                                    " both must be positive")
+        if not display_name or len(display_name) > 128:
+            raise VertexTuningError(f"[{pair}] display_name {display_name!r} must be 1-128 characters")
+        if not labels:
+            raise VertexTuningError(f"[{pair}] labels are required: they are how a retry finds the job")
+        validate_labels(labels)
+
+
+def _same_request(info: TuningJobInfo, source_model: str) -> bool:
+    """Guard against a label collision: a listed job with another base model is not ours to follow."""
+    return not info.base_model or info.base_model == source_model
