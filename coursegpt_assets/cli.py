@@ -1,0 +1,112 @@
+"""`coursegpt`: a thin command line over Dagster's Python API.
+
+    coursegpt run [--agent A] [--base-model M] [--assets a,b]   materialise with live progress
+    coursegpt status                                             versions per pair and what is stale
+    coursegpt plan                                               the training plan and cost estimates
+    coursegpt score {router,math,code} ...                       score saved predictions, no model needed
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _instance():
+    import dagster as dg
+
+    from coursegpt_assets import settings
+
+    home = settings.current().dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch(exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return dg.DagsterInstance.get()
+
+
+def cmd_run(args) -> int:
+    from coursegpt_assets.definitions import defs
+    from coursegpt_assets.plan import default_plan
+    from coursegpt_assets.runner import run_pipeline
+    from coursegpt_assets.status import print_table
+
+    plan = default_plan()
+    agents = [a for a in plan.agent_names if not args.agent or a in args.agent]
+    pairs = [
+        p.key for p in plan.planned_pairs
+        if p.agent in agents and (not args.base_model or p.base_model in args.base_model)
+    ]
+    unknown = set(args.agent or []) - set(plan.agent_names)
+    unknown |= set(args.base_model or []) - set(plan.base_models)
+    if unknown:
+        print(f"error: not in training_plan.yaml: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    defined = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assets = set(args.assets.split(",")) if args.assets else None
+    if assets and assets - defined:
+        print(f"error: unknown assets {sorted(assets - defined)}; defined: {sorted(defined)}", file=sys.stderr)
+        return 2
+    print(f"coursegpt run: agents={agents} pairs={pairs}")
+    ok, lines = run_pipeline(
+        instance=_instance(), agents=agents, pairs=pairs, assets=assets, defined_assets=defined,
+        max_parallel=args.parallel or os.cpu_count() or 1,
+    )
+    rows = [
+        [line.asset, line.partition, line.status, f"{line.seconds:.1f}",
+         ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in line.headline.items())]
+        for line in lines
+    ]
+    print()
+    print_table(["asset", "partition", "status", "seconds", "headline"], rows)
+    return 0 if ok else 1
+
+
+def cmd_status(args) -> int:
+    from coursegpt_assets.status import pair_status, print_table
+    from resources.storage import ArtifactStore
+    from coursegpt_assets import settings
+
+    store = ArtifactStore(root=settings.current().store)
+    rows = [list(r.values()) for r in pair_status(store)]
+    print_table(["pair", "data", "adapter", "report", "stale"], rows)
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from coursegpt_assets.status import plan_rows, print_table
+    from resources.storage import ArtifactStore
+    from coursegpt_assets import settings
+
+    store = ArtifactStore(root=settings.current().store)
+    print_table(["pair", "hf id", "vertex id", "family", "train tokens (est.)", "est. cost USD"], plan_rows(store))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coursegpt", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="materialise the pipeline with live progress")
+    run.add_argument("--agent", action="append", help="agent(s) to run (repeatable); default all")
+    run.add_argument("--base-model", action="append", help="base model(s) to run (repeatable); default all")
+    run.add_argument("--assets", help="comma-separated asset names to materialise; default all stages")
+    run.add_argument("--parallel", type=int, default=None, help="partitions run side by side (default: cores)")
+    run.set_defaults(func=cmd_run)
+    sub.add_parser("status", help="latest versions per pair and staleness").set_defaults(func=cmd_status)
+    sub.add_parser("plan", help="the training plan and cost estimates").set_defaults(func=cmd_plan)
+    try:
+        from coursegpt_assets.scoring.score_cli import add_score_parser
+    except ImportError:  # the scoring package is optional at this point of the build
+        pass
+    else:
+        add_score_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

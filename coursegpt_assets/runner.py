@@ -1,0 +1,154 @@
+"""Runs the pipeline stage by stage on the persistent instance, printing one line per finished step.
+
+Partitions of a stage run side by side (one run each, in threads; each run's steps execute in child
+processes through Dagster's multiprocess executor), and progress is read from the instance's event log
+while they run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import dagster as dg
+from dagster._core.storage.dagster_run import RunsFilter
+
+from coursegpt_assets.jobs import STAGES
+
+HEADLINE_KEYS = (
+    "dagster/row_count", "final_loss", "wall_time_s", "pass@1", "accuracy", "route_plan_exact",
+    "json_valid", "route_tool_recall", "best_score",
+)
+INVOCATION_TAG = "coursegpt/invocation"
+
+
+@dataclass
+class StepLine:
+    asset: str
+    partition: str
+    status: str
+    seconds: float
+    headline: dict[str, float] = field(default_factory=dict)
+
+
+def _headline(metadata: dict) -> dict[str, float]:
+    out = {}
+    for key in HEADLINE_KEYS:
+        value = metadata.get(key)
+        raw = getattr(value, "value", value)
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            out[key.removeprefix("dagster/")] = raw
+    return out
+
+
+class ProgressPrinter:
+    """Polls the event log of this invocation's runs and prints each step once as it finishes."""
+
+    def __init__(self, instance: dg.DagsterInstance, invocation: str, emit: Callable[[str], None]):
+        self.instance, self.invocation, self.emit = instance, invocation, emit
+        self.started = time.monotonic()
+        self.seen: set[str] = set()
+        self.lines: list[StepLine] = []
+        self._stop = threading.Event()
+
+    def poll(self) -> None:
+        runs = self.instance.get_runs(filters=RunsFilter(tags={INVOCATION_TAG: self.invocation}))
+        for run in runs:
+            partition = run.tags.get("dagster/partition", "")
+            materialized: dict[str, dict] = {}
+            for entry in self.instance.all_logs(run.run_id):
+                event = entry.dagster_event
+                if event is None:
+                    continue
+                if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+                    mat = event.step_materialization_data.materialization
+                    materialized[event.step_key] = dict(mat.metadata)
+                elif event.event_type in (
+                    dg.DagsterEventType.STEP_SUCCESS,
+                    dg.DagsterEventType.STEP_FAILURE,
+                    dg.DagsterEventType.STEP_SKIPPED,
+                ):
+                    uid = f"{run.run_id}:{event.step_key}"
+                    if uid in self.seen:
+                        continue
+                    self.seen.add(uid)
+                    status = event.event_type.value.removeprefix("STEP_").lower()
+                    seconds = (getattr(event.event_specific_data, "duration_ms", None) or 0) / 1000
+                    line = StepLine(event.step_key, partition, status, seconds,
+                                    _headline(materialized.get(event.step_key, {})))
+                    self.lines.append(line)
+                    mark = {"success": "✓", "failure": "✗", "skipped": "-"}.get(status, "?")
+                    elapsed = time.monotonic() - self.started
+                    self.emit(f"[{elapsed:7.1f}s] {mark} {line.asset:<20} {partition:<24} {status:<8} {seconds:6.1f}s")
+                    error = getattr(event.event_specific_data, "error", None)
+                    while error is not None and error.cause is not None:
+                        error = error.cause
+                    if error is not None:
+                        self.emit(f"            {error.message.strip()[:300]}")
+
+    def run_in_background(self, interval: float = 0.5) -> threading.Thread:
+        def loop():
+            while not self._stop.wait(interval):
+                self.poll()
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.poll()
+
+
+def run_pipeline(
+    *,
+    instance: dg.DagsterInstance,
+    agents: list[str],
+    pairs: list[str],
+    assets: set[str] | None,
+    defined_assets: set[str],
+    max_parallel: int,
+    emit: Callable[[str], None] = print,
+) -> tuple[bool, list[StepLine]]:
+    """Execute each stage for its partitions; stops after a stage with a failed run."""
+    invocation = uuid.uuid4().hex[:12]
+    printer = ProgressPrinter(instance, invocation, emit)
+    printer.run_in_background()
+    ok = True
+    try:
+        for job_name, stage_assets, level, _ in STAGES:
+            selected = [a for a in stage_assets if a in defined_assets and (assets is None or a in assets)]
+            if not selected:
+                continue
+            keys = pairs if level == "pair" else agents
+            with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(keys) or 1))) as pool:
+                results = list(pool.map(lambda k: _execute(instance, job_name, k, selected, invocation), keys))
+            if not all(results):
+                ok = False
+                break
+    finally:
+        printer.stop()
+    return ok, printer.lines
+
+
+def _execute(instance, job_name: str, partition: str, assets: list[str], invocation: str) -> bool:
+    job = dg.build_reconstructable_job("coursegpt_assets.runner", "load_job", reconstructable_args=(job_name,))
+    result = dg.execute_job(
+        job,
+        instance=instance,
+        tags={"dagster/partition": partition, INVOCATION_TAG: invocation},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        asset_selection=[dg.AssetKey(a) for a in assets],
+    )
+    return result.success
+
+
+def load_job(job_name: str):
+    """Reconstructs a job in each step process (used by build_reconstructable_job)."""
+    from coursegpt_assets.definitions import defs
+
+    return defs.resolve_job_def(job_name)

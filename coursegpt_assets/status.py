@@ -1,0 +1,73 @@
+"""What `coursegpt status` and `coursegpt plan` print, computed from the store's manifests."""
+
+from __future__ import annotations
+
+from coursegpt_assets import layout
+from coursegpt_assets.plan import TrainingPlan, default_plan
+from resources.storage import ArtifactStore
+
+
+def _read(store: ArtifactStore, key: str) -> dict | None:
+    try:
+        return store.read_json(key)
+    except FileNotFoundError:
+        return None
+
+
+def _short(version: str | None) -> str:
+    return version[:12] if version else "-"
+
+
+def pair_status(store: ArtifactStore, plan: TrainingPlan | None = None) -> list[dict]:
+    """Per pair: tuning data version, adapter version, report version, and why anything is stale."""
+    plan = plan or default_plan()
+    out = []
+    for pair in plan.pair_keys:
+        tuning = _read(store, layout.tuning_manifest(pair)) or {}
+        latest_adapter = (_read(store, layout.adapter_latest(pair)) or {}).get("version")
+        summary = _read(store, f"{layout.adapter_dir(pair, latest_adapter)}/training_summary.json") if latest_adapter else None
+        latest_report = (_read(store, layout.report_latest(pair)) or {}).get("version")
+        report = _read(store, f"{layout.report_dir(pair, latest_report)}/report.json") if latest_report else None
+        stale = []
+        if summary and tuning and summary.get("data_version") != tuning.get("data_version"):
+            stale.append("adapter (tuning data changed)")
+        if report and latest_adapter and report.get("adapter_version") != latest_adapter:
+            stale.append("report (new adapter)")
+        if latest_adapter and not report:
+            stale.append("report missing")
+        out.append({
+            "pair": pair,
+            "data": _short(tuning.get("data_version")),
+            "adapter": _short(latest_adapter),
+            "report": _short(latest_report),
+            "stale": ", ".join(stale) or ("-" if tuning else "not materialised"),
+        })
+    return out
+
+
+def estimated_cost(train_tokens: int, epochs: int, price_per_million: float) -> float:
+    return train_tokens * epochs * price_per_million / 1_000_000
+
+
+def plan_rows(store: ArtifactStore, plan: TrainingPlan | None = None) -> list[list[str]]:
+    plan = plan or default_plan()
+    rows = []
+    for p in plan.planned_pairs:
+        model = plan.base_models[p.base_model]
+        tuning = _read(store, layout.tuning_manifest(p.key))
+        tokens = (tuning or {}).get("token_estimate", {}).get("train", {}).get("total")
+        cost = (
+            f"{estimated_cost(tokens, plan.hyperparameters.epochs, plan.cost.price_per_million_tokens_usd):.2f}"
+            if tokens is not None and not model.smoke else ("local (free)" if model.smoke else "no tuning data yet")
+        )
+        rows.append([p.key, model.hf_id, model.vertex_id or "-", model.family,
+                     str(tokens) if tokens is not None else "-", cost])
+    return rows
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))

@@ -1,0 +1,42 @@
+"""Shared fixtures: an isolated COURSEGPT_HOME per test, a temp store, and the optional ../shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DIR = Path(os.environ.get("COURSEGPT_SHARED", PROJECT_ROOT.parent / "shared"))
+ARTIFACTS_DIR = PROJECT_ROOT / "tests" / "artifacts"
+
+requires_shared = pytest.mark.skipif(
+    not (SHARED_DIR / "data").is_dir(), reason=f"{SHARED_DIR}/data is absent (real project data not available)"
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own COURSEGPT_HOME/DAGSTER_HOME and the default (fixture) sources."""
+    home = tmp_path_factory.mktemp("coursegpt_home")
+    monkeypatch.setenv("COURSEGPT_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    for var in ("COURSEGPT_ENV", "COURSEGPT_STORE", "COURSEGPT_ROUTER_SOURCE", "COURSEGPT_MATH_SOURCE",
+                "COURSEGPT_CODE_SOURCE", "COURSEGPT_PLAN"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture
+def store(tmp_path):
+    from resources.storage import ArtifactStore
+
+    return ArtifactStore(root=str(tmp_path / "store"))
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    if not (SHARED_DIR / "data").is_dir():
+        pytest.skip(f"{SHARED_DIR}/data is absent")
+    return SHARED_DIR

@@ -1,0 +1,111 @@
+"""dagster.materialize tests for raw_examples → clean_examples → dataset_splits → tuning_dataset."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from coursegpt_assets.datasets import DATA_ASSETS, clean_examples, dataset_splits, raw_examples
+from coursegpt_assets.settings import FIXTURES_DIR
+from coursegpt_assets.tuning_data import tuning_dataset
+
+
+def _materialize(assets, partition, store, selection=None, run_config=None, raise_on_error=True):
+    return dg.materialize(
+        assets, partition_key=partition, resources={"store": store}, selection=selection,
+        run_config=run_config, raise_on_error=raise_on_error,
+    )
+
+
+def _meta(result, asset):
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == asset]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_router_chain_on_the_fixture(store):
+    result = _materialize(DATA_ASSETS, "router", store)
+    raw, clean, splits = (_meta(result, a) for a in ("raw_examples", "clean_examples", "dataset_splits"))
+    lines = (FIXTURES_DIR / "router.jsonl").read_text().splitlines()
+    assert raw["dagster/row_count"] == len(lines) and raw["unparseable_rows"] == 1
+    assert clean["dagster/row_count"] + clean["quarantined_rows"] == len(lines)
+    [quarantine_key] = store.list_keys("quarantine/router")
+    quarantined = store.read_jsonl(quarantine_key)
+    reasons = {q["line"]: q["reason"] for q in quarantined}
+    assert any("unknown tool '/calculator'" in r for r in reasons.values())
+    assert any("duplicate id" in r for r in reasons.values())
+    assert any("not valid JSON" in r for r in reasons.values())
+    for q in quarantined:  # the line number points at the offending source line
+        if q["record"] is not None:
+            assert json.loads(lines[q["line"] - 1]) == q["record"]
+    manifest = store.read_json("datasets/router/splits/manifest.json")
+    n = clean["dagster/row_count"]
+    assert manifest["counts"] == {"train": n - n // 10 - n // 20, "validation": n // 10, "test": n // 20}
+    assert splits["train_rows"] == manifest["counts"]["train"]
+    ids = [{r["id"] for r in store.read_jsonl(f"datasets/router/splits/{s}.jsonl")} for s in ("train", "validation", "test")]
+    assert sum(map(len, ids)) == n and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+
+
+def test_materialising_twice_gives_identical_splits(store):
+    _materialize(DATA_ASSETS, "router", store)
+    first = store.read_json("datasets/router/splits/manifest.json")["content_hash"]
+    _materialize(DATA_ASSETS, "router", store)
+    assert store.read_json("datasets/router/splits/manifest.json")["content_hash"] == first
+
+
+def test_too_many_invalid_rows_fail_with_the_first_reasons(store, tmp_path):
+    good = [json.loads(line) for line in (FIXTURES_DIR / "router.jsonl").read_text().splitlines()[:10]]
+    bad = [dict(r, difficulty="impossible") for r in good[:3]]
+    source = tmp_path / "router.jsonl"
+    source.write_text("\n".join(json.dumps(r) for r in good[3:] + bad) + "\n")
+    result = _materialize(
+        [raw_examples, clean_examples], "router", store, raise_on_error=False,
+        run_config={"ops": {"raw_examples": {"config": {"source": str(source)}}}},
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.user_failure_data.description
+    assert "invalid (limit 5%)" in message and "line 8" in message and "difficulty 'impossible'" in message
+    # the quarantine is written so the user can inspect every rejected row
+    [key] = store.list_keys("quarantine/router")
+    assert len(store.read_jsonl(key)) == 3
+
+
+def test_limit_and_think_wrapping_are_recorded(store):
+    _materialize(DATA_ASSETS, "router", store, run_config={
+        "ops": {"dataset_splits": {"config": {"limit": 40, "think_wrapping": True}}}
+    })
+    manifest = store.read_json("datasets/router/splits/manifest.json")
+    assert sum(manifest["counts"].values()) == 40 and manifest["think_wrapping"] is True
+    _materialize([tuning_dataset, *[a.to_source_asset() for a in DATA_ASSETS]], "router__qwen3-32b", store,
+                 selection=[tuning_dataset])
+    row = store.read_jsonl("tuning/router__qwen3-32b/train.jsonl")[0]
+    assert row["completion"].startswith("<think>\n")
+
+
+@pytest.mark.parametrize(("pair", "start", "end"), [
+    ("router__tiny-llama", "<s><|system|>\n", "<|end|>\n"),
+    ("router__llama31-8b", "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n", "<|eot_id|>"),
+    ("router__gemma3-27b", "<bos><start_of_turn>user\n", "<end_of_turn>\n"),
+    ("router__qwen3-32b", "<|im_start|>system\n", "<|im_end|>\n"),
+])
+def test_tuning_dataset_renders_the_pair_family(store, pair, start, end):
+    _materialize(DATA_ASSETS, "router", store)
+    result = _materialize([tuning_dataset, *[a.to_source_asset() for a in DATA_ASSETS]], pair, store,
+                          selection=[tuning_dataset])
+    meta = _meta(result, "tuning_dataset")
+    manifest = store.read_json(f"tuning/{pair}/manifest.json")
+    splits = store.read_json("datasets/router/splits/manifest.json")["counts"]
+    assert manifest["counts"] == {"train": splits["train"], "validation": splits["validation"]}
+    assert meta["estimated_train_tokens"] > 0 and meta["rows_over_max_length"] == 0
+    for row in store.read_jsonl(f"tuning/{pair}/train.jsonl"):
+        assert row["text_prompt"].startswith(start) and row["text_completion"].endswith(end)
+        assert row["prompt"] and row["completion"]
+    assert manifest["data_version"] == meta["data_version"]
+
+
+def test_dataset_splits_without_upstream_names_the_missing_file(store):
+    result = _materialize([dataset_splits, *[a.to_source_asset() for a in (raw_examples, clean_examples)]],
+                          "router", store, selection=[dataset_splits], raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "clean/records.jsonl does not exist" in failure.step_failure_data.error.to_string()
