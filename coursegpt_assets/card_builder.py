@@ -106,13 +106,19 @@ def _backend_tag(summary: dict) -> str:
     return "vertex-ai" if backend == "vertex" else "trl"
 
 
-def _metric_value(name: str, value: Any) -> float | None:
-    """A headline value for the model-index: a finite number, or None (flagged by validate_card)."""
+MISSING_VALUE = "n/a"
+
+
+def _metric_value(value: Any) -> float | str:
+    """A headline value for the model-index: a finite number, or "n/a" (which validate_card refuses).
+
+    The model-index cannot hold null, so a metric the report could not compute (no parseable sample)
+    stays visible as "n/a" and fails the card check instead of silently disappearing."""
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, (int, float)) and math.isfinite(value):
         return value
-    return None
+    return MISSING_VALUE
 
 
 def model_name(inputs: CardInputs) -> str:
@@ -138,7 +144,7 @@ def build_card_data(inputs: CardInputs):
             dataset_revision=str(benchmark),
             metric_type=metric,
             metric_name=metric.replace("_", " "),
-            metric_value=_metric_value(metric, value),
+            metric_value=_metric_value(value),
         )
         for metric, value in headline.items()
     ]
@@ -195,7 +201,7 @@ def _demote_headings(markdown: str, levels: int = 2) -> str:
 
 
 def _headline_rows(inputs: CardInputs) -> list[tuple[str, str]]:
-    return [(m, _fmt(_metric_value(m, v))) for m, v in (inputs.report.get("headline") or {}).items()]
+    return [(m, _fmt(_metric_value(v))) for m, v in (inputs.report.get("headline") or {}).items()]
 
 
 def render_body_context(inputs: CardInputs) -> dict[str, Any]:
