@@ -73,14 +73,17 @@ class ArtifactStore(dg.ConfigurableResource):
         return self.write_text(key, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", "application/json")
 
     def write_jsonl(self, key: str, rows: Iterable[dict]) -> tuple[str, int, str]:
-        """Stream rows to `key`; returns (uri, row count, sha256 of the bytes written)."""
+        """Stream rows to `key`; returns (uri, row count, sha256 of the bytes written).
+
+        Key order is kept as given: it is part of the data (the router completion is a JSON dump of it).
+        """
         digest = hashlib.sha256()
         count = 0
 
         def write(fh):
             nonlocal count
             for row in rows:
-                line = (json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+                line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
                 digest.update(line)
                 fh.write(line)
                 count += 1

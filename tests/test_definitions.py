@@ -1,0 +1,41 @@
+"""The definitions load, hold the expected graph, and do not import the heavy ML or Google SDKs."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import PROJECT_ROOT
+
+HEAVY = ["torch", "transformers", "trl", "peft", "vertexai", "evaluate", "google.cloud.aiplatform", "datasets",
+         "bitsandbytes", "dagster_gcp", "matplotlib"]
+
+
+def test_definitions_load_without_heavy_imports():
+    code = (
+        "import sys, json, coursegpt_assets.definitions as d\n"
+        "d.defs.resolve_asset_graph()\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_asset_graph_and_partitions():
+    from coursegpt_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert {"raw_examples", "clean_examples", "dataset_splits", "tuning_dataset"} <= keys
+    for name in ("raw_examples", "clean_examples", "dataset_splits"):
+        assert graph.get(dg_key(name)).partitions_def.get_partition_keys() == ["router", "math", "code"]
+    assert "router__llama31-8b" in graph.get(dg_key("tuning_dataset")).partitions_def.get_partition_keys()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if node.is_materializable:
+            assert node.group_name != "default" and node.owners and node.description and node.code_version, key
+
+
+def dg_key(name):
+    import dagster as dg
+
+    return dg.AssetKey(name)
