@@ -8,6 +8,7 @@ import hashlib
 import re
 import socket
 
+import dagster as dg
 import pytest
 
 from coursegpt_assets import layout
@@ -311,3 +312,20 @@ def test_info_is_a_plain_record():
     assert info.job_id == "9" and not info.is_terminal
     with pytest.raises(VertexTuningError, match="JOB_STATE_RUNNING"):
         info.raise_for_failure()
+
+
+def test_resource_inside_a_materialisation_records_job_metadata(env, vertex_server):
+    """The shape the tuning_job asset takes: submit-or-find, return metadata, never wait."""
+    request = staged_request()
+
+    @dg.asset
+    def tuning_job(context, vertex: VertexTuning) -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata=vertex.submit_or_find(**request, log=context.log).metadata())
+
+    for _ in range(2):  # a re-materialisation follows the same job
+        result = dg.materialize([tuning_job], resources={"vertex": resource(vertex_server)})
+        assert result.success
+    meta = result.asset_materializations_for_node("tuning_job")[0].metadata
+    assert meta["created"].value is False and meta["state"].value == "JOB_STATE_PENDING"
+    assert meta["resource_name"].value == vertex_server.jobs()[0]["name"]
+    assert vertex_server.create_calls == 1

@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from datetime import datetime, timedelta, timezone
-from http import HTTPStatus
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -58,12 +57,12 @@ class FakeVertexServer:
         self._scripts: dict[str, list[tuple[str, str | None]]] = {}
         self._lock = threading.Lock()
         self._next_id = 7_000_000_000_000_000_001
-        self._last_time = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self._last_time = datetime(2026, 1, 1, tzinfo=UTC)
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------------
-    def start(self) -> "FakeVertexServer":
+    def start(self) -> FakeVertexServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -88,7 +87,7 @@ class FakeVertexServer:
             self._thread.join(timeout=10)
             self._httpd = None
 
-    def __enter__(self) -> "FakeVertexServer":
+    def __enter__(self) -> FakeVertexServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -270,7 +269,7 @@ class FakeVertexServer:
             job["tunedModel"] = tuned_model
 
     def _tick(self) -> str:
-        now = max(datetime.now(timezone.utc), self._last_time + timedelta(microseconds=1))
+        now = max(datetime.now(UTC), self._last_time + timedelta(microseconds=1))
         self._last_time = now
         return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
