@@ -226,3 +226,27 @@ def test_bad_input_names_file_and_line(tmp_path, bench_rows, pred_rows, message)
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         score_predictions_file(tmp_path / "nope.jsonl", tmp_path / "p.jsonl", tmp_path / "r.json")
+
+
+@needs_sandbox
+def test_evaluate_metric_module_loads_offline_by_path(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    evaluate = pytest.importorskip("evaluate")
+    path = Path(sandbox.__file__).resolve().parents[1] / "metrics" / "code_pass_at_k"
+    metric = evaluate.load(str(path))
+    report = metric.compute(
+        predictions=[
+            [fenced(GOOD["add"]), "def add(a, b):\n    return 0\n"],
+            ["def is_even(n):\n    return True\n"] * 2,
+        ],
+        references=[BENCHMARK[0]["testcase"], BENCHMARK[1]["testcase"]],
+        entry_points=["add", "is_even"],
+        k=[1, 2],
+    )
+    assert report["metrics"]["overall"] == {
+        "problems": 2,
+        "samples": 4,
+        "pass@1": 0.25,
+        "pass@2": 0.5,
+        "reasons": {"passed": 1, "failed": 3},
+    }
