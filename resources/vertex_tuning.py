@@ -28,6 +28,8 @@ import re
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -211,7 +213,7 @@ class VertexTuning(dg.ConfigurableResource):
         return creds
 
     def _init_sdk(self) -> None:
-        """Point the process-global aiplatform config at this resource (call with _SDK_LOCK held).
+        """Point the process-global aiplatform config at this resource (called with _SDK_LOCK held).
         Every field is passed explicitly so a previous init (another resource, a test) cannot leak in."""
         from google.cloud import aiplatform
 
@@ -220,17 +222,23 @@ class VertexTuning(dg.ConfigurableResource):
         aiplatform.init(project=self.resolved_project(), location=self.location, credentials=self._credentials(),
                         api_endpoint=endpoint, api_transport=self.api_transport)
 
+    @contextmanager
+    def _sdk(self) -> Iterator[Any]:
+        """`vertexai.tuning.sft`, with aiplatform pointed at this resource for the duration of the block."""
+        with _SDK_LOCK, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_DEPRECATION, category=UserWarning)
+            self._init_sdk()
+            from vertexai.tuning import sft
+
+            yield sft
+
     # -- reads -------------------------------------------------------------------------------------------
     def get_job(self, resource_name: str) -> TuningJobInfo:
         """Current state of one job; raises VertexTuningError naming the job when Vertex does not know it."""
         console_url(resource_name)  # validates the name before any network call
         from google.api_core import exceptions as gexc
 
-        with _SDK_LOCK, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_DEPRECATION, category=UserWarning)
-            self._init_sdk()
-            from vertexai.tuning import sft
-
+        with self._sdk() as sft:
             try:
                 job = sft.SupervisedTuningJob(resource_name)
             except gexc.NotFound as e:
@@ -247,11 +255,7 @@ class VertexTuning(dg.ConfigurableResource):
         validate_labels(labels)
         from google.api_core import exceptions as gexc
 
-        with _SDK_LOCK, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_DEPRECATION, category=UserWarning)
-            self._init_sdk()
-            from vertexai.tuning import sft
-
+        with self._sdk() as sft:
             try:
                 try:
                     jobs = sft.SupervisedTuningJob.list(filter=label_filter(labels) if labels else None)
@@ -298,11 +302,7 @@ class VertexTuning(dg.ConfigurableResource):
 
         from google.api_core import exceptions as gexc
 
-        with _SDK_LOCK, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_DEPRECATION, category=UserWarning)
-            self._init_sdk()
-            from vertexai.tuning import sft
-
+        with self._sdk() as sft:
             try:
                 job = sft.train(
                     source_model=source_model,
