@@ -1,0 +1,169 @@
+"""model_card → card_is_valid (blocking) → published_adapter, materialised with real resources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from huggingface_hub import ModelCard
+from huggingface_hub import constants as hf_constants
+
+from coursegpt_assets import layout
+from coursegpt_assets.model_cards import (
+    CARD_CHECK,
+    MODEL_CARD_ASSETS,
+    MODEL_CARD_CHECKS,
+    card_manifest,
+    model_card,
+    published_adapter,
+)
+from coursegpt_assets.partitions import PAIR_PARTITIONS
+from coursegpt_assets.plan import default_plan
+from resources.hub import HfHub, LocalHub
+from resources.storage import ArtifactStore
+from tests.fakes.hub_server import FakeHub
+from tests.fakes.publish_artifacts import ADAPTER_VERSION, REPORT_VERSION, write_upstream
+
+PAIR = "router__tiny-llama"
+ORG = default_plan().hub_organization
+REPO = f"{ORG}/router-tiny-llama-peft"
+TOKEN = "hf_" + "Pn4Wc7Xt1Bv9Lk2Mq6Rz3Yd8Hs5Fj0GaUe"
+UPSTREAM = [dg.AssetSpec("evaluation_report", partitions_def=PAIR_PARTITIONS),
+            dg.AssetSpec("adapter", partitions_def=PAIR_PARTITIONS)]
+
+
+@pytest.fixture
+def store(tmp_path) -> ArtifactStore:
+    s = ArtifactStore(root=str(tmp_path / "store"))
+    write_upstream(s, PAIR, base_dir=str(tmp_path / "base" / "tiny-llama"))
+    return s
+
+
+def run(store, hub=None, selection=("model_card", "published_adapter"), **kwargs) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [*UPSTREAM, *MODEL_CARD_ASSETS, *MODEL_CARD_CHECKS],
+        partition_key=PAIR,
+        resources={"store": store, "hub": hub or LocalHub(root=str(Path(store.root).parent / "hub"))},
+        selection=list(selection),
+        raise_on_error=False,
+        **kwargs,
+    )
+
+
+def metadata(result, asset: str) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == [asset]]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def failure_text(result) -> str:
+    return "\n".join(str(e.event_specific_data.error) for e in result.all_events if e.is_step_failure)
+
+
+def test_assets_carry_ownership_and_lineage():
+    assert {k.to_user_string() for k in model_card.dependency_keys} == {"evaluation_report", "adapter"}
+    assert {k.to_user_string() for k in published_adapter.dependency_keys} == {"model_card"}
+    for asset in MODEL_CARD_ASSETS:
+        key = asset.key
+        assert asset.group_names_by_key[key] == "publishing"
+        assert "huggingface" in asset.specs_by_key[key].kinds
+        assert asset.owners_by_key[key] == ["team:ml-platform"]
+        assert asset.code_versions_by_key[key] and asset.descriptions_by_key[key]
+        assert asset.partitions_def == PAIR_PARTITIONS
+    [check] = MODEL_CARD_CHECKS
+    [spec] = check.check_specs
+    assert spec.name == CARD_CHECK and spec.blocking and spec.asset_key == model_card.key
+
+
+def test_card_checked_and_published_to_the_local_hub(store, tmp_path):
+    result = run(store)
+    assert result.success, failure_text(result)
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.passed and evaluation.check_name == CARD_CHECK
+
+    card = store.read_text(layout.card(PAIR))
+    report = store.read_json(f"{layout.report_dir(PAIR, REPORT_VERSION)}/report.json")
+    meta = metadata(result, "model_card")
+    assert meta["adapter_version"] == ADAPTER_VERSION and meta["report_version"] == REPORT_VERSION
+    assert meta["eval_results"] == len(report["headline"]) == len(ModelCard(card).data.eval_results)
+    assert meta["card"] == store.uri(layout.card(PAIR)) and meta["repo_id"] == REPO
+    assert meta["preview"].startswith("# router-tiny-llama-peft") and "smoke-test model" in meta["preview"]
+    assert store.read_json(card_manifest(PAIR))["adapter_version"] == ADAPTER_VERSION
+
+    published = metadata(result, "published_adapter")
+    dest = tmp_path / "hub" / REPO
+    assert published["location"] == str(dest) and published["uploaded"] is True
+    assert published["files"] == sorted(p.name for p in dest.iterdir() if not p.name.startswith("."))
+    assert (dest / "README.md").read_text() == card
+    assert json.loads((dest / "adapter_config.json").read_text())["base_model_name_or_path"] == "local/tiny-llama"
+
+
+def test_blocking_check_stops_publishing_in_the_same_run(store, tmp_path):
+    report_key = f"{layout.report_dir(PAIR, REPORT_VERSION)}/report.json"
+    report = store.read_json(report_key)
+    report["headline"]["route_plan_exact"] = None  # no parseable sample: the metric could not be computed
+    store.write_json(report_key, report)
+    result = run(store)
+    assert not result.success
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert "route_plan_exact" in evaluation.metadata["problems"].value
+    assert [e.asset_key.path for e in result.get_asset_materialization_events()] == [["model_card"]]
+    assert not (tmp_path / "hub").exists()
+
+
+def test_card_refuses_a_report_of_another_adapter_version(tmp_path):
+    store = ArtifactStore(root=str(tmp_path / "store"))
+    write_upstream(store, PAIR, report_adapter_version="20261101T000000Z-000000")
+    result = run(store, selection=["model_card"])
+    assert not result.success
+    assert "evaluates 20261101T000000Z-000000" in failure_text(result)
+    assert "materialise evaluation_report for router__tiny-llama" in failure_text(result)
+    assert not store.exists(layout.card(PAIR))
+
+
+def test_missing_upstream_names_the_asset_to_materialise(tmp_path):
+    result = run(ArtifactStore(root=str(tmp_path / "empty")), selection=["model_card"])
+    assert not result.success
+    assert "materialise evaluation_report for partition router__tiny-llama first" in failure_text(result)
+
+
+def test_publishing_refuses_a_card_edited_after_review(store):
+    assert run(store, selection=["model_card"]).success
+    store.write_text(layout.card(PAIR), store.read_text(layout.card(PAIR)) + "\nedited\n")
+    result = run(store, selection=["published_adapter"])
+    assert not result.success and "changed since model_card wrote it" in failure_text(result)
+
+
+def test_publishing_with_hf_hub_needs_hf_token(store, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert run(store, selection=["model_card"]).success
+    with pytest.raises(dg.DagsterInvalidConfigError, match='environment variable "HF_TOKEN" which is not set'):
+        run(store, HfHub(token=dg.EnvVar("HF_TOKEN")), selection=["published_adapter"])
+
+
+def test_dry_run_materialises_the_file_list_without_uploading(store):
+    assert run(store, selection=["model_card"]).success
+    with FakeHub(token=TOKEN) as fake:
+        result = run(store, HfHub(endpoint=fake.endpoint, dry_run=True), selection=["published_adapter"])
+        assert result.success, failure_text(result)
+        assert fake.calls == []
+    meta = metadata(result, "published_adapter")
+    assert meta["uploaded"] is False and meta["dry_run"] is True
+    assert "README.md" in meta["files"] and "adapter_model.safetensors" in meta["files"]
+
+
+def test_hf_hub_publish_under_another_organisation_rewrites_the_card(store, monkeypatch):
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with FakeHub(token=TOKEN) as fake:
+        hub = HfHub(token=dg.EnvVar("HF_TOKEN"), endpoint=fake.endpoint, organization="review-org", private=True)
+        result = run(store, hub)
+        assert result.success, failure_text(result)
+        repo = fake.repos["review-org/router-tiny-llama-peft"]
+        assert repo.private and fake.unexpected == []
+    readme = repo.files["README.md"].decode()
+    assert 'PeftModel.from_pretrained(base, "review-org/router-tiny-llama-peft")' in readme and ORG not in readme
+    assert sorted(repo.files) == metadata(result, "published_adapter")["files"]
+    assert TOKEN not in json.dumps(metadata(result, "published_adapter"))
