@@ -13,7 +13,8 @@ import math
 import re
 import threading
 from collections import defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 LEVELS = ("primary", "middle", "high", "college")
 _LETTERS = "ABCDEFGHIJ"
@@ -217,7 +218,7 @@ def score_math(
             f"file_labels has {len(file_labels)} entries for {len(benchmark_rows)} benchmark rows"
         )
     samples: list[dict[str, Any]] = []
-    for index, (row, prediction) in enumerate(zip(benchmark_rows, predictions)):
+    for index, (row, prediction) in enumerate(zip(benchmark_rows, predictions, strict=True)):
         try:
             gold = gold_answer(row)
         except ValueError as exc:

@@ -15,7 +15,8 @@ import json
 import math
 import re
 from collections import Counter, defaultdict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from coursegpt_assets.scoring.router_thresholds import judge_thresholds, load_thresholds
 
@@ -315,7 +316,7 @@ def score_router(
     errors: list[dict[str, Any]] = []
     ranked: list[tuple[float, int, dict[str, Any]]] = []
     strict_ok = lenient_ok = 0
-    for index, (row, pred_row) in enumerate(zip(golds, predictions)):
+    for index, (row, pred_row) in enumerate(zip(golds, predictions, strict=True)):
         try:
             gold = load_gold_row(row)
         except ValueError as exc:

@@ -72,8 +72,8 @@ def write_report(path: str | os.PathLike, report: dict[str, Any]) -> Path:
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     cells = [[f"{c:.3f}" if isinstance(c, float) else ("-" if c is None else str(c)) for c in row] for row in rows]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
 
 

@@ -52,7 +52,7 @@ class MathAnswer(evaluate.Metric):
         count = len(predictions)
         rows = [
             {"answer": gold, "options": choices, "topic": topic}
-            for gold, choices, topic in zip(references, _per_row(options, count, "options"), _per_row(topics, count, "topics"))
+            for gold, choices, topic in zip(references, _per_row(options, count, "options"), _per_row(topics, count, "topics"), strict=True)
         ]
         labels = None if file_labels is None else _per_row(file_labels, count, "file_labels")
         return score_math(rows, list(predictions), file_labels=labels)
