@@ -1,0 +1,60 @@
+"""What one adapter is made of: effective hyperparameters per pair and the version derived from its inputs.
+
+The version hashes the tuning data version, every hyperparameter, the base model (and, for the local
+tiny build, its build hash) and the backend, so an unchanged input maps to an existing adapter folder
+and is never trained twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from coursegpt_assets.plan import TrainingPlan
+
+VERSION_FORMAT = 1
+BACKEND_LOCAL = "trl"
+BACKEND_VERTEX = "vertex"
+#: smoke settings that replace the plan's hyperparameters for smoke base models
+_SMOKE_OVERRIDES = ("epochs", "batch_size", "gradient_accumulation_steps", "max_length", "logging_steps")
+
+
+def effective_hyperparameters(plan: TrainingPlan, pair_key: str) -> dict:
+    """The hyperparameters a pair actually trains with: the plan's, with the smoke tier for smoke models.
+
+    `max_length` never exceeds the base model's own context; `max_train_examples` / `max_eval_examples`
+    are None (all rows) except for smoke models.
+    """
+    base = plan.base_model_for(pair_key)
+    hp = plan.hyperparameters.model_dump()
+    hp["target_modules"] = list(hp["target_modules"])
+    hp["max_train_examples"] = None
+    hp["max_eval_examples"] = None
+    if base.smoke:
+        smoke = plan.smoke.model_dump()
+        for key in _SMOKE_OVERRIDES:
+            hp[key] = smoke[key]
+        hp["max_train_examples"] = smoke["max_train_examples"]
+        hp["max_eval_examples"] = smoke["max_eval_examples"]
+    hp["max_length"] = min(hp["max_length"], base.max_length)
+    return hp
+
+
+def adapter_version(
+    *, data_version: str, hyperparameters: dict, base_model_id: str, base_revision: str, backend: str
+) -> str:
+    """A short stable hash naming `adapters/<pair>/<version>/`."""
+    inputs = {
+        "format": VERSION_FORMAT,
+        "data_version": data_version,
+        "hyperparameters": hyperparameters,
+        "base_model_id": base_model_id,
+        "base_revision": base_revision,
+        "backend": backend,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def estimate_tokens(text: str) -> int:
+    """Billing-style token estimate without a tokenizer: about four UTF-8 bytes per token."""
+    return -(-len(text.encode("utf-8")) // 4)
