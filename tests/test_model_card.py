@@ -11,7 +11,12 @@ from huggingface_hub import ModelCard, ModelCardData
 from coursegpt_assets.card_builder import CardError, build_card, inputs_from_plan, validate_card
 from coursegpt_assets.plan import default_plan
 from coursegpt_assets.secrets_scan import find_secrets, scrub
-from tests.fakes.publish_artifacts import scored_router_report, splits_manifest, training_summary, tuning_manifest
+from tests.fakes.publish_artifacts import (
+    scored_router_report,
+    splits_manifest,
+    training_summary,
+    tuning_manifest,
+)
 
 ORG = "CourseGPT-Pro-DSAI-Lab-Group-6"
 SECTIONS = ("Summary", "Intended use and limits", "Training data", "Training procedure", "Evaluation",
