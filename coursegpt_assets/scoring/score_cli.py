@@ -126,7 +126,7 @@ def score_math_files(benchmark_paths: list[str], predictions_path: str, out_path
 
 def _router_summary(report: dict[str, Any]) -> str:
     rows = [[bucket, values["samples"], *(values.get(name) for name in _ROUTER_COLUMNS)]
-            for bucket, values in report["metrics"].items()]
+            for bucket, values in sorted(report["metrics"].items(), key=lambda item: item[0] != "overall")]
     verdicts, parse = report["thresholds"], report["parse"]
     return "\n".join([
         _table(["bucket", "samples", *_ROUTER_COLUMNS], rows),
