@@ -60,12 +60,8 @@ def choice_letter(answer: str, n_options: int = 4) -> str | None:
     return None
 
 
-def extract_answer(text: str, *, options: Sequence[str] | None = None) -> str | None:
-    """The final answer in `text`: boxed, then GSM8K '#### n', then 'final answer is / Answer:',
-    then (choice questions) a choice letter or the option text, then a bare one-line expression, then the
-    last number."""
-    if not isinstance(text, str) or not text.strip():
-        return None
+def _marked_answer(text: str) -> str | None:
+    """An answer the text marks explicitly: last boxed, GSM8K '#### n', or 'final answer is / Answer:'."""
     boxed = _boxed_contents(text)
     if boxed:
         return boxed
@@ -75,6 +71,19 @@ def extract_answer(text: str, *, options: Sequence[str] | None = None) -> str | 
     anchored = _ANCHOR.findall(text)
     if anchored and _clean(anchored[-1]):
         return _clean(anchored[-1])
+    return None
+
+
+def extract_answer(text: str, *, options: Sequence[str] | None = None) -> str | None:
+    """The final answer in `text`: boxed, then GSM8K '#### n', then 'final answer is / Answer:',
+    then (choice questions) a choice letter or the option text, then a bare one-line expression, then the
+    last number."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    marked = _marked_answer(text)
+    if marked:
+        letter = choice_letter(marked, len(options)) if options else None
+        return letter or marked  # choice answers are reported as the bare letter, e.g. "(C)." -> "C"
     stripped = text.strip()
     one_short_line = "\n" not in stripped and len(stripped) <= _SHORT_ANSWER_CHARS
     if options:
