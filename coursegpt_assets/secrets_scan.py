@@ -32,10 +32,11 @@ _SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"(?P<secret>(?!<redacted>)[^\s\"',}]{6,})")),
 )
 
-# Absolute paths on a developer machine or runner. The look-behind keeps URL paths
-# (https://host/home/...) and relative paths (a/tmp/b) out.
+# Absolute paths on a developer machine or runner, with at least one segment below the root (a bare
+# "/tmp" names no machine). The look-behind keeps URL paths (https://host/home/...) and relative
+# paths (a/tmp/b) out.
 _PATH_ROOTS = r"home|root|tmp|work|Users|mnt|private|var/folders|scratch|workspace|opt|srv|data"
-_POSIX_PATH = re.compile(rf"(?<![\w.:/~\-])/(?:{_PATH_ROOTS})(?:/[^\s\"'`<>|)\]}},;]*)?(?![\w])")
+_POSIX_PATH = re.compile(rf"(?<![\w.:/~\-])/(?:{_PATH_ROOTS})/[^\s\"'`<>|)\]}},;]+")
 _FILE_URI = re.compile(r"\bfile://[^\s\"'`<>|)\]},;]+")
 _WINDOWS_PATH = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]:\\(?:[^\s\"'`<>|)\]},;]*)")
 

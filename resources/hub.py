@@ -32,7 +32,10 @@ TOKENIZER_FILES = (
     "tokenizer.model", "added_tokens.json", "vocab.json", "merges.txt",
 )
 EXTRA_FILES = ("loss_curve.png",)
-TEXT_SUFFIXES = (".json", ".jinja", ".md", ".txt")
+# Files a person or a tool writes settings into, scanned for tokens and local paths before publishing.
+# Vocabulary files (tokenizer.json, vocab.json, merges.txt) are data: their tokens ("/home", "hf_") are not leaks.
+SCANNED_FILES = (CARD_FILE, "adapter_config.json", "tokenizer_config.json", "special_tokens_map.json",
+                 "added_tokens.json", "chat_template.jinja")
 # JSON fields in which transformers/PEFT record where a model was loaded from (often a local folder).
 PATH_FIELDS = ("base_model_name_or_path", "name_or_path", "_name_or_path")
 DROP_FIELDS = ("tokenizer_file",)
@@ -110,7 +113,7 @@ def stage_repo(adapter_dir: Path, card_text: str, dest: Path, base_model_id: str
     leaks = [
         finding.describe(name)
         for name in repo_files(dest)
-        if name.endswith(TEXT_SUFFIXES)
+        if name in SCANNED_FILES
         for finding in find_secrets((dest / name).read_text(encoding="utf-8", errors="replace"))
     ]
     if leaks:
@@ -141,14 +144,15 @@ class LocalHub(Hub):
         return Path(self.root) if self.root else settings.current().home / "hub"
 
     def publish(self, folder: Path, repo_id: str, *, commit_message: str) -> PublishResult:
-        """Replace the repo folder in one rename: readers see the old version or the new, never a mix."""
+        """Replace the repo folder by renames: readers see the old version or the new, never a mix.
+
+        The folder holds exactly the repository's files; `commit_message` has nowhere to go locally."""
         dest = self.root_path() / repo_id
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
         old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
         try:
             shutil.copytree(folder, tmp, dirs_exist_ok=True)
-            (tmp / ".commit_message").write_text(commit_message + "\n", encoding="utf-8")
             if dest.exists():
                 os.rename(dest, old)
             os.rename(tmp, dest)
@@ -158,7 +162,7 @@ class LocalHub(Hub):
                 os.rename(old, dest)
             raise
         shutil.rmtree(old, ignore_errors=True)
-        files = tuple(f for f in repo_files(dest) if f != ".commit_message")
+        files = tuple(repo_files(dest))
         return PublishResult(repo_id, files, str(dest.resolve()), uploaded=True, bytes_total=_folder_bytes(folder))
 
 
@@ -166,14 +170,20 @@ class HfHub(Hub):
     """Creates the model repository and uploads the staged folder with `HfApi` (one commit)."""
 
     token: str | None = Field(default=None, description="HF write token; bind dg.EnvVar('HF_TOKEN'), never a literal")
-    endpoint: str = Field(default=DEFAULT_ENDPOINT, description="Hub endpoint (a mirror or a test server)")
+    endpoint: str | None = Field(
+        default=None, description="Hub endpoint (a mirror or a test server); empty means $HF_ENDPOINT or huggingface.co"
+    )
     private: bool = Field(default=True, description="Create new repositories as private")
     dry_run: bool = Field(default=False, description="List what would be uploaded; contact nothing")
+
+    def resolved_endpoint(self) -> str:
+        return (self.endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
     def publish(self, folder: Path, repo_id: str, *, commit_message: str) -> PublishResult:
         folder = Path(folder)
         files = tuple(repo_files(folder))
-        url = f"{self.endpoint.rstrip('/')}/{repo_id}"
+        endpoint = self.resolved_endpoint()
+        url = f"{endpoint}/{repo_id}"
         size = _folder_bytes(folder)
         if self.dry_run:
             return PublishResult(repo_id, files, url, uploaded=False, dry_run=True, private=self.private, bytes_total=size)
@@ -186,8 +196,8 @@ class HfHub(Hub):
         from huggingface_hub.errors import HfHubHTTPError
 
         if constants.is_offline_mode():
-            raise HubError(f"publishing {repo_id}: HF_HUB_OFFLINE is set; unset it to reach {self.endpoint}")
-        api = HfApi(endpoint=self.endpoint, token=self.token, library_name="coursegpt-forge")
+            raise HubError(f"publishing {repo_id}: HF_HUB_OFFLINE is set; unset it to reach {endpoint}")
+        api = HfApi(endpoint=endpoint, token=self.token, library_name="coursegpt-forge")
         try:
             repo_url = api.create_repo(repo_id, repo_type="model", private=self.private, exist_ok=True)
             info = api.upload_folder(
@@ -195,7 +205,7 @@ class HfHub(Hub):
             )
         except HfHubHTTPError as e:
             status = e.response.status_code if e.response is not None else "?"
-            raise HubError(f"publishing {repo_id} to {self.endpoint} failed (HTTP {status}): {e}") from e
+            raise HubError(f"publishing {repo_id} to {endpoint} failed (HTTP {status}): {e}") from e
         return PublishResult(
             repo_id, files, str(repo_url), uploaded=True, private=self.private, commit=info.oid, bytes_total=size
         )

@@ -131,6 +131,14 @@ def test_dry_run_lists_files_and_contacts_nothing(staged):
     assert result.bytes_total == sum((staged / f).stat().st_size for f in REPO_FILES)
 
 
+def test_endpoint_defaults_to_hf_endpoint_then_the_public_hub(monkeypatch):
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    assert HfHub().resolved_endpoint() == "https://huggingface.co"
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example.org/")
+    assert HfHub().resolved_endpoint() == "https://hf-mirror.example.org"
+    assert HfHub(endpoint="http://127.0.0.1:9").resolved_endpoint() == "http://127.0.0.1:9"
+
+
 def test_missing_token_names_hf_token(staged):
     with FakeHub(token=TOKEN) as fake:
         with pytest.raises(HubError, match=r"set the HF_TOKEN environment variable"):

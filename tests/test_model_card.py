@@ -180,6 +180,7 @@ def test_validate_card_rejects_secrets_without_repeating_them(llama_card):
     "hf_id: local/tiny-llama; total_token_count 123; max_new_tokens: 64",
     "relative data/router/router_benchmark_hard.jsonl and gs://bucket/tmp/adapters",
     "| learning_rate | 0.0002 |",
+    "a bare /tmp or /home names no machine",
 ])
 def test_ordinary_card_text_is_not_mistaken_for_a_secret(ordinary):
     assert find_secrets(ordinary) == []

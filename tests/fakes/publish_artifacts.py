@@ -131,7 +131,8 @@ def write_upstream(store: ArtifactStore, pair: str, *, base_dir: str = "/tmp/cou
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "base_model_name_or_path": base_dir,
     })
-    store.write_json(f"{adapter_key}/tokenizer.json", {"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0}}})
+    vocab = {"a": 0, "/home": 1, "/tmp/": 2, "hf_": 3}  # real BPE vocabularies hold such tokens
+    store.write_json(f"{adapter_key}/tokenizer.json", {"version": "1.0", "model": {"type": "BPE", "vocab": vocab}})
     store.write_json(f"{adapter_key}/tokenizer_config.json", {
         "bos_token": "<|bos|>", "eos_token": "<|eos|>", "name_or_path": base_dir,
         "tokenizer_class": "PreTrainedTokenizerFast",
