@@ -11,7 +11,7 @@ Layers (outermost first):
 - `bwrap` gives new user/pid/net/ipc/uts namespaces (no network), no capabilities, a read-only view
   of `/` with the home directory hidden, a fresh `/proc` and `/dev`, a size-capped private tmpfs as
   the working directory, a cleared environment and its own session;
-- the harness (`python -I -B -c HARNESS`) reads the program from stdin, runs it and reports the
+- the harness (`sandbox_harness.py`, sent as `python -I -B -c`) reads the program from stdin, runs it and reports the
   outcome on stdout behind a random token, so an early `sys.exit(0)` cannot pass as success. (A
   program written to read the token out of the harness frame could forge a pass: this defends
   against accidents and containment escapes, not against deliberate score cheating.)
@@ -29,62 +29,18 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 REASONS = ("passed", "failed", "timeout", "error", "limit")
 _CGROUP_PREFIX = "coursegpt-sandbox-"
 _TAIL_BYTES = 4096
 
-# Runs inside the sandbox. Compile errors are "error"; any exception while running is "failed".
-_HARNESS = r"""
-import json, os, sys, traceback
-def _main():
-    token = sys.stdin.readline().strip()
-    payload = json.loads(sys.stdin.readline())
-    sys.stdin.close()
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-    sys.stdin = open(0, closefd=False)
-    out = os.dup(1)
-    def report(outcome, detail=""):
-        line = "\n%s %s\n" % (token, json.dumps({"outcome": outcome, "detail": detail[:600]}))
-        try:
-            sys.stdout.flush()
-        except Exception:
-            pass
-        os.write(out, line.encode())
-    try:
-        code = compile(payload["code"], "solution.py", "exec")
-        tests = compile(payload["tests"], "tests.py", "exec")
-    except (SyntaxError, ValueError) as exc:  # str(SyntaxError) names the file and line
-        return report("error", "%s: %s" % (type(exc).__name__, exc))
-    namespace = {"__name__": "__solution__", "__builtins__": __builtins__}
-    try:
-        exec(code, namespace)
-        exec(tests, namespace)
-    except MemoryError:
-        return report("limit", "MemoryError: memory limit reached")
-    except SystemExit as exc:
-        return report("failed", "program exited (code %r) before its tests finished" % (exc.code,))
-    except BaseException as exc:
-        if isinstance(exc, OSError) and exc.errno in (27, 28):  # EFBIG, ENOSPC: file size / tmpfs cap
-            return report("limit", "%s: %s" % (type(exc).__name__, exc))
-        if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):  # pids or memory cap
-            return report("limit", "RuntimeError: %s" % exc)
-        sources = {"solution.py": payload["code"], "tests.py": payload["tests"]}
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in sources]
-        where = ""
-        if frames:
-            lines = sources[frames[-1].filename].splitlines()
-            text = lines[frames[-1].lineno - 1].strip() if 0 < frames[-1].lineno <= len(lines) else ""
-            where = " at %s:%s: %s" % (frames[-1].filename, frames[-1].lineno, text)
-        return report("failed", ("%s: %s" % (type(exc).__name__, exc)).rstrip(": ") + where)
-    report("passed")
-_main()
-os._exit(0)
-"""
+# Delivered with `python -I -B -c` so it runs even where the package directory is hidden.
+_HARNESS = Path(__file__).with_name("sandbox_harness.py").read_text(encoding="utf-8")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -118,9 +74,6 @@ class SandboxResult:
     @property
     def passed(self) -> bool:
         return self.reason == "passed"
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "passed": self.passed}
 
 
 # ---------------------------------------------------------------- availability
@@ -316,10 +269,10 @@ def _classify(
         return "limit", "process limit reached (fork bomb or too many threads)"
     if output_full and not marker:
         return "limit", "stdout/stderr reached the file size limit"
+    if marker and marker.get("outcome") in REASONS:  # the harness finished (it exits right after)
+        return marker["outcome"], marker.get("detail", "")
     if timed_out:
         return "timeout", "wall-clock timeout"
-    if marker and marker.get("outcome") in REASONS:
-        return marker["outcome"], marker.get("detail", "")
     signum = rc - 128 if rc is not None and rc > 128 else (-rc if rc is not None and rc < 0 else 0)
     if signum in (signal.SIGXCPU, signal.SIGXFSZ):
         return "limit", f"killed by {signal.Signals(signum).name} (CPU time or file size limit)"
@@ -345,7 +298,6 @@ def run_sample(
     group = _new_cgroup(limits.max_pids) if sandboxed else None
     workdir = "/tmp" if sandboxed else str(host_dir / "work")
     started = time.monotonic()
-    timed_out = False
     try:
         if not sandboxed:
             os.mkdir(workdir)
@@ -359,30 +311,53 @@ def run_sample(
                 env=_sandbox_env(workdir),
                 start_new_session=True,
             )
+            # A timer thread enforces the timeout so the wait below blocks in waitpid instead of
+            # polling (Popen.wait(timeout) sleeps up to 50 ms between polls).
+            stopper = _Stopper(proc, group)
+            timer = threading.Timer(limits.timeout_s, stopper.stop, kwargs={"timed_out": True})
+            timer.start()
             try:
-                proc.communicate(payload, timeout=limits.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+                proc.communicate(payload)
             except BrokenPipeError:  # sandbox died before reading its input
                 pass
             finally:
-                # Read the fork-failure counter before pids.max=0 makes stragglers' forks fail too.
-                hit_pids = group is not None and _cgroup_hit_limit(group)
-                if group is not None:
-                    _kill_cgroup_members(group)
-                _kill_session(proc)
+                timer.cancel()
+                stopper.stop()
                 proc.wait()
         duration = time.monotonic() - started
         stderr = _tail(host_dir / "stderr")
         marker = _read_marker(_tail(host_dir / "stdout"), token)
         cap = limits.file_size_mb * 1024 * 1024
         output_full = any((host_dir / name).stat().st_size >= cap for name in ("stdout", "stderr"))
-        reason, detail = _classify(proc.returncode, timed_out, hit_pids, output_full, marker, stderr)
+        reason, detail = _classify(
+            proc.returncode, stopper.timed_out, stopper.hit_pids, output_full, marker, stderr
+        )
         return SandboxResult(reason, detail, proc.returncode, round(duration, 4), sandboxed, stderr[-800:])
     finally:
         if group is not None:
             _kill_cgroup(group)
         shutil.rmtree(host_dir, ignore_errors=True)
+
+
+class _Stopper:
+    """Stops a sample once, from the timeout timer or after it exits: records whether it hit the
+    process cap (before pids.max=0 makes stragglers' forks fail too), then kills everything."""
+
+    def __init__(self, proc: subprocess.Popen, group: Path | None):
+        self.proc, self.group = proc, group
+        self.lock = threading.Lock()
+        self.timed_out = False
+        self.hit_pids: bool | None = None
+
+    def stop(self, timed_out: bool = False) -> None:
+        with self.lock:
+            if self.hit_pids is not None:
+                return
+            self.timed_out = timed_out
+            self.hit_pids = self.group is not None and _cgroup_hit_limit(self.group)
+            if self.group is not None:
+                _kill_cgroup_members(self.group)
+            _kill_session(self.proc)
 
 
 def _kill_session(proc: subprocess.Popen) -> None:
