@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -25,6 +25,7 @@ from coursegpt_assets.secrets_scan import find_secrets, scrub, scrub_obj
 SMOKE_TAG = "smoke-test"
 SMOKE_PHRASE = "smoke-test model"
 TASK_TYPE = "text-generation"
+MISSING_VALUE = "n/a"
 REQUIRED_METADATA = ("base_model", "library_name", "license", "pipeline_tag", "tags", "model-index")
 
 
@@ -53,7 +54,6 @@ class CardInputs:
     report_markdown: str
     tuning_manifest: dict
     splits_manifest: dict
-    extra_tags: tuple[str, ...] = field(default_factory=tuple)
 
 
 def inputs_from_plan(
@@ -106,9 +106,6 @@ def _backend_tag(summary: dict) -> str:
     return "vertex-ai" if backend == "vertex" else "trl"
 
 
-MISSING_VALUE = "n/a"
-
-
 def _metric_value(value: Any) -> float | str:
     """A headline value for the model-index: a finite number, or "n/a" (which validate_card refuses).
 
@@ -151,7 +148,6 @@ def build_card_data(inputs: CardInputs):
     tags = [inputs.agent, f"{inputs.agent}-agent", "coursegpt-pro", "lora", "peft", _backend_tag(inputs.summary)]
     if inputs.smoke:
         tags.append(SMOKE_TAG)
-    tags.extend(inputs.extra_tags)
     ds = dataset_id(inputs.source)
     return ModelCardData(
         base_model=inputs.base_model_id,
