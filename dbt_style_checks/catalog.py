@@ -1,0 +1,120 @@
+"""What schema.yml may test: each asset's partitions, how to read one partition from the store, and its columns.
+
+Columns come from the code that writes the rows (an agent module's `COLUMNS`, or its `REQUIRED_TYPES`
+and `OPTIONAL_TYPES`; the tuning row shape of `agents.base.tuning_row`), so a schema.yml typo is caught
+at load time. An agent whose module exposes neither has no known columns: references to its columns are
+then checked at run time only (a column absent from every row fails the check).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+import dagster as dg
+
+from coursegpt_assets import layout
+from coursegpt_assets.partitions import AGENT_PARTITIONS, PAIR_PARTITIONS, split_pair
+from coursegpt_assets.plan import default_plan
+
+#: keys of every tuning row (`coursegpt_assets.agents.base.tuning_row`)
+TUNING_COLUMNS = frozenset({"id", "prompt", "completion", "messages", "text_prompt", "text_completion"})
+
+
+@lru_cache(maxsize=None)
+def record_columns(agent: str) -> frozenset[str] | None:
+    """Columns of the agent's clean records, from its module; None when the module does not say."""
+    try:
+        module = importlib.import_module(f"coursegpt_assets.agents.{agent}")
+    except ModuleNotFoundError as e:
+        if e.name != f"coursegpt_assets.agents.{agent}":
+            raise
+        return None
+    if getattr(module, "COLUMNS", None):
+        return frozenset(module.COLUMNS) | {"id"}
+    typed = {**getattr(module, "REQUIRED_TYPES", {}), **getattr(module, "OPTIONAL_TYPES", {})}
+    return frozenset(typed) | {"id"} if typed else None
+
+
+@dataclass(frozen=True)
+class AssetSource:
+    """One testable asset: its partitions and how to read a partition (whole, or split by split)."""
+
+    name: str
+    level: str  # "agent" or "pair"
+    splits: tuple[str, ...] | None  # None: one rows file per partition
+    path: Callable[..., str]  # (partition) or (partition, split) -> store key
+    columns_for: Callable[[str], frozenset[str] | None]
+
+    @property
+    def partitions_def(self) -> dg.StaticPartitionsDefinition:
+        return AGENT_PARTITIONS if self.level == "agent" else PAIR_PARTITIONS
+
+    @property
+    def partition_keys(self) -> list[str]:
+        return self.partitions_def.get_partition_keys()
+
+    def expand(self, names) -> tuple[str, ...]:
+        """Partition keys for `names`, where an agent name stands for all of its pairs (pair-level assets)."""
+        keys = self.partition_keys
+        return tuple(k for k in keys if k in names or (self.level == "pair" and agent_of(k) in names))
+
+    def read(self, store, partition: str, split: str | None = None) -> Iterator[dict]:
+        if self.splits is None:
+            yield from store.iter_jsonl(self.path(partition))
+            return
+        for name in [split] if split else self.splits:
+            yield from store.iter_jsonl(self.path(partition, name))
+
+    def read_splits(self, store, partition: str) -> dict[str, list[dict]]:
+        return {name: list(store.iter_jsonl(self.path(partition, name))) for name in self.splits or ()}
+
+
+def agent_of(partition: str) -> str:
+    """The agent of an agent or pair partition key."""
+    return split_pair(partition)[0] if "__" in partition else partition
+
+
+SOURCES: dict[str, AssetSource] = {
+    s.name: s
+    for s in (
+        AssetSource("clean_examples", "agent", None, layout.clean_records, record_columns),
+        AssetSource("dataset_splits", "agent", layout.SPLITS, layout.split_records, record_columns),
+        AssetSource("benchmark", "agent", None, layout.benchmark_records, record_columns),
+        AssetSource("tuning_dataset", "pair", layout.TUNING_SPLITS, layout.tuning_records, lambda _: TUNING_COLUMNS),
+    )
+}
+
+
+def target_partition(source: AssetSource, target: AssetSource, partition: str) -> str:
+    """The partition of `target` that a check of `source`'s `partition` compares against."""
+    if target.level == source.level:
+        return partition
+    if target.level == "agent":
+        return agent_of(partition)
+    raise ValueError(f"{source.name} (per agent) cannot refer to {target.name} (per pair)")
+
+
+# -- values from the training plan, written `{{ plan.<name> }}` in schema.yml -------------------------
+def _split_ratios(partition: str) -> dict[str, float]:
+    spec = default_plan().agents[agent_of(partition)].splits
+    return {"train": round(1 - spec.validation - spec.test, 10), "validation": spec.validation, "test": spec.test}
+
+
+def _max_length(partition: str) -> int:
+    return default_plan().base_model_for(partition).max_length
+
+
+def _train_max_length(partition: str) -> int:
+    plan = default_plan()
+    return plan.smoke.max_length if plan.is_smoke(partition) else plan.hyperparameters.max_length
+
+
+#: name -> (partition level it needs, resolver(partition) -> value)
+PLAN_VALUES: dict[str, tuple[str | None, Callable[[str], object]]] = {
+    "split_ratios": (None, _split_ratios),
+    "max_length": ("pair", _max_length),
+    "train_max_length": ("pair", _train_max_length),
+}
