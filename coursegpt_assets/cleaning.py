@@ -32,7 +32,8 @@ def raw_rows(stored: Iterable[dict]) -> Iterator[tuple[int, dict | None, str | N
 def clean(agent: Agent, stored_raw: Iterable[dict]) -> CleaningOutcome:
     """Keep every valid record; quarantine the rest with their line number and a readable reason.
 
-    A repeated id is quarantined and the first occurrence kept.
+    A repeated id is quarantined and the first occurrence kept. An agent with a `clean_record(record)`
+    method gets its valid records in that canonical shape (the raw record stays in raw_examples).
     """
     out = CleaningOutcome()
     seen: dict[str, int] = {}
@@ -49,5 +50,6 @@ def clean(agent: Agent, stored_raw: Iterable[dict]) -> CleaningOutcome:
             out.quarantined.append({"line": line, "id": rid, "reason": "; ".join(problems), "record": record})
             continue
         seen[rid] = line
-        out.clean.append({**record, "id": rid})
+        shape = getattr(agent, "clean_record", None)  # optional: agents whose sources name fields differently
+        out.clean.append({**(shape(record) if shape else record), "id": rid})
     return out

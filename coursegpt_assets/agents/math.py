@@ -1,0 +1,125 @@
+"""Math agent: a tutor that solves problems step by step, tuned on a seeded subset of MathX-5M.
+
+Raw rows follow MathX-5M (`problem` or `question`, `generated_solution`, optional `expected_answer` /
+`answer`). The subset is a seeded bottom-k sample read in one bounded pass (see `subset.py`), so the
+same seed and source always give the same rows. Clean records are `{id, problem, solution, answer}`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+from coursegpt_assets.agents.base import RawRow, normalise_text
+from coursegpt_assets.scoring.math_answers import extract_answer
+from coursegpt_assets.sources import iter_source
+from coursegpt_assets.subset import select_subset
+
+SYSTEM_PROMPT = (
+    "You are an expert mathematics tutor. Solve problems step-by-step, showing your reasoning clearly."
+)
+PROBLEM_FIELDS = ("problem", "question")
+SOLUTION_FIELDS = ("generated_solution", "solution")
+ANSWER_FIELDS = ("expected_answer", "answer")
+#: ~1k and ~6k tokens: longer rows would be truncated by the 8k-token Vertex limit with the prompt around them
+MAX_PROBLEM_CHARS = 4_000
+MAX_SOLUTION_CHARS = 24_000
+
+
+def _first_text(record: dict, fields: tuple[str, ...]) -> str | None:
+    for name in fields:
+        value = record.get(name)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+def _text_problems(record: dict, fields: tuple[str, ...], label: str, limit: int) -> list[str]:
+    wrong = [f"{n}: expected a string, got {type(record[n]).__name__}"
+             for n in fields if record.get(n) is not None and not isinstance(record[n], str)]
+    value = _first_text(record, fields)
+    if value is None:
+        return wrong or [f"{label} is missing or empty (expected a non-empty {' or '.join(map(repr, fields))})"]
+    if len(value) > limit:
+        return [f"{label} has {len(value):,} characters (limit {limit:,})"]
+    return []
+
+
+def expected_answer(record: dict) -> str | None:
+    """The source's own final answer, when it has one."""
+    for name in ANSWER_FIELDS:
+        value = record.get(name)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, (int, float)) or (isinstance(value, str) and value.strip()):
+            return str(value).strip()
+    return None
+
+
+def solution_answer(solution: str) -> str | None:
+    """The final answer the solution states: \\boxed{...}, "final answer ...", or its last number."""
+    return extract_answer(solution)
+
+
+def validate(record: dict) -> list[str]:
+    problems = _text_problems(record, PROBLEM_FIELDS, "problem", MAX_PROBLEM_CHARS)
+    problems += _text_problems(record, SOLUTION_FIELDS, "solution", MAX_SOLUTION_CHARS)
+    if problems:
+        return problems
+    if solution_answer(_first_text(record, SOLUTION_FIELDS)) is None:
+        problems.append("solution states no final answer (no \\boxed{...}, 'final answer' or number)")
+    return problems
+
+
+def clean_record(record: dict) -> dict:
+    """The canonical clean shape, whatever the source called its columns."""
+    solution = _first_text(record, SOLUTION_FIELDS).strip()
+    given = expected_answer(record)
+    return {
+        "problem": _first_text(record, PROBLEM_FIELDS).strip(),
+        "solution": solution,
+        "answer": given if given is not None else solution_answer(solution),
+        "answer_source": "expected" if given is not None else "extracted",
+    }
+
+
+class MathAgent:
+    name = "math"
+    system_prompt = SYSTEM_PROMPT
+    preview_columns = ("problem", "answer")
+
+    def load_raw(self, source: str, *, seed: int, subset_size: int | None) -> Iterator[RawRow]:
+        if subset_size is None:
+            yield from iter_source(source)
+            return
+        yield from select_subset(source, k=subset_size, seed=seed, key_fields=PROBLEM_FIELDS).rows
+
+    def validate(self, record: dict) -> list[str]:
+        return validate(record)
+
+    def clean_record(self, record: dict) -> dict:
+        return clean_record(record)
+
+    def record_id(self, record: dict, line: int) -> str:
+        source_id = record.get("id")
+        if isinstance(source_id, (str, int)) and not isinstance(source_id, bool) and str(source_id).strip():
+            return str(source_id)
+        problem = _first_text(record, PROBLEM_FIELDS)
+        if problem is None:
+            return f"math_line_{line}"
+        return "math_" + hashlib.sha256(normalise_text(problem).encode()).hexdigest()[:16]
+
+    def dedup_key(self, record: dict) -> str:
+        return normalise_text(_first_text(record, PROBLEM_FIELDS) or "")
+
+    def user_text(self, record: dict) -> str:
+        return _first_text(record, PROBLEM_FIELDS).strip()
+
+    def assistant_text(self, record: dict) -> str:
+        return _first_text(record, SOLUTION_FIELDS).strip()
+
+    def vertex_prompt(self, record: dict) -> str:
+        return f"{SYSTEM_PROMPT}\n\nProblem:\n{self.user_text(record)}\n"
+
+
+AGENT = MathAgent()

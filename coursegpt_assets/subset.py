@@ -1,0 +1,232 @@
+"""A seeded, uniform, reproducible k-row subset of a large source, read once in bounded batches.
+
+Why: MathX-5M holds about 5M rows; the seed took the head of a stream (not a sample) and shuffled it
+without a seed (not reproducible). Here each row's rank is SipHash-2-4 (pandas' `hash_array`) of its
+normalised key (the problem text) under a 128-bit key derived from the seed. A keyed PRF gives distinct
+keys ranks that behave as independent uniform draws, so the k smallest ranks are a uniform random
+k-subset of the distinct keys ("bottom-k" sampling). The ranks depend only on the seed and the content,
+not on row order, batch size, file format or sharding, so the same seed and source give the same rows.
+
+Memory stays O(k + one batch): a bounded max-heap keeps the k best rows seen so far, and each batch is
+first filtered against the heap's current worst rank in one vectorised comparison, so only about
+k·ln(n/k) rows ever become Python objects. Rows that share a normalised key (MathX lists several
+solutions per problem) count once: the earliest-listed row represents the key, so the subset holds k
+distinct questions and no question can straddle two splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from coursegpt_assets.agents.base import RawRow
+from coursegpt_assets.sources import (
+    TABULAR_SUFFIXES,
+    download_gcs,
+    iter_hf,
+    iter_jsonl_file,
+    local_files,
+)
+
+BATCH_ROWS = 65_536
+
+
+def hash_key(seed: int) -> str:
+    """The 16-character SipHash key for `seed` (pandas takes the key as 16 UTF-8 characters)."""
+    return hashlib.sha256(f"coursegpt-subset:{seed}".encode()).hexdigest()[:16]
+
+
+def seeded_ranks(keys: np.ndarray, seed: int) -> np.ndarray:
+    """uint64 rank of every key (an object array of str): SipHash-2-4 keyed by the seed."""
+    from pandas.util import hash_array
+
+    return hash_array(keys, encoding="utf8", hash_key=hash_key(seed), categorize=False)
+
+
+def normalised_keys(batch, key_fields: Sequence[str], lines: np.ndarray) -> np.ndarray:
+    """Per row: the first non-blank key field, lower-cased and whitespace-collapsed (vectorised in Arrow).
+
+    A row without a usable key gets a key unique to its line, so unreadable rows are sampled at the
+    source's rate (and later quarantined) instead of collapsing into one.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    key = None
+    for name in key_fields:
+        if name not in batch.schema.names:
+            continue
+        column = batch.column(name)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        norm = pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.utf8_lower(column), r"\s+", " "))
+        norm = pc.if_else(pc.equal(norm, ""), pa.scalar(None, norm.type), norm)
+        key = norm if key is None else pc.coalesce(key, norm)
+    if key is None:
+        return np.array([f"\x00row {line}" for line in lines], dtype=object)
+    keys = key.to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(np.equal(keys, None)):
+        keys[i] = f"\x00row {lines[i]}"
+    return keys
+
+
+@dataclass
+class KeyedBatch:
+    """One batch of source rows: global 1-based lines, normalised keys, and a way to build selected rows."""
+
+    lines: np.ndarray
+    keys: np.ndarray
+    take: Callable[[np.ndarray], list[RawRow]]
+
+
+class BottomK:
+    """The k rows of smallest (rank, line) seen so far, at most one per key."""
+
+    def __init__(self, k: int):
+        if k <= 0:
+            raise ValueError(f"subset size must be positive, got {k}")
+        self.k = k
+        self._heap: list[tuple[int, int, str]] = []  # (-rank, -line, key): heap[0] is the worst kept row
+        self._rows: dict[str, tuple[int, int, RawRow]] = {}
+
+    @property
+    def bound(self) -> int | None:
+        """The worst kept rank once full (rows ranked above it cannot enter), else None."""
+        return -self._heap[0][0] if len(self._heap) >= self.k else None
+
+    def offer(self, rank: int, line: int, key: str, row: RawRow) -> None:
+        current = self._rows.get(key)
+        if current is not None:
+            if (rank, line) >= current[:2]:
+                return
+            self._heap.remove((-current[0], -current[1], key))
+            heapq.heapify(self._heap)
+        elif len(self._heap) >= self.k:
+            worst_rank, worst_line, worst_key = self._heap[0]
+            if (rank, line) >= (-worst_rank, -worst_line):
+                return
+            heapq.heappop(self._heap)
+            del self._rows[worst_key]
+        heapq.heappush(self._heap, (-rank, -line, key))
+        self._rows[key] = (rank, line, row)
+
+    def rows(self) -> list[RawRow]:
+        """The kept rows in source order."""
+        return [row for _, _, row in sorted(self._rows.values(), key=lambda r: r[1])]
+
+
+@dataclass
+class Selection:
+    rows: list[RawRow]
+    scanned: int = 0
+    #: rows turned into Python objects as candidates: the memory that streaming keeps bounded
+    materialised: int = 0
+    batches: int = 0
+
+
+def bottom_k(batches: Iterable[KeyedBatch], k: int, seed: int) -> Selection:
+    """Bottom-k selection over keyed batches; see the module docstring for why it is uniform."""
+    chosen = BottomK(k)
+    out = Selection(rows=[])
+    for batch in batches:
+        ranks = seeded_ranks(batch.keys, seed)
+        bound = chosen.bound
+        idx = np.arange(len(ranks)) if bound is None else np.flatnonzero(ranks <= np.uint64(bound))
+        out.scanned += len(ranks)
+        out.batches += 1
+        if not len(idx):
+            continue
+        rows = batch.take(idx)
+        out.materialised += len(rows)
+        for i, row in zip(idx, rows, strict=True):
+            chosen.offer(int(ranks[i]), int(batch.lines[i]), batch.keys[i], row)
+    out.rows = chosen.rows()
+    return out
+
+
+# -- batching the supported sources -------------------------------------------------------------------
+def _parquet_batches(path: Path, key_fields: Sequence[str], offset: int, batch_rows: int) -> Iterator[KeyedBatch]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    line = offset
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+        lines = np.arange(line + 1, line + 1 + batch.num_rows, dtype=np.int64)
+
+        def take(idx, batch=batch, lines=lines):
+            records = batch.take(pa.array(idx, type=pa.int64())).to_pylist()
+            return [RawRow(line=int(lines[i]), record=r) for i, r in zip(idx, records, strict=True)]
+
+        yield KeyedBatch(lines, normalised_keys(batch, key_fields, lines), take)
+        line += batch.num_rows
+
+
+def _python_batch(rows: list[RawRow], key_fields: Sequence[str]) -> KeyedBatch:
+    import pyarrow as pa
+
+    def text(record, name):
+        value = record.get(name) if record is not None else None
+        return value if isinstance(value, str) else None
+
+    columns = {name: pa.array([text(r.record, name) for r in rows], type=pa.string()) for name in key_fields}
+    batch = pa.RecordBatch.from_pydict(columns) if columns else pa.RecordBatch.from_pydict({})
+    lines = np.array([r.line for r in rows], dtype=np.int64)
+    return KeyedBatch(lines, normalised_keys(batch, key_fields, lines), lambda idx: [rows[i] for i in idx])
+
+
+def row_batches(rows: Iterable[RawRow], key_fields: Sequence[str], batch_rows: int = BATCH_ROWS) -> Iterator[KeyedBatch]:
+    """Group parsed rows (JSONL, Hugging Face streaming) into keyed batches."""
+    buffer: list[RawRow] = []
+    for row in rows:
+        buffer.append(row)
+        if len(buffer) >= batch_rows:
+            yield _python_batch(buffer, key_fields)
+            buffer = []
+    if buffer:
+        yield _python_batch(buffer, key_fields)
+
+
+def _local_batches(path: Path, key_fields: Sequence[str], batch_rows: int) -> Iterator[KeyedBatch]:
+    """Files in the order sources.iter_local reads them, with the same global line numbers."""
+    offset = 0
+    for file in local_files(path):
+        if file.suffix in TABULAR_SUFFIXES:
+            import pyarrow.parquet as pq
+
+            yield from _parquet_batches(file, key_fields, offset, batch_rows)
+            offset += pq.ParquetFile(file).metadata.num_rows
+            continue
+        last = 0
+
+        def shifted(file=file, base=offset):
+            nonlocal last
+            for row in iter_jsonl_file(file):
+                last = row.line
+                yield RawRow(line=base + row.line, record=row.record, error=row.error)
+
+        yield from row_batches(shifted(), key_fields, batch_rows)
+        offset += last
+
+
+def source_batches(source: str, key_fields: Sequence[str], batch_rows: int = BATCH_ROWS) -> Iterator[KeyedBatch]:
+    """Keyed batches of a local file/folder, a gs:// object or prefix, or an hf:// dataset (streamed)."""
+    if source.startswith("hf://"):
+        yield from row_batches(iter_hf(source), key_fields, batch_rows)
+    elif source.startswith("gs://"):
+        with tempfile.TemporaryDirectory(prefix="coursegpt-src-") as tmp:
+            yield from _local_batches(download_gcs(source, Path(tmp)), key_fields, batch_rows)
+    else:
+        yield from _local_batches(Path(source).expanduser(), key_fields, batch_rows)
+
+
+def select_subset(
+    source: str, *, k: int, seed: int, key_fields: Sequence[str], batch_rows: int = BATCH_ROWS
+) -> Selection:
+    """The seeded k-row subset of `source` (one row per distinct key), in source order."""
+    return bottom_k(source_batches(source, key_fields, batch_rows), k, seed)
