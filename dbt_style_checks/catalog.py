@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import dagster as dg
 
@@ -23,7 +23,7 @@ from coursegpt_assets.plan import default_plan
 TUNING_COLUMNS = frozenset({"id", "prompt", "completion", "messages", "text_prompt", "text_completion"})
 
 
-@lru_cache(maxsize=None)
+@cache
 def record_columns(agent: str) -> frozenset[str] | None:
     """Columns of the agent's clean records, from its module; None when the module does not say."""
     try:

@@ -7,7 +7,7 @@ rows. Building the definitions only parses YAML: no store access and no heavy im
 
 import json
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
