@@ -8,7 +8,7 @@ markers; here each family gets its own official turn format.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 
 @dataclass(frozen=True)
@@ -118,13 +118,66 @@ def prompt_and_completion(family_name: str, system: str, user: str, assistant: s
     """Split one rendered conversation into the prompt (up to the assistant header) and the completion.
 
     The completion ends with the family's end-of-turn token, so completion-only loss still teaches the
-    model to stop.
+    model to stop. Rendering goes through the family's compiled skeleton (see `_skeleton`), which is
+    byte-identical to the Jinja rendering and ~30x faster on the data path.
     """
+    parts = (system, user, assistant)
+    if any(_SENTINEL[0] in p for p in parts):  # cannot use the skeleton: render with Jinja
+        full = render(family_name, build_messages(system, user, assistant))
+        tail = _assistant_tail(family_name, assistant)
+        return full[: len(full) - len(tail)], tail
+    prompt_skeleton, completion_skeleton = _skeleton(family_name)
+    values = dict(zip(_SENTINELS, (p.strip() for p in parts), strict=True))
+    return _fill(prompt_skeleton, values), _fill(completion_skeleton, values)
+
+
+_SENTINEL = "\x00"
+_SENTINELS = ("\x00SYSTEM\x00", "\x00USER\x00", "\x00ASSISTANT\x00")
+
+
+def _fill(skeleton: tuple[str, ...], values: dict[str, str]) -> str:
+    return "".join(values.get(piece, piece) for piece in skeleton)
+
+
+@cache
+def _skeleton(family_name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The family's conversation rendered once with sentinel contents, split into literal pieces and
+    sentinels, for the prompt and for the completion.
+
+    Valid because every template uses a message's content only through `| trim` and never branches on
+    it; `_check_generation_prompt` and the tests compare it with real Jinja renderings.
+    """
+    import re
+
+    _check_generation_prompt(family_name)
+    full = render(family_name, build_messages(*_SENTINELS))
+    for sentinel in _SENTINELS:
+        if full.count(sentinel) != 1:
+            raise ValueError(f"chat family {family_name!r}: template uses a message content {full.count(sentinel)} times")
+    cut = full.index(_SENTINELS[2])
+    split = re.compile("(" + "|".join(map(re.escape, _SENTINELS)) + ")")
+    return tuple(p for p in split.split(full[:cut]) if p), tuple(p for p in split.split(full[cut:]) if p)
+
+
+def _assistant_tail(family_name: str, assistant: str) -> str:
+    """The rendered assistant turn, from its content to the end (content + end-of-turn + any newline)."""
+    return assistant.strip() + _turn_suffix(family_name)
+
+
+@cache
+def _turn_suffix(family_name: str) -> str:
+    probe = render(family_name, build_messages("s", "u", "\x00"))
+    return probe[probe.rindex("\x00") + 1:]
+
+
+@cache
+def _check_generation_prompt(family_name: str) -> None:
+    """The text before the assistant content must be exactly the generation prompt, or training and
+    inference would see different prompts."""
+    system, user, assistant = "You are helpful.", "What is 2 + 2?", "4"
     prompt = render(family_name, build_messages(system, user), add_generation_prompt=True)
     full = render(family_name, build_messages(system, user, assistant))
-    if not full.startswith(prompt):
-        raise ValueError(f"chat family {family_name!r}: rendered prompt is not a prefix of the conversation")
-    completion = full[len(prompt):]
-    if family(family_name).end_of_turn not in completion:
-        raise ValueError(f"chat family {family_name!r}: completion lacks the end-of-turn token")
-    return prompt, completion
+    if not full.startswith(prompt) or not full[len(prompt):].startswith(assistant):
+        raise ValueError(f"chat family {family_name!r}: the generation prompt is not a prefix of the conversation")
+    if family(family_name).end_of_turn not in full[len(prompt):]:
+        raise ValueError(f"chat family {family_name!r}: the completion lacks the end-of-turn token")

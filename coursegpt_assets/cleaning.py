@@ -1,20 +1,46 @@
-"""Validation of raw rows into clean records and a quarantine, as plain functions the asset calls."""
+"""Validation of raw rows into clean records and a quarantine, as plain functions the asset calls.
+
+Raw rows are stored as `{"line":N,"record":<source bytes>}` (or `{"line":N,"error":...}`), written and
+read here by byte slicing, so a valid record reaches the clean file byte for byte without being
+re-serialised.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import orjson
+
 from coursegpt_assets.agents.base import Agent
+
+_RECORD_PREFIX = b'{"line":%d,"record":'
+
+
+def encode_raw_row(line: int, record: bytes | None = None, error: str | None = None) -> bytes:
+    if record is None:
+        return orjson.dumps({"line": line, "error": error or "unreadable row"})
+    return _RECORD_PREFIX % line + record + b"}"
+
+
+def decode_raw_row(raw: bytes) -> tuple[int, bytes | None, str | None]:
+    """(line, record bytes, error) of one stored raw row."""
+    if raw.startswith(b'{"line":'):
+        comma = raw.index(b",", 8)
+        line = int(raw[8:comma])
+        if raw.startswith(b'"record":', comma + 1):
+            return line, raw[comma + 10:-1], None
+    row = orjson.loads(raw)
+    return row["line"], None, row.get("error")
 
 
 @dataclass
 class CleaningOutcome:
-    """What clean_examples saw: the valid records and one quarantine row per rejected source row."""
+    """What clean_examples saw: one quarantine row per rejected source row, and counts."""
 
-    clean: list[dict] = field(default_factory=list)
     quarantined: list[dict] = field(default_factory=list)
     total: int = 0
+    kept: int = 0
 
     @property
     def invalid_share(self) -> float:
@@ -24,32 +50,37 @@ class CleaningOutcome:
         return [f"line {q['line']} ({q.get('id') or 'no id'}): {q['reason']}" for q in self.quarantined[:n]]
 
 
-def raw_rows(stored: Iterable[dict]) -> Iterator[tuple[int, dict | None, str | None]]:
-    for row in stored:
-        yield row["line"], row.get("record"), row.get("error")
+@dataclass(frozen=True)
+class CleanRecord:
+    line: bytes  # the record as it goes into the clean file
+    id: str
+    dedup_key: str
+    record: dict
 
 
-def clean(agent: Agent, stored_raw: Iterable[dict]) -> CleaningOutcome:
-    """Keep every valid record; quarantine the rest with their line number and a readable reason.
+def clean(agent: Agent, stored_raw: Iterable[bytes], outcome: CleaningOutcome) -> Iterator[CleanRecord]:
+    """Yield every valid record; quarantine the rest into `outcome` with line number and a readable reason.
 
-    A repeated id is quarantined and the first occurrence kept. An agent with a `clean_record(record)`
-    method gets its valid records in that canonical shape (the raw record stays in raw_examples).
+    A repeated id is quarantined and the first occurrence kept.
     """
-    out = CleaningOutcome()
     seen: dict[str, int] = {}
-    for line, record, error in raw_rows(stored_raw):
-        out.total += 1
-        if record is None:
-            out.quarantined.append({"line": line, "id": None, "reason": error or "unreadable row", "record": None})
+    for raw in stored_raw:
+        line, record_bytes, error = decode_raw_row(raw)
+        outcome.total += 1
+        if record_bytes is None:
+            outcome.quarantined.append({"line": line, "id": None, "reason": error or "unreadable row", "record": None})
             continue
+        record = orjson.loads(record_bytes)
         problems = agent.validate(record)
         rid = agent.record_id(record, line) if not problems or isinstance(record.get("id"), str) else None
         if not problems and rid in seen:
             problems = [f"duplicate id {rid!r} (first seen on line {seen[rid]})"]
         if problems:
-            out.quarantined.append({"line": line, "id": rid, "reason": "; ".join(problems), "record": record})
+            outcome.quarantined.append({"line": line, "id": rid, "reason": "; ".join(problems), "record": record})
             continue
         seen[rid] = line
-        shape = getattr(agent, "clean_record", None)  # optional: agents whose sources name fields differently
-        out.clean.append({**(shape(record) if shape else record), "id": rid})
-    return out
+        outcome.kept += 1
+        if record.get("id") != rid:
+            record = {**record, "id": rid}
+            record_bytes = orjson.dumps(record, default=str)
+        yield CleanRecord(record_bytes, rid, agent.dedup_key(record), record)

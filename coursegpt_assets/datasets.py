@@ -3,12 +3,14 @@
 
 import hashlib
 import json
+
 import dagster as dg
+import orjson
 from pydantic import Field
 
 from coursegpt_assets import layout, settings
 from coursegpt_assets.agents import get_agent
-from coursegpt_assets.cleaning import clean
+from coursegpt_assets.cleaning import CleaningOutcome, clean, encode_raw_row
 from coursegpt_assets.metadata import ROW_COUNT, preview, uri
 from coursegpt_assets.partitions import AGENT_PARTITIONS
 from coursegpt_assets.plan import default_plan
@@ -42,18 +44,18 @@ def raw_examples(context: dg.AssetExecutionContext, config: RawExamplesConfig, s
     unreadable = 0
     sample: list[dict] = []
 
-    def rows():
+    def lines():
         nonlocal unreadable
         for row in agent.load_raw(source, seed=default_plan().hyperparameters.seed, subset_size=spec.subset_size):
             if row.record is None:
                 unreadable += 1
-                yield {"line": row.line, "error": row.error}
-            else:
-                if len(sample) < 5:
-                    sample.append(row.record)
-                yield {"line": row.line, "record": row.record}
+                yield encode_raw_row(row.line, error=row.error)
+                continue
+            if len(sample) < 5:
+                sample.append(row.record)
+            yield encode_raw_row(row.line, row.raw if row.raw is not None else orjson.dumps(row.record, default=str))
 
-    records_uri, count, sha = store.write_jsonl(layout.raw_records(agent_name), rows())
+    records_uri, count, sha = store.write_lines(layout.raw_records(agent_name), lines())
     store.write_json(layout.raw_manifest(agent_name), {"source": source, "rows": count, "sha256": sha})
     context.log.info(f"{agent_name}: {count} rows from {source} ({unreadable} unparseable)")
     return dg.MaterializeResult(
@@ -81,24 +83,38 @@ def clean_examples(context: dg.AssetExecutionContext, store: ArtifactStore):
     """Records that pass the agent's schema; the rest go to quarantine/<agent>/<run>.jsonl with line and reason."""
     agent_name = context.partition_key
     agent = get_agent(agent_name)
-    outcome = clean(agent, store.iter_jsonl(layout.raw_records(agent_name)))
-    quarantine_uri = None
-    if outcome.quarantined:
-        quarantine_uri, _, _ = store.write_jsonl(layout.quarantine(agent_name, context.run_id), outcome.quarantined)
+    limit = default_plan().agents[agent_name].max_invalid_share
+    outcome = CleaningOutcome()
+    index: list[bytes] = []
+    sample: list[dict] = []
+    quarantine_key = layout.quarantine(agent_name, context.run_id)
+
+    def lines():
+        raw = (line for _, line in store.iter_lines(layout.raw_records(agent_name)))
+        for rec in clean(agent, raw, outcome):
+            index.append(orjson.dumps([rec.id, rec.dedup_key]))
+            if len(sample) < 5:
+                sample.append(rec.record)
+            yield rec.line
+        if outcome.quarantined:  # written before failing, so every rejected row can be inspected
+            store.write_jsonl(quarantine_key, outcome.quarantined)
+        if outcome.invalid_share > limit:  # raising here aborts the clean file's write: nothing half-done
+            raise dg.Failure(
+                description=(
+                    f"{agent_name}: {outcome.invalid_share:.1%} of rows are invalid (limit {limit:.0%}); "
+                    f"see {store.uri(quarantine_key)}. First reasons: " + "; ".join(outcome.first_reasons())
+                ),
+                metadata={"quarantine": uri(store.uri(quarantine_key)), "invalid_rows": len(outcome.quarantined)},
+            )
+
+    records_uri, count, sha = store.write_lines(layout.clean_records(agent_name), lines())
+    store.write_lines(layout.clean_index(agent_name), index)
+    quarantine_uri = store.uri(quarantine_key) if outcome.quarantined else None
+    if quarantine_uri:
         context.log.warning(
             f"{agent_name}: quarantined {len(outcome.quarantined)}/{outcome.total} rows to {quarantine_uri}; "
             + " | ".join(outcome.first_reasons(3))
         )
-    limit = default_plan().agents[agent_name].max_invalid_share
-    if outcome.invalid_share > limit:
-        raise dg.Failure(
-            description=(
-                f"{agent_name}: {outcome.invalid_share:.1%} of rows are invalid (limit {limit:.0%}); "
-                f"see {quarantine_uri}. First reasons: " + "; ".join(outcome.first_reasons())
-            ),
-            metadata={"quarantine": uri(quarantine_uri), "invalid_rows": len(outcome.quarantined)},
-        )
-    records_uri, count, sha = store.write_jsonl(layout.clean_records(agent_name), outcome.clean)
     store.write_json(
         layout.clean_manifest(agent_name),
         {"rows": count, "quarantined": len(outcome.quarantined), "sha256": sha, "quarantine": quarantine_uri},
@@ -108,7 +124,7 @@ def clean_examples(context: dg.AssetExecutionContext, store: ArtifactStore):
         "quarantined_rows": len(outcome.quarantined),
         "invalid_share": round(outcome.invalid_share, 4),
         "uri": uri(records_uri),
-        "preview": preview(outcome.clean, ["id", *agent.preview_columns]),
+        "preview": preview(sample, ["id", *agent.preview_columns]),
     }
     if quarantine_uri:
         metadata["quarantine"] = uri(quarantine_uri)
@@ -137,18 +153,21 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
     agent = get_agent(agent_name)
     plan = default_plan()
     ratios, seed = plan.agents[agent_name].splits, plan.hyperparameters.seed
-    records = store.read_jsonl(layout.clean_records(agent_name))
+    # Keep each record's bytes and copy them into its split: only the id and prompt are needed to decide.
+    lines = [line for _, line in store.iter_lines(layout.clean_records(agent_name))]
+    ids, keys = map(list, zip(*store.iter_jsonl(layout.clean_index(agent_name)), strict=True)) if lines else ([], [])
+    if len(ids) != len(lines):
+        raise dg.Failure(f"{agent_name}: clean index and records disagree; re-materialise clean_examples")
     if config.limit is not None:
-        order = seeded_order([r["id"] for r in records], seed)
-        records = [records[i] for i in sorted(order[: config.limit])]
-    keys = [agent.dedup_key(r) for r in records]
+        keep = sorted(seeded_order(ids, seed)[: config.limit])
+        lines, ids, keys = [lines[i] for i in keep], [ids[i] for i in keep], [keys[i] for i in keep]
     assignment = assign_splits(keys, validation=ratios.validation, test=ratios.test, seed=seed)
-    by_split: dict[str, list[dict]] = {s: [] for s in layout.SPLITS}
-    for record, split in zip(records, assignment, strict=True):
-        by_split[split].append(record)
+    by_split: dict[str, list[bytes]] = {s: [] for s in layout.SPLITS}
+    for line, split in zip(lines, assignment, strict=True):
+        by_split[split].append(line)
     hashes = {}
     for split, rows in by_split.items():
-        _, _, hashes[split] = store.write_jsonl(layout.split_records(agent_name, split), rows)
+        _, _, hashes[split] = store.write_lines(layout.split_records(agent_name, split), rows)
     content_hash = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
     counts = {s: len(rows) for s, rows in by_split.items()}
     source = store.read_json(layout.raw_manifest(agent_name)).get("source")
@@ -161,12 +180,12 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
     context.log.info(f"{agent_name}: splits {counts} (seed {seed})")
     return dg.MaterializeResult(
         metadata={
-            ROW_COUNT: len(records),
+            ROW_COUNT: len(lines),
             **{f"{s}_rows": n for s, n in counts.items()},
             "seed": seed,
             "content_hash": content_hash,
             "manifest": uri(manifest_uri),
-            "preview": preview(by_split["train"], ["id", *agent.preview_columns]),
+            "preview": preview([orjson.loads(x) for x in by_split["train"][:5]], ["id", *agent.preview_columns]),
         },
         data_version=dg.DataVersion(content_hash),
     )

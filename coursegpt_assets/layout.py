@@ -1,7 +1,7 @@
 """Where every artifact lives in the store, relative to its root. One function per artifact kind.
 
     datasets/<agent>/raw/records.jsonl           raw_examples (one {"line", "record"|"error"} row per source row)
-    datasets/<agent>/clean/records.jsonl         clean_examples
+    datasets/<agent>/clean/records.jsonl         clean_examples (+ index.jsonl: [id, normalised prompt])
     quarantine/<agent>/<run_id>.jsonl            records clean_examples rejected, with line and reason
     datasets/<agent>/splits/<split>.jsonl        dataset_splits (+ manifest.json)
     benchmarks/<agent>/benchmark.jsonl           benchmark (+ manifest.json)
@@ -30,6 +30,11 @@ def raw_manifest(agent: str) -> str:
 
 def clean_records(agent: str) -> str:
     return f"datasets/{agent}/clean/records.jsonl"
+
+
+def clean_index(agent: str) -> str:
+    """[id, normalised prompt] per clean record, in file order: what splitting and leakage checks need."""
+    return f"datasets/{agent}/clean/index.jsonl"
 
 
 def clean_manifest(agent: str) -> str:

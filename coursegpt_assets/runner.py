@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 import dagster as dg
 from dagster._core.storage.dagster_run import RunsFilter
@@ -126,7 +127,7 @@ def run_pipeline(
                 continue
             keys = pairs if level == "pair" else agents
             with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(keys) or 1))) as pool:
-                results = list(pool.map(lambda k: _execute(instance, job_name, k, selected, invocation), keys))
+                results = list(pool.map(partial(_execute, instance, job_name, assets=selected, invocation=invocation), keys))
             if not all(results):
                 ok = False
                 break
@@ -135,7 +136,7 @@ def run_pipeline(
     return ok, printer.lines
 
 
-def _execute(instance, job_name: str, partition: str, assets: list[str], invocation: str) -> bool:
+def _execute(instance, job_name: str, partition: str, *, assets: list[str], invocation: str) -> bool:
     job = dg.build_reconstructable_job("coursegpt_assets.runner", "load_job", reconstructable_args=(job_name,))
     result = dg.execute_job(
         job,

@@ -6,11 +6,12 @@ Unparseable lines are yielded with an error instead of being dropped.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+import orjson
 
 from coursegpt_assets.agents.base import RawRow
 
@@ -33,17 +34,18 @@ def parse_hf_source(source: str) -> tuple[str, str | None]:
 def iter_jsonl_file(path: Path) -> Iterator[RawRow]:
     with path.open("rb") as fh:
         for line_no, raw in enumerate(fh, start=1):
+            raw = raw.rstrip(b"\r\n")
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError as e:
                 yield RawRow(line=line_no, error=f"{path.name} line {line_no}: not valid JSON ({e})")
                 continue
             if not isinstance(record, dict):
                 yield RawRow(line=line_no, error=f"{path.name} line {line_no}: expected a JSON object")
             else:
-                yield RawRow(line=line_no, record=record)
+                yield RawRow(line=line_no, record=record, raw=raw)
 
 
 def iter_parquet_file(path: Path, columns: list[str] | None = None) -> Iterator[RawRow]:
@@ -74,7 +76,7 @@ def iter_local(path: Path) -> Iterator[RawRow]:
         rows = iter_parquet_file(file) if file.suffix in TABULAR_SUFFIXES else iter_jsonl_file(file)
         for row in rows:
             last = row.line
-            yield RawRow(line=offset + row.line, record=row.record, error=row.error)
+            yield RawRow(line=offset + row.line, record=row.record, error=row.error, raw=row.raw)
         offset += last
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import dagster as dg
+import orjson
 from pydantic import Field
 
 
@@ -77,13 +78,17 @@ class ArtifactStore(dg.ConfigurableResource):
 
         Key order is kept as given: it is part of the data (the router completion is a JSON dump of it).
         """
+        return self.write_lines(key, (orjson.dumps(row, default=str) for row in rows))
+
+    def write_lines(self, key: str, lines: Iterable[bytes]) -> tuple[str, int, str]:
+        """Stream already-serialised JSON lines (no trailing newline) to `key`, as write_jsonl does."""
         digest = hashlib.sha256()
         count = 0
 
         def write(fh):
             nonlocal count
-            for row in rows:
-                line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+            for line in lines:
+                line += b"\n"
                 digest.update(line)
                 fh.write(line)
                 count += 1
@@ -161,6 +166,14 @@ class ArtifactStore(dg.ConfigurableResource):
         return json.loads(self.read_text(key))
 
     def iter_jsonl(self, key: str) -> Iterator[dict]:
+        for line_no, line in self.iter_lines(key):
+            try:
+                yield orjson.loads(line)
+            except orjson.JSONDecodeError as e:
+                raise StoreError(f"{self.uri(key)} line {line_no}: invalid JSON ({e})") from None
+
+    def iter_lines(self, key: str) -> Iterator[tuple[int, bytes]]:
+        """(line number, raw line without newline) for every non-blank line of a JSONL object."""
         if self.is_gcs:
             stream = io.BytesIO(self.read_bytes(key))
         else:
@@ -170,11 +183,9 @@ class ArtifactStore(dg.ConfigurableResource):
             stream = path.open("rb")
         with stream:
             for line_no, line in enumerate(stream, start=1):
+                line = line.rstrip(b"\r\n")
                 if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise StoreError(f"{self.uri(key)} line {line_no}: invalid JSON ({e.msg})") from None
+                    yield line_no, line
 
     def read_jsonl(self, key: str) -> list[dict]:
         return list(self.iter_jsonl(key))

@@ -56,10 +56,22 @@ def test_tuning_row_has_the_seed_prompt_and_ten_key_completion(record):
     assert row["prompt"].endswith(f"User query:\n{record['user_query']}\n")
     assert list(json.loads(row["completion"])) == list(COMPLETION_KEYS)
     assert row["text_completion"].endswith("<|eot_id|>")
-    assert row["messages"][0]["role"] == "system" and row["messages"][-1]["content"] == row["completion"]
+    assert row["text_completion"] == row["completion"] + "<|eot_id|>"
 
 
 def test_think_wrapping_puts_the_outline_before_the_json(record):
     row = tuning_row(AGENT, record, "qwen", think=True)
     assert row["completion"].startswith("<think>\n" + record["thinking_outline"][0])
     assert json.loads(row["completion"].split("</think>\n", 1)[1])["route_plan"] == record["route_plan"]
+
+
+def test_fast_rendering_equals_jinja_for_every_family():
+    from coursegpt_assets.chat_templates import FAMILIES, build_messages, prompt_and_completion, render
+
+    cases = [("sys", "user", "answer"), ("  padded system \n", "\tuser with {{ braces }} and {% tags %}\n", " é ✓ "),
+             ("s", "line1\nline2", '{"a": "<|eot_id|>"}'), ("s", "contains \x00 nul", "x")]
+    for name in FAMILIES:
+        for system, user, assistant in cases:
+            prompt, completion = prompt_and_completion(name, system, user, assistant)
+            assert prompt == render(name, build_messages(system, user), add_generation_prompt=True)
+            assert prompt + completion == render(name, build_messages(system, user, assistant))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from coursegpt_assets.chat_templates import build_messages, prompt_and_completion
+from coursegpt_assets.chat_templates import prompt_and_completion
 
 _WS = re.compile(r"\s+")
 
@@ -24,6 +24,8 @@ class RawRow:
     line: int
     record: dict | None = None
     error: str | None = None
+    #: the record's exact source bytes when it came from JSONL, so it can be copied without re-serialising
+    raw: bytes | None = None
 
 
 class Agent(Protocol):
@@ -55,7 +57,12 @@ class Agent(Protocol):
 
 
 def tuning_row(agent: Agent, record: dict, family: str, *, think: bool = False) -> dict:
-    """One tuning example: the seed's Vertex prompt/completion plus chat messages rendered for `family`."""
+    """One tuning example: the seed's Vertex prompt/completion plus the conversation rendered for `family`.
+
+    `text_prompt` is everything up to the assistant header; `text_completion` the assistant turn with the
+    family's end-of-turn token. The raw message list is not repeated: it is the system prompt, the user
+    text and `completion`.
+    """
     completion = agent.assistant_text(record)
     if think and record.get("thinking_outline"):
         outline = "\n".join(str(s) for s in record["thinking_outline"])
@@ -66,7 +73,6 @@ def tuning_row(agent: Agent, record: dict, family: str, *, think: bool = False) 
         "id": record["id"],
         "prompt": agent.vertex_prompt(record),
         "completion": completion,
-        "messages": build_messages(agent.system_prompt, user, completion),
         "text_prompt": text_prompt,
         "text_completion": text_completion,
     }
