@@ -2,8 +2,9 @@
 
 Columns come from the code that writes the rows (an agent module's `COLUMNS`, or its `REQUIRED_TYPES`
 and `OPTIONAL_TYPES`; the tuning row shape of `agents.base.tuning_row`), so a schema.yml typo is caught
-at load time. An agent whose module exposes neither has no known columns: references to its columns are
-then checked at run time only (a column absent from every row fails the check).
+at load time. An agent whose module exposes neither (and the benchmark, whose row shape differs per agent)
+has no known columns: references to them are checked at run time only (a column absent from every row
+fails the check).
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ SOURCES: dict[str, AssetSource] = {
     for s in (
         AssetSource("clean_examples", "agent", None, layout.clean_records, record_columns),
         AssetSource("dataset_splits", "agent", layout.SPLITS, layout.split_records, record_columns),
-        AssetSource("benchmark", "agent", None, layout.benchmark_records, record_columns),
+        # benchmark rows have per-agent shapes (coursegpt_assets/benchmark_rows.py) no module lists: run-time only
+        AssetSource("benchmark", "agent", None, layout.benchmark_records, lambda _: None),
         AssetSource("tuning_dataset", "pair", layout.TUNING_SPLITS, layout.tuning_records, lambda _: TUNING_COLUMNS),
     )
 }
