@@ -182,6 +182,7 @@ def train(extras: dict, pipes) -> dict:
     import transformers
     from peft import LoraConfig
     from transformers import AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTTrainer
 
     transformers.utils.logging.disable_progress_bar()
@@ -240,6 +241,7 @@ def train(extras: dict, pipes) -> dict:
         peft_config=lora,
         callbacks=[make_progress_callback(pipes, history, clock)],
     )
+    trainer.remove_callback(PrinterCallback)  # progress goes through Pipes, not raw dicts on stdout
     result = trainer.train()
     eval_loss = trainer.evaluate()["eval_loss"] if val_pairs else None
     if eval_loss is not None:

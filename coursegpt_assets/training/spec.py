@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 
 from coursegpt_assets.plan import TrainingPlan
 
@@ -58,3 +59,55 @@ def adapter_version(
 def estimate_tokens(text: str) -> int:
     """Billing-style token estimate without a tokenizer: about four UTF-8 bytes per token."""
     return -(-len(text.encode("utf-8")) // 4)
+
+
+@dataclass(frozen=True)
+class AdapterRequest:
+    """Everything that names and configures one adapter of one pair."""
+
+    pair: str
+    agent: str
+    base_model: str
+    family: str
+    base_model_id: str
+    vertex_model_id: str | None
+    base_revision: str
+    hyperparameters: dict
+    data_version: str
+    backend: str
+    smoke: bool
+    version: str
+
+
+def adapter_request(plan: TrainingPlan, pair_key: str, manifest: dict, backend: str) -> AdapterRequest:
+    """The request for `pair_key` from its tuning manifest (`tuning/<pair>/manifest.json`)."""
+    from coursegpt_assets.training.tiny_llama import base_model_revision
+
+    pair = plan.pair(pair_key)
+    base = plan.base_models[pair.base_model]
+    data_version = manifest.get("data_version")
+    if not data_version:
+        raise ValueError(f"tuning/{pair_key}/manifest.json has no data_version; re-materialise tuning_dataset")
+    hyperparameters = effective_hyperparameters(plan, pair_key)
+    revision = base_model_revision(pair.base_model, plan)
+    version = adapter_version(
+        data_version=data_version,
+        hyperparameters=hyperparameters,
+        base_model_id=base.hf_id,
+        base_revision=revision,
+        backend=backend,
+    )
+    return AdapterRequest(
+        pair=pair_key,
+        agent=pair.agent,
+        base_model=pair.base_model,
+        family=base.family,
+        base_model_id=base.hf_id,
+        vertex_model_id=base.vertex_id,
+        base_revision=revision,
+        hyperparameters=hyperparameters,
+        data_version=data_version,
+        backend=backend,
+        smoke=base.smoke,
+        version=version,
+    )
