@@ -61,7 +61,8 @@ class CleanRecord:
 def clean(agent: Agent, stored_raw: Iterable[bytes], outcome: CleaningOutcome) -> Iterator[CleanRecord]:
     """Yield every valid record; quarantine the rest into `outcome` with line number and a readable reason.
 
-    A repeated id is quarantined and the first occurrence kept.
+    A repeated id is quarantined and the first occurrence kept. Valid records take the agent's canonical
+    shape (`clean_record`); the raw record stays in raw_examples.
     """
     seen: dict[str, int] = {}
     for raw in stored_raw:
@@ -70,7 +71,16 @@ def clean(agent: Agent, stored_raw: Iterable[bytes], outcome: CleaningOutcome) -
         if record_bytes is None:
             outcome.quarantined.append({"line": line, "id": None, "reason": error or "unreadable row", "record": None})
             continue
-        record = orjson.loads(record_bytes)
+        try:
+            record = orjson.loads(record_bytes)
+        except orjson.JSONDecodeError as e:
+            outcome.quarantined.append({"line": line, "id": None, "reason": f"not valid JSON ({e})", "record": None,
+                                        "text": record_bytes[:2000].decode("utf-8", "replace")})
+            continue
+        if not isinstance(record, dict):
+            outcome.quarantined.append({"line": line, "id": None, "record": None,
+                                        "reason": f"expected a JSON object, got {type(record).__name__}"})
+            continue
         problems = agent.validate(record)
         rid = agent.record_id(record, line) if not problems or isinstance(record.get("id"), str) else None
         if not problems and rid in seen:
@@ -80,7 +90,8 @@ def clean(agent: Agent, stored_raw: Iterable[bytes], outcome: CleaningOutcome) -
             continue
         seen[rid] = line
         outcome.kept += 1
-        if record.get("id") != rid:
-            record = {**record, "id": rid}
+        shaped = agent.clean_record(record)
+        if shaped is not record or record.get("id") != rid:  # reshaped: serialise; else keep the source bytes
+            record = {**shaped, "id": rid}
             record_bytes = orjson.dumps(record, default=str)
         yield CleanRecord(record_bytes, rid, agent.dedup_key(record), record)

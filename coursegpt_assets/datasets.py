@@ -41,27 +41,25 @@ def raw_examples(context: dg.AssetExecutionContext, config: RawExamplesConfig, s
     source = config.source or settings.source_for(agent_name)
     agent = get_agent(agent_name)
     context.log.info(f"{agent_name}: reading {source}")
-    unreadable = 0
     sample: list[dict] = []
 
     def lines():
-        nonlocal unreadable
         for row in agent.load_raw(source, seed=default_plan().hyperparameters.seed, subset_size=spec.subset_size):
-            if row.record is None:
-                unreadable += 1
-                yield encode_raw_row(row.line, error=row.error)
-                continue
-            if len(sample) < 5:
+            if len(sample) < 5 and row.record is not None:
                 sample.append(row.record)
-            yield encode_raw_row(row.line, row.raw if row.raw is not None else orjson.dumps(row.record, default=str))
+            if row.raw is not None:  # JSONL: copied byte for byte; clean_examples parses and validates
+                yield encode_raw_row(row.line, row.raw)
+            elif row.record is None:
+                yield encode_raw_row(row.line, error=row.error)
+            else:
+                yield encode_raw_row(row.line, orjson.dumps(row.record, default=str))
 
     records_uri, count, sha = store.write_lines(layout.raw_records(agent_name), lines())
     store.write_json(layout.raw_manifest(agent_name), {"source": source, "rows": count, "sha256": sha})
-    context.log.info(f"{agent_name}: {count} rows from {source} ({unreadable} unparseable)")
+    context.log.info(f"{agent_name}: {count} rows from {source}")
     return dg.MaterializeResult(
         metadata={
             ROW_COUNT: count,
-            "unparseable_rows": unreadable,
             "source": source,
             "uri": uri(records_uri),
             "sha256": sha,

@@ -11,8 +11,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
-
 from coursegpt_assets.agents.base import RawRow
 
 TABULAR_SUFFIXES = (".parquet",)
@@ -32,20 +30,12 @@ def parse_hf_source(source: str) -> tuple[str, str | None]:
 
 
 def iter_jsonl_file(path: Path) -> Iterator[RawRow]:
+    """Every non-blank line, unparsed: RawRow parses on first use and reports invalid JSON as an error."""
     with path.open("rb") as fh:
         for line_no, raw in enumerate(fh, start=1):
             raw = raw.rstrip(b"\r\n")
-            if not raw.strip():
-                continue
-            try:
-                record = orjson.loads(raw)
-            except orjson.JSONDecodeError as e:
-                yield RawRow(line=line_no, error=f"{path.name} line {line_no}: not valid JSON ({e})")
-                continue
-            if not isinstance(record, dict):
-                yield RawRow(line=line_no, error=f"{path.name} line {line_no}: expected a JSON object")
-            else:
-                yield RawRow(line=line_no, record=record, raw=raw)
+            if raw.strip():
+                yield RawRow(line=line_no, raw=raw)
 
 
 def iter_parquet_file(path: Path, columns: list[str] | None = None) -> Iterator[RawRow]:
@@ -76,7 +66,7 @@ def iter_local(path: Path) -> Iterator[RawRow]:
         rows = iter_parquet_file(file) if file.suffix in TABULAR_SUFFIXES else iter_jsonl_file(file)
         for row in rows:
             last = row.line
-            yield RawRow(line=offset + row.line, record=row.record, error=row.error, raw=row.raw)
+            yield row.renumbered(offset + row.line)
         offset += last
 
 

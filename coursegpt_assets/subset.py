@@ -208,7 +208,7 @@ def _local_batches(path: Path, key_fields: Sequence[str], batch_rows: int) -> It
             nonlocal last
             for row in iter_jsonl_file(file):
                 last = row.line
-                yield RawRow(line=base + row.line, record=row.record, error=row.error)
+                yield row.renumbered(base + row.line)
 
         yield from row_batches(shifted(), key_fields, batch_rows)
         offset += last

@@ -61,27 +61,30 @@ def tool_name(step: str) -> str:
     return str(step).split("(", 1)[0].strip()
 
 
-def _type_problems(record: dict, key: str, expected, label: str) -> list[str]:
-    value = record[key]
-    if isinstance(value, bool) and expected in ((int, float), int, float):
-        return [f"{key}: expected {label}, got boolean"]
+def _type_problem(key: str, value, expected, label: str) -> str | None:
+    if isinstance(value, bool) and label == "number":
+        return f"{key}: expected {label}, got boolean"
     if not isinstance(value, expected):
-        return [f"{key}: expected {label}, got {type(value).__name__}"]
-    if label == _LIST_OF_STR and not all(isinstance(v, str) for v in value):
-        return [f"{key}: expected {label}, found a non-string item"]
-    return []
+        return f"{key}: expected {label}, got {type(value).__name__}"
+    if label == _LIST_OF_STR:
+        for item in value:
+            if not isinstance(item, str):
+                return f"{key}: expected {label}, found a non-string item"
+    return None
 
 
 def validate(record: dict) -> list[str]:
     problems: list[str] = []
     for key, (expected, label) in REQUIRED_TYPES.items():
-        if key not in record or record[key] is None:
+        value = record.get(key)
+        if value is None:
             problems.append(f"missing required key {key!r}")
-        else:
-            problems += _type_problems(record, key, expected, label)
+        elif (problem := _type_problem(key, value, expected, label)) is not None:
+            problems.append(problem)
     for key, (expected, label) in OPTIONAL_TYPES.items():
-        if record.get(key) is not None:
-            problems += _type_problems(record, key, expected, label)
+        value = record.get(key)
+        if value is not None and (problem := _type_problem(key, value, expected, label)) is not None:
+            problems.append(problem)
     if problems:
         return problems
     if not record["user_query"].strip():
@@ -126,6 +129,9 @@ class RouterAgent:
 
     def validate(self, record: dict) -> list[str]:
         return validate(record)
+
+    def clean_record(self, record: dict) -> dict:
+        return record  # router records keep the source schema, byte for byte
 
     def record_id(self, record: dict, line: int) -> str:
         return str(record.get("id") or f"router_line_{line}")
