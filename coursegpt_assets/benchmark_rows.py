@@ -159,12 +159,19 @@ def math_file_rows(path: Path) -> list[dict]:
 
 
 def math_validation_rows(validation: list[dict]) -> list[dict]:
-    """The held-out split as open-answer rows (gold = the source's or the extracted final answer)."""
-    return [
-        {"id": r["id"], "source": "validation", "file": "validation", "format": "open",
-         "question": r["problem"], "answer": r["answer"], "topic": "", "level": "unknown"}  # MathX has no level
-        for r in validation
-    ]
+    """The held-out split as open-answer rows (gold = the source's or the extracted final answer).
+
+    Split records may be in the source's shape or the agent's canonical one; `clean_record` reads both.
+    """
+    from coursegpt_assets.agents.math import clean_record
+
+    rows = []
+    for r in validation:
+        canonical = clean_record(r)
+        rows.append({"id": r["id"], "source": "validation", "file": "validation", "format": "open",
+                     "question": canonical["problem"], "answer": canonical["answer"],
+                     "topic": "", "level": "unknown"})  # MathX rows carry no level
+    return rows
 
 
 # -- code --------------------------------------------------------------------------------------------
