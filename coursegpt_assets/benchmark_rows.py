@@ -66,8 +66,9 @@ def router_rows(agent: Agent, test: list[dict], validation: list[dict], *, seed:
                 hard_per_category: int | None = None) -> list[dict]:
     """The whole test split, then the validation rows with at least one category ("hard").
 
-    With `hard_per_category`, categories are filled rarest first, each with at most that many
-    validation rows (seeded order), so rare shapes are oversampled like the seed's hard set.
+    With `hard_per_category`, categories are filled rarest first (seeded order within one) until that many
+    chosen rows carry the category; a row counts for every category it carries. Rare shapes are thus
+    oversampled like the seed's hard set (a common category may exceed the cap through rarer picks).
     """
     rows = [_router_row(agent, r, "test", "test") for r in test]
     candidates = [_router_row(agent, r, "hard", "validation") for r in validation]
@@ -77,13 +78,13 @@ def router_rows(agent: Agent, test: list[dict], validation: list[dict], *, seed:
     counts = Counter(c for row in candidates for c in row["categories"])
     taken: dict[str, dict] = {}
     for category in sorted(counts, key=lambda c: (counts[c], c)):
-        picked = 0
+        carried = sum(category in row["categories"] for row in taken.values())
         for row in candidates:
-            if picked >= hard_per_category:
+            if carried >= hard_per_category:
                 break
             if category in row["categories"] and row["id"] not in taken:
                 taken[row["id"]] = row
-                picked += 1
+                carried += 1
     return rows + [row for row in candidates if row["id"] in taken]
 
 
