@@ -63,9 +63,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from coursegpt_assets import settings
     from coursegpt_assets.status import pair_status, print_table
     from resources.storage import ArtifactStore
-    from coursegpt_assets import settings
 
     store = ArtifactStore(root=settings.current().store)
     rows = [list(r.values()) for r in pair_status(store)]
@@ -74,9 +74,9 @@ def cmd_status(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    from coursegpt_assets import settings
     from coursegpt_assets.status import plan_rows, print_table
     from resources.storage import ArtifactStore
-    from coursegpt_assets import settings
 
     store = ArtifactStore(root=settings.current().store)
     print_table(["pair", "hf id", "vertex id", "family", "train tokens (est.)", "est. cost USD"], plan_rows(store))
@@ -94,12 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     sub.add_parser("status", help="latest versions per pair and staleness").set_defaults(func=cmd_status)
     sub.add_parser("plan", help="the training plan and cost estimates").set_defaults(func=cmd_plan)
-    try:
-        from coursegpt_assets.scoring.score_cli import add_score_parser
-    except ImportError:  # the scoring package is optional at this point of the build
-        pass
-    else:
-        add_score_parser(sub)
+    from coursegpt_assets.scoring.score_cli import add_score_parser
+
+    add_score_parser(sub)
     return parser
 
 
