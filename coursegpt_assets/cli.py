@@ -42,7 +42,8 @@ def cmd_run(args) -> int:
     if unknown:
         print(f"error: not in training_plan.yaml: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
-    defined = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    graph = defs.resolve_asset_graph()
+    defined = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).is_materializable}
     assets = set(args.assets.split(",")) if args.assets else None
     if assets and assets - defined:
         print(f"error: unknown assets {sorted(assets - defined)}; defined: {sorted(defined)}", file=sys.stderr)
