@@ -30,6 +30,10 @@ class ArtifactStore(dg.ConfigurableResource):
 
     root: str = Field(description="Local folder or gs://bucket/prefix")
     gcs_project: str | None = Field(default=None, description="GCP project for the GCS client (GCS only)")
+    retry_deadline_s: float = Field(
+        default=120.0, gt=0,
+        description="GCS only: how long a call retries transient errors (refused connection, 5xx, 429) before failing",
+    )
 
     # -- addressing ----------------------------------------------------------------------------------
     @property
@@ -62,6 +66,11 @@ class ArtifactStore(dg.ConfigurableResource):
 
         bucket, _ = self._bucket_and_prefix()
         return GCSResource(project=self.gcs_project).get_client().bucket(bucket)
+
+    def _retry(self):
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        return DEFAULT_RETRY.with_timeout(self.retry_deadline_s)
 
     # -- writes --------------------------------------------------------------------------------------
     def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
@@ -104,10 +113,13 @@ class ArtifactStore(dg.ConfigurableResource):
                 fh.seek(0)
                 try:
                     self._bucket().blob(self._blob_name(key)).upload_from_file(
-                        fh, content_type=content_type, rewind=True
+                        fh, content_type=content_type, rewind=True, retry=self._retry()
                     )
                 except Exception as e:  # network errors: nothing visible was written
-                    raise StoreError(f"upload to {self.uri(key)} failed: {e}") from e
+                    raise StoreError(
+                        f"upload to {self.uri(key)} failed (retried for up to {self.retry_deadline_s:g} s); "
+                        f"the previous version, if any, is unchanged: {e}"
+                    ) from e
             return self.uri(key)
         target = self._local(key)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -151,9 +163,11 @@ class ArtifactStore(dg.ConfigurableResource):
             from google.api_core.exceptions import NotFound
 
             try:
-                return self._bucket().blob(self._blob_name(key)).download_as_bytes()
+                return self._bucket().blob(self._blob_name(key)).download_as_bytes(retry=self._retry())
             except NotFound:
                 raise FileNotFoundError(f"{self.uri(key)} does not exist in the store") from None
+            except Exception as e:  # network errors after retries
+                raise StoreError(f"download of {self.uri(key)} failed (retried for up to {self.retry_deadline_s:g} s): {e}") from e
         path = self._local(key)
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist in the store (materialise the upstream asset first)")

@@ -40,3 +40,7 @@ def shared_dir() -> Path:
     if not (SHARED_DIR / "data").is_dir():
         pytest.skip(f"{SHARED_DIR}/data is absent")
     return SHARED_DIR
+
+
+# Shared GCS emulator fixtures (`gcs_emulator`, `gcs_store`), defined in tests/fakes/gcs_emulator.py.
+from tests.fakes.gcs_emulator import gcs_emulator, gcs_store  # noqa: E402, F401

@@ -1,0 +1,215 @@
+"""The router data path and the adapter/report writes against a real GCS API (gcp-storage-emulator in a
+subprocess, `COURSEGPT_STORE=gs://...`), and what an outage in the middle of a write leaves behind."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from coursegpt_assets import layout
+from coursegpt_assets.datasets import DATA_ASSETS, raw_examples
+from coursegpt_assets.model_cards import MODEL_CARD_ASSETS, MODEL_CARD_CHECKS, card_manifest
+from coursegpt_assets.partitions import PAIR_PARTITIONS
+from coursegpt_assets.plan import default_plan
+from coursegpt_assets.settings import FIXTURES_DIR
+from coursegpt_assets.tuning_data import tuning_dataset
+from resources.hub import LocalHub
+from resources.storage import ArtifactStore, StoreError
+from tests.fakes.gcs_emulator import PREFIX
+from tests.fakes.publish_artifacts import ADAPTER_VERSION, write_upstream
+
+ROUTER_PAIRS = [p.key for p in default_plan().planned_pairs if p.agent == "router"]
+SUMMARY = "training_summary.json"
+FAST_FAIL_S = 1.0  # how long the store retries while the emulator is down (the default is GCS's 120 s)
+
+
+def run_router_path(store: ArtifactStore, run_config: dict | None = None) -> list[dg.ExecuteInProcessResult]:
+    """raw_examples → clean_examples → dataset_splits for `router`, then tuning_dataset for every router pair."""
+    results = [dg.materialize(DATA_ASSETS, partition_key="router", resources={"store": store}, run_config=run_config)]
+    upstream = [a.to_source_asset() for a in DATA_ASSETS]
+    for pair in ROUTER_PAIRS:
+        results.append(dg.materialize([tuning_dataset, *upstream], partition_key=pair, resources={"store": store},
+                                      selection=[tuning_dataset]))
+    return results
+
+
+def uri_metadata(results) -> list[str]:
+    return [v.value for r in results for e in r.get_asset_materialization_events()
+            for k, v in e.materialization.metadata.items() if k.endswith("uri")]
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    return "\n".join(str(e.event_specific_data.error) for e in result.all_events if e.is_step_failure)
+
+
+def test_router_path_on_gcs_writes_what_the_local_store_writes(gcs_emulator, gcs_store, tmp_path, monkeypatch):
+    # the source is on GCS too: raw_examples downloads it, every asset writes to gs://<bucket>/<prefix>
+    source = gcs_emulator.client().bucket(gcs_emulator.bucket).blob("sources/router.jsonl")
+    source.upload_from_filename(str(FIXTURES_DIR / "router.jsonl"))
+    monkeypatch.setenv("COURSEGPT_ROUTER_SOURCE", f"gs://{gcs_emulator.bucket}/sources/router.jsonl")
+    gcs_results = run_router_path(gcs_store)
+    local = ArtifactStore(root=str(tmp_path / "local-store"))
+    run_router_path(local, {"ops": {"raw_examples": {"config": {"source": str(FIXTURES_DIR / "router.jsonl")}}}})
+
+    root = f"gs://{gcs_emulator.bucket}/{PREFIX}/"
+    uris = uri_metadata(gcs_results)
+    assert uris and all(u.startswith(root) for u in uris), uris
+    # the same keys (quarantine files are named after their run id) and the same bytes for every JSONL
+    def keys(store):
+        return [k for k in store.list_keys() if not k.startswith("quarantine/")]
+    assert keys(gcs_store) == keys(local)
+    assert {k for k in keys(local) if k.startswith("tuning/")} == {
+        f"tuning/{pair}/{name}" for pair in ROUTER_PAIRS for name in ("train.jsonl", "validation.jsonl", "manifest.json")
+    }
+    for key in keys(local):
+        if key.endswith(".jsonl"):
+            assert gcs_store.read_bytes(key) == local.read_bytes(key), key
+    # what another client sees: whole objects under the prefix, hashes matching the tuning manifests
+    bucket = gcs_emulator.client().bucket(gcs_emulator.bucket)
+    assert gcs_emulator.object_names(f"{PREFIX}/") == [f"{PREFIX}/{k}" for k in gcs_store.list_keys()]
+    for pair in ROUTER_PAIRS:
+        manifest = gcs_store.read_json(layout.tuning_manifest(pair))
+        assert manifest["train_uri"] == root + layout.tuning_records(pair, "train")
+        for split in ("train", "validation"):
+            data = bucket.blob(f"{PREFIX}/{layout.tuning_records(pair, split)}").download_as_bytes()
+            assert hashlib.sha256(data).hexdigest() == manifest["sha256"][split], (pair, split)
+            assert data.count(b"\n") == manifest["counts"][split]
+
+
+def adapter_folder(path: Path, seed: int) -> dict[str, bytes]:
+    """An adapter-shaped folder (binary weights, JSON, a nested checkpoint) with content that depends on seed."""
+    files = {
+        "adapter_config.json": f'{{"r": 16, "seed": {seed}}}\n'.encode(),
+        "adapter_model.safetensors": hashlib.sha256(str(seed).encode()).digest() * 4096,
+        "checkpoint-8/trainer_state.json": f'{{"global_step": {seed}}}\n'.encode(),
+        "loss_curve.png": bytes(range(256)) * (seed + 1),
+        SUMMARY: f'{{"version": "v{seed}"}}\n'.encode(),
+    }
+    for name, data in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_bytes(data)
+    return files
+
+
+def test_upload_dir_round_trips_an_adapter_folder(gcs_emulator, gcs_store, tmp_path):
+    files = adapter_folder(tmp_path / "out", seed=1)
+    prefix = layout.adapter_dir("router__tiny-llama", "v1")
+    uri = gcs_store.upload_dir(tmp_path / "out", prefix, last=SUMMARY)
+    assert uri == f"gs://{gcs_emulator.bucket}/{PREFIX}/{prefix}"
+    assert gcs_store.list_keys(prefix) == sorted(f"{prefix}/{name}" for name in files)
+    copy = gcs_store.local_dir(prefix, tmp_path / "cache")
+    assert {p.relative_to(copy).as_posix(): p.read_bytes() for p in copy.rglob("*") if p.is_file()} == files
+    # the marker is the newest object of the version (written after all the others)
+    blobs = list(gcs_emulator.client().list_blobs(gcs_emulator.bucket, prefix=f"{PREFIX}/{prefix}/"))
+    newest = max(blobs, key=lambda b: (b.time_created, b.generation))
+    assert newest.name.endswith(f"/{SUMMARY}")
+
+
+def test_card_and_publish_read_the_adapter_and_report_from_gcs(gcs_emulator, gcs_store, tmp_path):
+    pair = "router__tiny-llama"
+    written = write_upstream(gcs_store, pair, base_dir=str(tmp_path / "base" / "tiny-llama"))
+    upstream = [dg.AssetSpec("evaluation_report", partitions_def=PAIR_PARTITIONS),
+                dg.AssetSpec("adapter", partitions_def=PAIR_PARTITIONS)]
+    hub = LocalHub(root=str(tmp_path / "hub"))
+    result = dg.materialize([*upstream, *MODEL_CARD_ASSETS, *MODEL_CARD_CHECKS], partition_key=pair,
+                            resources={"store": gcs_store, "hub": hub}, selection=["model_card", "published_adapter"])
+    assert result.success
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    card = gcs_emulator.client().bucket(gcs_emulator.bucket).blob(f"{PREFIX}/{layout.card(pair)}").download_as_text()
+    manifest = gcs_store.read_json(card_manifest(pair))
+    assert manifest["card_sha256"] == hashlib.sha256(card.encode("utf-8")).hexdigest()
+    assert manifest["adapter_version"] == ADAPTER_VERSION
+    published = {p.name: p for p in (tmp_path / "hub").rglob("*") if p.is_file()}
+    weights = gcs_store.read_bytes(f"{written['adapter_key']}/adapter_model.safetensors")
+    assert published["adapter_model.safetensors"].read_bytes() == weights
+    assert published["README.md"].read_text(encoding="utf-8") == card
+    assert ADAPTER_VERSION in gcs_store.read_text(f"{written['adapter_key']}/{SUMMARY}")
+
+
+# -- outages ---------------------------------------------------------------------------------------------
+def test_outage_in_the_middle_of_a_stream_fails_cleanly_and_rematerialises(gcs_emulator, tmp_path):
+    store = ArtifactStore(root=os.environ["COURSEGPT_STORE"], retry_deadline_s=FAST_FAIL_S)
+    records_key, manifest_key = layout.raw_records("router"), layout.raw_manifest("router")
+    assert dg.materialize([raw_examples], partition_key="router", resources={"store": store}).success
+    before = {k: store.read_bytes(k) for k in store.list_keys()}
+    generations = {b.name: b.generation for b in gcs_emulator.client().list_blobs(gcs_emulator.bucket)}
+
+    # a large source streamed through a FIFO: the emulator dies while raw_examples is still writing
+    fixture = (FIXTURES_DIR / "router.jsonl").read_bytes()
+    copies = 40
+    fifo = tmp_path / "router.jsonl"
+    os.mkfifo(fifo)
+
+    def feed():
+        with fifo.open("wb") as fh:
+            for i in range(copies):
+                if i == copies // 2:
+                    fh.flush()
+                    gcs_emulator.kill()
+                fh.write(fixture)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    result = dg.materialize([raw_examples], partition_key="router", resources={"store": store},
+                            run_config={"ops": {"raw_examples": {"config": {"source": str(fifo)}}}},
+                            raise_on_error=False)
+    feeder.join(timeout=60)
+    assert not feeder.is_alive() and not gcs_emulator.running
+    assert not result.success
+    message = failure_text(result)
+    assert f"upload to {store.uri(records_key)} failed" in message and "previous version" in message, message
+
+    # after a restart: the previous version, byte for byte and at the same generation; nothing else appeared
+    gcs_emulator.start()
+    assert {k: store.read_bytes(k) for k in store.list_keys()} == before
+    assert {b.name: b.generation for b in gcs_emulator.client().list_blobs(gcs_emulator.bucket)} == generations
+
+    large = tmp_path / "router-large.jsonl"
+    large.write_bytes(fixture * copies)
+    again = dg.materialize([raw_examples], partition_key="router", resources={"store": store},
+                           run_config={"ops": {"raw_examples": {"config": {"source": str(large)}}}})
+    assert again.success
+    rows = fixture.count(b"\n") * copies
+    assert store.read_json(manifest_key)["rows"] == rows
+    assert store.read_bytes(records_key).count(b"\n") == rows
+
+
+def test_outage_between_adapter_files_leaves_the_published_version_intact(gcs_emulator, tmp_path, monkeypatch):
+    store = ArtifactStore(root=os.environ["COURSEGPT_STORE"], retry_deadline_s=FAST_FAIL_S)
+    pair = "router__tiny-llama"
+    v1, v2 = layout.adapter_dir(pair, "v1"), layout.adapter_dir(pair, "v2")
+    old = adapter_folder(tmp_path / "v1", seed=1)
+    store.upload_dir(tmp_path / "v1", v1, last=SUMMARY)
+    store.write_json(layout.adapter_latest(pair), {"version": "v1"})
+    new = adapter_folder(tmp_path / "v2", seed=2)
+
+    # the emulator dies after two files of v2 went up (as tuning_job's upload would be cut off)
+    original = ArtifactStore.write_bytes
+    calls = []
+
+    def write_bytes(self, key, data, *args, **kwargs):
+        calls.append(key)
+        if len(calls) == 3:
+            gcs_emulator.kill()
+        return original(self, key, data, *args, **kwargs)
+
+    monkeypatch.setattr(ArtifactStore, "write_bytes", write_bytes)
+    with pytest.raises(StoreError, match=re.escape(f"upload to {store.uri(v2)}/")):
+        store.upload_dir(tmp_path / "v2", v2, last=SUMMARY)
+    monkeypatch.setattr(ArtifactStore, "write_bytes", original)
+
+    gcs_emulator.start()
+    assert store.read_json(layout.adapter_latest(pair)) == {"version": "v1"}
+    assert {k[len(v1) + 1:]: store.read_bytes(k) for k in store.list_keys(v1)} == old
+    written = {k[len(v2) + 1:]: store.read_bytes(k) for k in store.list_keys(v2)}
+    assert len(written) == 2 and SUMMARY not in written  # the version is visibly incomplete: no marker
+    assert all(new[name] == data for name, data in written.items())  # and no object holds part of a file
+
+    assert store.upload_dir(tmp_path / "v2", v2, last=SUMMARY) == store.uri(v2)
+    assert {k[len(v2) + 1:]: store.read_bytes(k) for k in store.list_keys(v2)} == new
