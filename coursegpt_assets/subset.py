@@ -34,7 +34,9 @@ from coursegpt_assets.sources import (
     local_files,
 )
 
-BATCH_ROWS = 65_536
+BATCH_ROWS = 16_384
+#: no whole-row-group pre-buffering: with it, pyarrow holds several decoded row groups (3x the peak memory)
+PARQUET_READ_OPTIONS = {"pre_buffer": False, "buffer_size": 1 << 20}
 
 
 def hash_key(seed: int) -> str:
@@ -47,6 +49,18 @@ def seeded_ranks(keys: np.ndarray, seed: int) -> np.ndarray:
     from pandas.util import hash_array
 
     return hash_array(keys, encoding="utf8", hash_key=hash_key(seed), categorize=False)
+
+
+def _collapse_whitespace(text):
+    """Whitespace runs to one space, trimmed. The regex rewrite (slow: ~25 MB/s) only touches the rows
+    that need it; a cheap regex match finds them."""
+    import pyarrow.compute as pc
+
+    messy = pc.fill_null(pc.match_substring_regex(text, r"\s\s|[\t\n\r\f\v]"), False)
+    if pc.any(messy).as_py():
+        fixed = pc.replace_substring_regex(pc.filter(text, messy), r"\s+", " ")
+        text = pc.replace_with_mask(text, messy, fixed)
+    return pc.utf8_trim_whitespace(text)
 
 
 def normalised_keys(batch, key_fields: Sequence[str], lines: np.ndarray) -> np.ndarray:
@@ -65,7 +79,7 @@ def normalised_keys(batch, key_fields: Sequence[str], lines: np.ndarray) -> np.n
         column = batch.column(name)
         if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
             continue
-        norm = pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.utf8_lower(column), r"\s+", " "))
+        norm = _collapse_whitespace(pc.utf8_lower(column))
         norm = pc.if_else(pc.equal(norm, ""), pa.scalar(None, norm.type), norm)
         key = norm if key is None else pc.coalesce(key, norm)
     if key is None:
@@ -156,7 +170,7 @@ def _parquet_batches(path: Path, key_fields: Sequence[str], offset: int, batch_r
     import pyarrow.parquet as pq
 
     line = offset
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+    for batch in pq.ParquetFile(path, **PARQUET_READ_OPTIONS).iter_batches(batch_size=batch_rows):
         lines = np.arange(line + 1, line + 1 + batch.num_rows, dtype=np.int64)
 
         def take(idx, batch=batch, lines=lines):
