@@ -28,6 +28,7 @@ from coursegpt_assets.training.spec import BACKEND_LOCAL, BACKEND_VERTEX
 
 CHILD_MODULE = "coursegpt_assets.training.sft_child"
 LOG_MESSAGE = "training_log"  # the `type` of the child's per-step messages (sft_child.LOG_MESSAGE)
+ERROR_MESSAGE = "training_error"  # the child's last word when it fails (sft_child.ERROR_MESSAGE)
 _OBSERVED = ("step", "epoch", "loss", "learning_rate", "tokens_per_second", "grad_norm", "mean_token_accuracy")
 
 
@@ -104,9 +105,10 @@ class LocalTrainer(Trainer):
                 raise
         yield from self._drain(context, session, received)  # messages read while the session closed
         if process.returncode != 0:
+            errors = [m["error"] for m in received if isinstance(m, dict) and m.get("type") == ERROR_MESSAGE]
             raise TrainingFailed(
-                f"training child for {extras.get('pair')} exited with code {process.returncode}; "
-                "its error is in the [pipes] lines of this run's log"
+                f"training child for {extras.get('pair')} exited with code {process.returncode}: "
+                + (errors[-1] if errors else "no error reported; see the [pipes] lines of this run's log")
             )
         return received
 

@@ -19,7 +19,12 @@ from coursegpt_assets.training.labels import (
     prepare_pair,
     terminator_is_trained,
 )
-from coursegpt_assets.training.tiny_llama import build_tiny_llama, corpus_texts, fixture_files, train_tokenizer
+from coursegpt_assets.training.tiny_llama import (
+    build_tiny_llama,
+    corpus_texts,
+    fixture_files,
+    train_tokenizer,
+)
 
 #: special tokens of each family's real tokenizer: (bos, tokenizer eos, pad, others, adds BOS itself)
 FAMILY_TOKENS = {

@@ -26,6 +26,7 @@ SUMMARY_FILE = "training_summary.json"
 TEMPLATE_FILE = "chat_template.jinja"
 LOSS_CURVE_FILE = "loss_curve.png"
 LOG_MESSAGE = "training_log"
+ERROR_MESSAGE = "training_error"
 
 
 def read_rows(path: str) -> list[dict]:
@@ -309,7 +310,11 @@ def main() -> None:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with open_dagster_pipes() as pipes:
-        summary = train(dict(pipes.extras), pipes)
+        try:
+            summary = train(dict(pipes.extras), pipes)
+        except Exception as e:  # the parent puts this line into its own error; the traceback goes to the log
+            pipes.report_custom_message({"type": ERROR_MESSAGE, "error": f"{type(e).__name__}: {e}"})
+            raise
         pipes.log.info(
             f"saved adapter to {pipes.extras['output_dir']}: {summary['steps']} steps, "
             f"final loss {summary['final_loss']:.4f}, {summary['wall_time_s']:.1f} s"

@@ -1,0 +1,61 @@
+"""Writes a small, real tuning dataset for one pair into a store, as the tuning_dataset asset would.
+
+Rows come from the shipped router fixture through the router agent and the pair's chat family, so the
+adapter tests train on the same shape of data as the pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import yaml
+
+from coursegpt_assets import layout
+from coursegpt_assets.agents import get_agent
+from coursegpt_assets.agents.base import tuning_row
+from coursegpt_assets.chat_templates import family
+from coursegpt_assets.plan import DEFAULT_PLAN_PATH, default_plan
+from coursegpt_assets.settings import FIXTURES_DIR
+from resources.storage import ArtifactStore
+
+
+def router_rows(family_name: str) -> list[dict]:
+    agent = get_agent("router")
+    rows = []
+    for line in (FIXTURES_DIR / "router.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the fixture's deliberately malformed rows
+        if isinstance(record, dict) and not agent.validate(record):
+            rows.append(tuning_row(agent, record, family_name))
+    return rows
+
+
+def write_tuning_data(store: ArtifactStore, pair: str, *, validation: int = 8, rows: list[dict] | None = None) -> dict:
+    """train/validation JSONL + manifest for `pair`; returns the manifest."""
+    base = default_plan().base_model_for(pair)
+    fam = family(base.family)
+    rows = rows if rows is not None else router_rows(base.family)
+    splits = {"train": rows[:-validation] if validation else rows, "validation": rows[-validation:] if validation else []}
+    hashes, counts = {}, {}
+    for split, split_rows in splits.items():
+        _, counts[split], hashes[split] = store.write_jsonl(layout.tuning_records(pair, split), split_rows)
+    manifest = {
+        "pair": pair, "agent": pair.split("__")[0], "base_model": pair.split("__")[1], "family": base.family,
+        "counts": counts, "sha256": hashes,
+        "data_version": hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest(),
+        "chat_template": fam.template, "end_of_turn": fam.end_of_turn,
+    }
+    store.write_json(layout.tuning_manifest(pair), manifest)
+    return manifest
+
+
+def plan_with_smoke_max_length(tmp_dir, max_length: int):
+    """A copy of the shipped plan with another smoke max_length (router rows need ~800 tiny tokens)."""
+    raw = yaml.safe_load(DEFAULT_PLAN_PATH.read_text())
+    raw["smoke"]["max_length"] = max_length
+    path = tmp_dir / "training_plan.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
