@@ -103,6 +103,13 @@ class Agent(Protocol):
     def vertex_prompt(self, record: dict) -> str:
         """The seed's Vertex supervised-tuning `prompt` string."""
 
+    def benchmark_messages(self, row: dict) -> list[dict]:
+        """The conversation (system + user) the model answers for one benchmark row."""
+
+    def score(self, rows: list[dict], completions: list[str]):
+        """Score completions against benchmark rows (row i with completion i); returns an AgentScore
+        (`coursegpt_assets.scoring.agent_scores`)."""
+
 
 def tuning_row(agent: Agent, record: dict, family: str, *, think: bool = False) -> dict:
     """One tuning example: the seed's Vertex prompt/completion plus the conversation rendered for `family`.

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 
 from coursegpt_assets.agents.base import RawRow, normalise_text
+from coursegpt_assets.chat_templates import build_messages
 from coursegpt_assets.sources import iter_source
 from coursegpt_assets.subset import select_subset
 
@@ -124,6 +125,14 @@ class CodeAgent:
 
     def vertex_prompt(self, record: dict) -> str:
         return f"{SYSTEM_PROMPT}\n\nTask:\n{self.user_text(record)}\n"
+
+    def benchmark_messages(self, row: dict) -> list[dict]:
+        return build_messages(SYSTEM_PROMPT, row["instruction"].strip())
+
+    def score(self, rows: list[dict], completions: list[str]):
+        from coursegpt_assets.scoring.agent_scores import score_code
+
+        return score_code(rows, completions)
 
 
 AGENT = CodeAgent()

@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Iterator
 
 from coursegpt_assets.agents.base import RawRow, normalise_text
+from coursegpt_assets.chat_templates import build_messages
 from coursegpt_assets.scoring.math_answers import extract_answer
 from coursegpt_assets.sources import iter_source
 from coursegpt_assets.subset import select_subset
@@ -120,6 +121,20 @@ class MathAgent:
 
     def vertex_prompt(self, record: dict) -> str:
         return f"{SYSTEM_PROMPT}\n\nProblem:\n{self.user_text(record)}\n"
+
+    def benchmark_messages(self, row: dict) -> list[dict]:
+        """The question; single-choice rows list their options as "A. ..." lines and ask for the letter."""
+        question = row["question"].strip()
+        options = row.get("options") or []
+        if options:
+            lines = "\n".join(f"{chr(ord('A') + i)}. {option}" for i, option in enumerate(options))
+            question = f"{question}\n\n{lines}\n\nAnswer with the letter of the correct option."
+        return build_messages(SYSTEM_PROMPT, question)
+
+    def score(self, rows: list[dict], completions: list[str]):
+        from coursegpt_assets.scoring.agent_scores import score_math
+
+        return score_math(rows, completions)
 
 
 AGENT = MathAgent()

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 
 from coursegpt_assets.agents.base import RawRow, normalise_text
+from coursegpt_assets.chat_templates import build_messages
 from coursegpt_assets.sources import iter_source
 
 COMPLETION_KEYS = (
@@ -147,6 +148,14 @@ class RouterAgent:
 
     def vertex_prompt(self, record: dict) -> str:
         return f"{SYSTEM_PROMPT}\n\nUser query:\n{record['user_query'].strip()}\n"
+
+    def benchmark_messages(self, row: dict) -> list[dict]:
+        return build_messages(SYSTEM_PROMPT, row["user_query"])
+
+    def score(self, rows: list[dict], completions: list[str]):
+        from coursegpt_assets.scoring.agent_scores import score_router
+
+        return score_router(rows, completions)
 
 
 AGENT = RouterAgent()

@@ -1,0 +1,171 @@
+"""transformers + PEFT generation for `LocalGenerator`: load base + adapter, prove the adapter acts, decode.
+
+Why a proof: peers have scored the base model while reporting the adapter (a wrong folder, LoRA keys
+that silently did not load, an untrained adapter whose B matrices are still zero). `logit_probe` runs
+the same batch with the adapter enabled and disabled and fails unless the logits differ.
+Every function imports torch / transformers / peft inside, so importing this module is free.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+class AdapterNotApplied(RuntimeError):
+    """The adapted model's logits equal the base model's: the report would describe the base model."""
+
+
+@dataclass
+class LoadedModel:
+    model: object  # peft.PeftModel
+    tokenizer: object
+    device: str
+    dtype: str
+    stop_ids: list[int]
+    load_s: float
+
+
+def pick_device(preference: str) -> str:
+    import torch
+
+    if preference == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if preference == "cuda":
+        raise RuntimeError("LocalGenerator.device is 'cuda' but torch.cuda.is_available() is False on this machine")
+    return "cpu"
+
+
+def _dtype(name: str, device: str):
+    import torch
+
+    if name == "auto":
+        name = "bfloat16" if device == "cuda" else "float32"
+    return getattr(torch, name), name
+
+
+def stop_token_ids(tokenizer, end_of_turn: str) -> list[int]:
+    """The family's end-of-turn id (it must be one token) plus the tokenizer's EOS."""
+    eot = tokenizer.convert_tokens_to_ids(end_of_turn)
+    if eot is None or eot == tokenizer.unk_token_id:
+        raise ValueError(f"end-of-turn {end_of_turn!r} is not a single token of this tokenizer; "
+                         "generation could not stop where training taught it to")
+    ids = [eot]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def load(base_path: str, adapter_dir: Path, *, device: str, dtype: str, end_of_turn: str) -> LoadedModel:
+    """Base model + the stored adapter (tokenizer from the adapter folder when training saved one)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    torch_dtype, dtype_name = _dtype(dtype, device)
+    tokenizer_source = adapter_dir if all((adapter_dir / f).is_file() for f in TOKENIZER_FILES) else base_path
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype)
+    base.to(device)
+    model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
+    model.eval()
+    return LoadedModel(model, tokenizer, device, dtype_name, stop_token_ids(tokenizer, end_of_turn),
+                       time.perf_counter() - started)
+
+
+def encode(tokenizer, prompts: list[str], device: str, max_tokens: int | None = None):
+    """Left-padded batch of rendered prompts. The template writes BOS; a tokenizer that adds BOS itself
+    (Llama 3) gets the prompt without it, exactly as training tokenised it (training.labels.prepare_pair)."""
+    from coursegpt_assets.training.labels import auto_bos
+
+    bos = tokenizer.bos_token
+    if bos and auto_bos(tokenizer):
+        prompts = [p[len(bos):] if p.startswith(bos) else p for p in prompts]
+    batch = tokenizer(text=prompts, return_tensors="pt", padding=True,
+                      truncation=max_tokens is not None, max_length=max_tokens)
+    return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+
+
+def zero_lora_b(model) -> tuple[int, int]:
+    """(LoRA B tensors that are all zero, LoRA B tensors): all zero means the adapter is a no-op."""
+    zero = total = 0
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            total += 1
+            zero += int(not bool(param.detach().abs().sum()))
+    return zero, total
+
+
+def logit_probe(loaded: LoadedModel, prompts: list[str], *, tolerance: float, max_tokens: int) -> dict:
+    """Max |logit(adapted) - logit(base)| over the probe batch's real tokens; raises when not > tolerance."""
+    import torch
+
+    if not prompts:
+        raise ValueError("the logit probe needs at least one prompt")
+    batch = encode(loaded.tokenizer, prompts, loaded.device, max_tokens=max_tokens)
+    mask = batch["attention_mask"].bool()
+    with torch.no_grad():
+        adapted = loaded.model(**batch).logits.float()
+        with loaded.model.disable_adapter():
+            base = loaded.model(**batch).logits.float()
+    diff = (adapted - base).abs()[mask]
+    max_diff, mean_diff = float(diff.max()), float(diff.mean())
+    zero, total = zero_lora_b(loaded.model)
+    result = {"kind": "logit_probe", "prompts": len(prompts), "tokens": int(mask.sum()),
+              "max_abs_logit_diff": max_diff, "mean_abs_logit_diff": mean_diff, "tolerance": tolerance,
+              "lora_b_tensors": total, "lora_b_all_zero": zero, "passed": max_diff > tolerance}
+    if not result["passed"]:
+        raise AdapterNotApplied(
+            f"the adapter changes no logit: max |adapted - base| = {max_diff:.3g} <= tolerance {tolerance:g} over "
+            f"{result['tokens']} probe tokens ({zero} of {total} LoRA B tensors are all zero). Scoring now would "
+            "report the base model under the adapter's name; check that the adapter was trained and its keys load"
+        )
+    return result
+
+
+def generate(loaded: LoadedModel, prompts: list[str], *, max_new_tokens: int, batch_size: int, log=None):
+    """Greedy completions, batched by prompt length; returns (texts, finish reasons, generated token count)."""
+    import torch
+    from transformers import GenerationConfig
+
+    tok = loaded.tokenizer
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                              eos_token_id=loaded.stop_ids, pad_token_id=tok.pad_token_id)
+    lengths = [len(ids) for ids in tok(text=prompts)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])  # less padding per batch
+    texts, reasons = [""] * len(prompts), [""] * len(prompts)
+    generated = 0
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = encode(tok, [prompts[i] for i in chunk], loaded.device)
+        with torch.no_grad():
+            out = loaded.model.generate(**batch, generation_config=config)
+        new = out[:, batch["input_ids"].shape[1]:].tolist()
+        for i, ids in zip(chunk, new, strict=True):
+            stop_at = next((j for j, t in enumerate(ids) if t in loaded.stop_ids), None)
+            kept = ids if stop_at is None else ids[:stop_at]
+            generated += len(kept) + (stop_at is not None)
+            reasons[i] = "length" if stop_at is None else "stop"
+            texts[i] = tok.decode(kept, skip_special_tokens=True)
+        if log is not None:
+            log.info(f"generated {min(start + batch_size, len(order))}/{len(order)} completions")
+    return texts, reasons, generated
+
+
+def release(loaded: LoadedModel) -> None:
+    import gc
+
+    import torch
+
+    loaded.model = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,286 @@
+"""evaluation_report and leaderboard: real generation with a tiny adapter, the adapter-applied proof,
+an OpenAI-compatible server on loopback, threshold WARN checks, report reuse and the leaderboard table."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+
+from coursegpt_assets import layout
+from coursegpt_assets.agents import get_agent
+from coursegpt_assets.benchmark_rows import router_rows
+from coursegpt_assets.eval_report import report_version, select_rows
+from coursegpt_assets.evaluation import (
+    CURRENT_CHECK,
+    EVALUATION_ASSETS,
+    EVALUATION_CHECKS,
+    REPORT_KEY,
+    THRESHOLD_CHECKS,
+    leaderboard,
+    threshold_check_name,
+)
+from coursegpt_assets.partitions import AGENT_PARTITIONS, PAIR_PARTITIONS
+from coursegpt_assets.settings import FIXTURES_DIR
+from resources.inference import InferenceError, LocalGenerator, OpenAICompatibleServer
+from resources.storage import ArtifactStore
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.tiny_adapter import write_tiny_adapter
+
+PAIR = "router__tiny-llama"
+UPSTREAM = [dg.AssetSpec("adapter", partitions_def=PAIR_PARTITIONS),
+            dg.AssetSpec("benchmark", partitions_def=AGENT_PARTITIONS)]
+BENCHMARK_ROWS = 6
+
+
+def router_benchmark() -> list[dict]:
+    agent = get_agent("router")
+    records = []
+    for line in (FIXTURES_DIR / "router.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and not agent.validate(record):
+            records.append(record)
+    return router_rows(agent, records[:BENCHMARK_ROWS], [], seed=0)
+
+
+def write_benchmark(store: ArtifactStore, rows: list[dict], version: str = "bench-v1") -> None:
+    store.write_jsonl(layout.benchmark_records("router"), rows)
+    store.write_json(layout.benchmark_manifest("router"), {"agent": "router", "version": version,
+                                                           "rows": len(rows)})
+
+
+def evaluate(store, inference, instance=None, config=None, raise_on_error=True):
+    run_config = {"ops": {"evaluation_report": {"config": config}}} if config else None
+    return dg.materialize([*UPSTREAM, *EVALUATION_ASSETS, *EVALUATION_CHECKS], partition_key=PAIR,
+                          resources={"store": store, "inference": inference}, instance=instance,
+                          selection=[REPORT_KEY], run_config=run_config, raise_on_error=raise_on_error)
+
+
+def failure_text(result) -> str:
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    error, parts = failure.step_failure_data.error, []
+    while error is not None:
+        parts.append(error.message)
+        error = error.cause
+    return "\n".join(parts)
+
+
+def newest_report(store: ArtifactStore, pair: str = PAIR) -> dict:
+    version = store.read_json(layout.report_latest(pair))["version"]
+    return store.read_json(f"{layout.report_dir(pair, version)}/report.json")
+
+
+# -- pure logic --------------------------------------------------------------------------------------------
+def test_row_selection_is_seeded_and_keeps_benchmark_order():
+    rows = [{"id": f"r{i}"} for i in range(50)]
+    picked = select_rows(rows, 10, seed=7)
+    assert picked == select_rows(rows, 10, seed=7) and len(picked) == 10
+    assert [rows.index(r) for r in picked] == sorted(rows.index(r) for r in picked)
+    assert picked != select_rows(rows, 10, seed=8)
+    assert select_rows(rows, None, seed=7) == rows and select_rows(rows, 99, seed=7) == rows
+
+
+def test_report_version_follows_every_input():
+    base = {"adapter_version": "a", "benchmark_version": "b", "settings": {"backend": "x"}, "limit": 16,
+            "max_new_tokens": 64}
+    first = report_version(**base)
+    assert first == report_version(**base)
+    for change in ({"adapter_version": "a2"}, {"benchmark_version": "b2"}, {"settings": {"backend": "y"}},
+                   {"limit": None}, {"max_new_tokens": 65}):
+        assert report_version(**{**base, **change}) != first, change
+
+
+def test_router_thresholds_become_warn_checks_on_the_report():
+    names = {spec.name for spec in THRESHOLD_CHECKS}
+    assert threshold_check_name("router", "overall", "json_valid", "min") in names
+    assert all(spec.asset_key == REPORT_KEY for spec in THRESHOLD_CHECKS)
+    assert len(names) == len(THRESHOLD_CHECKS) > 10
+
+
+def test_router_scores_gold_plans_perfectly_and_prose_as_invalid():
+    rows = router_benchmark()
+    agent = get_agent("router")
+    gold = agent.score(rows, [r["completion"] for r in rows])
+    assert gold.headline["json_valid"] == 1.0 and gold.headline["route_plan_exact"] == 1.0
+    prose = agent.score(rows, ["I would search the web first."] * len(rows))
+    assert prose.headline["json_valid"] == 0.0
+
+
+# -- local generation with a real adapter --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def models_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture
+def evaluated_store(store, models_home):
+    write_benchmark(store, router_benchmark())
+    version = write_tiny_adapter(store, PAIR, models_home=models_home, steps=3)
+    return store, version
+
+
+def test_local_report_proves_the_adapter_and_saves_everything(evaluated_store, models_home):
+    store, adapter_version = evaluated_store
+    inference = LocalGenerator(models_home=str(models_home), batch_size=4)
+    with dg.instance_for_test() as instance:
+        result = evaluate(store, inference, instance, config={"max_new_tokens": 8})
+        assert result.success
+        report = newest_report(store)
+        assert report["adapter_version"] == adapter_version and report["benchmark_version"] == "bench-v1"
+        proof = report["adapter_proof"]
+        assert proof["kind"] == "logit_probe" and proof["passed"] and proof["max_abs_logit_diff"] > 0
+        assert len(report["adapter_sha256"]) == 64
+        assert report["inference"]["samples"] == BENCHMARK_ROWS
+        rdir = layout.report_dir(PAIR, report["report_version"])
+        predictions = store.read_jsonl(f"{rdir}/predictions.jsonl")
+        assert [p["id"] for p in predictions] == [r["id"] for r in router_benchmark()]
+        assert {p["finish_reason"] for p in predictions} <= {"stop", "length"}
+        assert store.exists(f"{rdir}/report.md") and store.exists(f"{rdir}/scores.json")
+        # the tiny model emits no valid plan: json_valid is measured (0), the other metrics have no parsed plan
+        assert report["headline"]["json_valid"] == 0.0
+        materialization = result.asset_materializations_for_node("evaluation_report")[0]
+        assert materialization.metadata["adapter_proof"].value == "logit_probe"
+        assert materialization.metadata["json_valid"].value == 0.0
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        json_check = checks[threshold_check_name("router", "overall", "json_valid", "min")]
+        assert not json_check.passed and json_check.severity == dg.AssetCheckSeverity.WARN
+
+        again = evaluate(store, inference, instance, config={"max_new_tokens": 8})
+        assert again.asset_materializations_for_node("evaluation_report")[0].metadata["reused"].value is True
+        assert newest_report(store)["report_version"] == report["report_version"]
+
+
+def test_an_adapter_that_changes_nothing_fails_the_report(store, models_home):
+    write_benchmark(store, router_benchmark())
+    write_tiny_adapter(store, PAIR, models_home=models_home, steps=0)  # PEFT's initial adapter: B = 0
+    result = evaluate(store, LocalGenerator(models_home=str(models_home)), raise_on_error=False)
+    assert not result.success
+    text = failure_text(result)
+    assert "changes no logit" in text and "LoRA B tensors are all zero" in text
+    assert not store.exists(layout.report_latest(PAIR))
+
+
+def test_missing_upstream_names_the_asset_to_materialise(store):
+    result = evaluate(store, LocalGenerator(), raise_on_error=False)
+    assert "materialise adapter first" in failure_text(result)
+
+
+# -- an OpenAI-compatible server on loopback -----------------------------------------------------------------
+def gold_answers(rows):
+    by_query = {r["user_query"].strip(): r["completion"] for r in rows}
+
+    def answer(model, prompt):
+        text = prompt if isinstance(prompt, str) else prompt[-1]["content"]
+        return next(c for q, c in by_query.items() if q in text)
+
+    return answer
+
+
+def test_server_backend_scores_gold_answers_and_sends_the_adapters_template(evaluated_store):
+    store, adapter_version = evaluated_store
+    rows = router_benchmark()
+    with FakeOpenAIServer([PAIR], gold_answers(rows)) as server:
+        result = evaluate(store, OpenAICompatibleServer(base_url=server.base_url, api_key="sk-test"))
+        assert result.success
+        report = newest_report(store)
+        assert report["headline"]["json_valid"] == 1.0 and report["headline"]["route_plan_exact"] == 1.0
+        assert report["adapter_proof"]["kind"] == "served_model" and report["adapter_proof"]["answered_as"] == [PAIR]
+        assert report["inference"]["backend"] == "openai-compatible"
+        assert len(server.requests) == BENCHMARK_ROWS
+        sent = next(r for r in server.requests if rows[0]["user_query"].strip() in r["body"]["prompt"])
+        assert sent["path"] == "/v1/completions" and sent["authorization"] == "Bearer sk-test"
+        assert sent["body"]["stop"] == ["<|end|>"] and sent["body"]["temperature"] == 0.0
+        # the prompt is the benchmark conversation rendered with the template stored beside the adapter
+        from coursegpt_assets.chat_templates import render_template
+
+        template = (store.local_dir(layout.adapter_dir(PAIR, adapter_version), store.root + "-cache")
+                    / "chat_template.jinja").read_text()
+        conversation = get_agent("router").benchmark_messages(rows[0])
+        assert sent["body"]["prompt"] == render_template(template, conversation, bos_token="",
+                                                         add_generation_prompt=True)
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks[threshold_check_name("router", "overall", "json_valid", "min")] is True
+
+
+def test_server_that_does_not_serve_the_adapter_is_refused(evaluated_store):
+    store, _ = evaluated_store
+    with FakeOpenAIServer(["llama3.1:8b"], gold_answers(router_benchmark())) as server:
+        with pytest.raises(InferenceError, match="does not serve 'router__tiny-llama'"):
+            evaluate(store, OpenAICompatibleServer(base_url=server.base_url))
+
+
+def test_server_answering_as_another_model_is_refused(evaluated_store):
+    store, _ = evaluated_store
+    with FakeOpenAIServer([PAIR], gold_answers(router_benchmark()), answer_as="llama3.1:8b") as server:
+        with pytest.raises(InferenceError, match="answered as"):
+            evaluate(store, OpenAICompatibleServer(base_url=server.base_url))
+
+
+def test_unreachable_server_says_so(evaluated_store):
+    store, _ = evaluated_store
+    with pytest.raises(InferenceError, match="not reachable"):
+        evaluate(store, OpenAICompatibleServer(base_url="http://127.0.0.1:9/v1", timeout_s=2))
+
+
+# -- leaderboard -------------------------------------------------------------------------------------------
+def fake_report(pair: str, version: str, headline: dict, samples: int = 16) -> dict:
+    return {"pair": pair, "agent": "router", "base_model": pair.split("__")[1], "smoke": False,
+            "report_version": version, "adapter_version": "a-" + version, "benchmark_version": "bench-v1",
+            "headline": headline, "inference": {"samples": samples, "backend": "transformers+peft"}}
+
+
+def write_report(store, report):
+    store.write_json(f"{layout.report_dir(report['pair'], report['report_version'])}/report.json", report)
+    store.write_json(layout.report_latest(report["pair"]), {"version": report["report_version"]})
+
+
+def leaderboard_run(store, raise_on_error=True):
+    reports = dg.AssetSpec(REPORT_KEY, partitions_def=PAIR_PARTITIONS)
+    return dg.materialize([reports, leaderboard], partition_key="router", resources={"store": store},
+                          raise_on_error=raise_on_error)
+
+
+def test_leaderboard_ranks_base_models_per_metric(store):
+    write_report(store, fake_report("router__llama31-8b", "v1", {"json_valid": 0.9, "route_plan_exact": 0.4}))
+    write_report(store, fake_report("router__gemma3-27b", "v2", {"json_valid": 0.8, "route_plan_exact": 0.6}))
+    result = leaderboard_run(store)
+    board = store.read_json(f"{layout.leaderboard_dir('router')}/leaderboard.json")
+    assert board["best"]["json_valid"]["base_models"] == ["llama31-8b"]
+    assert board["best"]["route_plan_exact"]["base_models"] == ["gemma3-27b"]
+    evaluated = [r for r in board["rows"] if r["evaluated"]]
+    assert len(evaluated) == 2 and len(board["rows"]) > 2  # planned pairs without a report are listed too
+    meta = result.asset_materializations_for_node("leaderboard")[0].metadata
+    assert meta["evaluated_models"].value == 2 and meta["comparable"].value is True
+    assert "llama31-8b" in store.read_text(f"{layout.leaderboard_dir('router')}/leaderboard.md")
+
+
+def test_leaderboard_flags_reports_that_are_not_comparable(store):
+    write_report(store, fake_report("router__llama31-8b", "v1", {"json_valid": 0.9}, samples=16))
+    write_report(store, fake_report("router__gemma3-27b", "v2", {"json_valid": 0.8}, samples=400))
+    leaderboard_run(store)
+    notes = store.read_json(f"{layout.leaderboard_dir('router')}/leaderboard.json")["notes"]
+    assert any("samples" in n for n in notes)
+
+
+def test_leaderboard_without_reports_fails_clearly(store):
+    result = leaderboard_run(store, raise_on_error=False)
+    assert "no pair has an evaluation report yet" in failure_text(result)
+
+
+def test_report_is_current_flags_a_stale_report(evaluated_store, models_home):
+    store, _ = evaluated_store
+    with FakeOpenAIServer([PAIR], gold_answers(router_benchmark())) as server:
+        evaluate(store, OpenAICompatibleServer(base_url=server.base_url))
+    write_benchmark(store, router_benchmark()[:3], version="bench-v2")
+    job = dg.define_asset_job("check_report", selection=dg.AssetSelection.checks(
+        dg.AssetCheckKey(REPORT_KEY, CURRENT_CHECK)), partitions_def=PAIR_PARTITIONS)
+    defs = dg.Definitions(assets=[*UPSTREAM, *EVALUATION_ASSETS], asset_checks=EVALUATION_CHECKS, jobs=[job],
+                          resources={"store": store, "inference": LocalGenerator()})
+    # a check-only selection has no asset to take the partitions from: pass the partition as the run tag
+    result = defs.resolve_job_def("check_report").execute_in_process(tags={"dagster/partition": PAIR})
+    evaluation = result.get_asset_check_evaluations()[0]
+    assert not evaluation.passed and "bench-v2" in evaluation.description
