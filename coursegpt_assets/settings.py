@@ -29,6 +29,7 @@ class Settings:
     env: str
     home: Path
     store: str
+    inference_url: str = ""  # COURSEGPT_INFERENCE_URL: an OpenAI-compatible server answers the benchmarks
 
     @property
     def dagster_home(self) -> Path:
@@ -49,7 +50,10 @@ def current() -> Settings:
         raise SettingsError(
             "COURSEGPT_ENV=gcp needs COURSEGPT_STORE=gs://<bucket>/<prefix> (Vertex AI reads tuning data from GCS)"
         )
-    return Settings(env=env, home=home, store=store)
+    inference_url = os.environ.get("COURSEGPT_INFERENCE_URL", "").strip()
+    if inference_url and not inference_url.startswith(("http://", "https://")):
+        raise SettingsError(f"COURSEGPT_INFERENCE_URL={inference_url!r}: expected an http(s) URL ending in /v1")
+    return Settings(env=env, home=home, store=store, inference_url=inference_url)
 
 
 def source_for(agent: str) -> str:
