@@ -25,7 +25,7 @@ from coursegpt_assets.secrets_scan import find_secrets, scrub, scrub_obj
 SMOKE_TAG = "smoke-test"
 SMOKE_PHRASE = "smoke-test model"
 TASK_TYPE = "text-generation"
-MISSING_VALUE = "n/a"
+MISSING_VALUE = "not measured"  # shown in the body; the model-index holds measured numbers only
 REQUIRED_METADATA = ("base_model", "library_name", "license", "pipeline_tag", "tags", "model-index")
 
 
@@ -106,16 +106,14 @@ def _backend_tag(summary: dict) -> str:
     return "vertex-ai" if backend == "vertex" else "trl"
 
 
-def _metric_value(value: Any) -> float | str:
-    """A headline value for the model-index: a finite number, or "n/a" (which validate_card refuses).
-
-    The model-index cannot hold null, so a metric the report could not compute (no parseable sample)
-    stays visible as "n/a" and fails the card check instead of silently disappearing."""
+def _metric_value(value: Any) -> float | None:
+    """A headline value for the model-index: a finite number, or None when the report could not measure it
+    (e.g. route_plan_exact when no prediction parsed as JSON: the seed averages it over parsed predictions)."""
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, (int, float)) and math.isfinite(value):
         return value
-    return MISSING_VALUE
+    return None
 
 
 def model_name(inputs: CardInputs) -> str:
@@ -129,6 +127,12 @@ def build_card_data(inputs: CardInputs):
     headline = inputs.report.get("headline") or {}
     if not headline:
         raise CardError(f"reports/{inputs.pair}: report.json has no headline metrics to put in the model-index")
+    # the model-index cannot hold null: unmeasured metrics are left out of it and named in the body instead
+    measured = {metric: _metric_value(value) for metric, value in headline.items()
+                if _metric_value(value) is not None}
+    if not measured:
+        raise CardError(f"reports/{inputs.pair}: report.json measured none of its headline metrics "
+                        f"({', '.join(headline)})")
     benchmark = inputs.report.get("benchmark_version", "unknown")
     ds_type = dataset_id(inputs.source) or inputs.agent
     results = [
@@ -141,9 +145,9 @@ def build_card_data(inputs: CardInputs):
             dataset_revision=str(benchmark),
             metric_type=metric,
             metric_name=metric.replace("_", " "),
-            metric_value=_metric_value(value),
+            metric_value=value,
         )
-        for metric, value in headline.items()
+        for metric, value in measured.items()
     ]
     tags = [inputs.agent, f"{inputs.agent}-agent", "coursegpt-pro", "lora", "peft", _backend_tag(inputs.summary)]
     if inputs.smoke:
@@ -197,7 +201,8 @@ def _demote_headings(markdown: str, levels: int = 2) -> str:
 
 
 def _headline_rows(inputs: CardInputs) -> list[tuple[str, str]]:
-    return [(m, _fmt(_metric_value(v))) for m, v in (inputs.report.get("headline") or {}).items()]
+    return [(m, _fmt(_metric_value(v)) if _metric_value(v) is not None else MISSING_VALUE)
+            for m, v in (inputs.report.get("headline") or {}).items()]
 
 
 def render_body_context(inputs: CardInputs) -> dict[str, Any]:

@@ -84,7 +84,7 @@ class ProgressPrinter:
                     self.lines.append(line)
                     mark = {"success": "✓", "failure": "✗", "skipped": "-"}.get(status, "?")
                     elapsed = time.monotonic() - self.started
-                    self.emit(f"[{elapsed:7.1f}s] {mark} {line.asset:<20} {partition:<24} {status:<8} {seconds:6.1f}s")
+                    self.emit(f"[{elapsed:7.1f}s] {mark} {line.asset:<36} {partition:<20} {status:<8} {seconds:6.1f}s")
                     error = getattr(event.event_specific_data, "error", None)
                     while error is not None and error.cause is not None:
                         error = error.cause
@@ -115,25 +115,40 @@ def run_pipeline(
     max_parallel: int,
     emit: Callable[[str], None] = print,
 ) -> tuple[bool, list[StepLine]]:
-    """Execute each stage for its partitions; stops after a stage with a failed run."""
+    """Execute each stage for its partitions; a failed partition stops only what depends on it."""
     invocation = uuid.uuid4().hex[:12]
     printer = ProgressPrinter(instance, invocation, emit)
     printer.run_in_background()
     ok = True
+    failed: set[str] = set()  # partitions whose run failed; what depends on them is not started
     try:
         for job_name, stage_assets, level, _ in STAGES:
             selected = [a for a in stage_assets if a in defined_assets and (assets is None or a in assets)]
             if not selected:
                 continue
-            keys = pairs if level == "pair" else agents
-            with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(keys) or 1))) as pool:
+            keys = _runnable(level, agents, pairs, failed)
+            if not keys:
+                continue
+            with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(keys)))) as pool:
                 results = list(pool.map(partial(_execute, instance, job_name, assets=selected, invocation=invocation), keys))
-            if not all(results):
-                ok = False
-                break
+            failed.update(key for key, success in zip(keys, results, strict=True) if not success)
+            ok = ok and all(results)
     finally:
         printer.stop()
     return ok, printer.lines
+
+
+def _runnable(level: str, agents: list[str], pairs: list[str], failed: set[str]) -> list[str]:
+    """Partitions of the next stage whose upstream partitions have not failed: a pair needs its agent's
+    data; an agent's summary (leaderboard) needs at least one of its pairs, when pairs were run at all."""
+    if level == "pair":
+        return [p for p in pairs if p not in failed and p.split("__", 1)[0] not in failed]
+    runnable = []
+    for agent in agents:
+        own_pairs = [p for p in pairs if p.split("__", 1)[0] == agent]
+        if agent not in failed and (not own_pairs or any(p not in failed for p in own_pairs)):
+            runnable.append(agent)
+    return runnable
 
 
 #: Step processes fork from a server that has already imported the definitions: a step starts in

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from coursegpt_assets import layout
 from coursegpt_assets.plan import TrainingPlan, default_plan
+from coursegpt_assets.tuning_data import CHARS_PER_TOKEN
 from resources.storage import ArtifactStore
 
 
@@ -49,17 +50,38 @@ def estimated_cost(train_tokens: int, epochs: int, price_per_million: float) -> 
     return train_tokens * epochs * price_per_million / 1_000_000
 
 
+def _split_tokens(store: ArtifactStore, agent: str, cache: dict[str, int | None]) -> int | None:
+    """A rough token count of the agent's train split (bytes / CHARS_PER_TOKEN), before any tuning data."""
+    if agent not in cache:
+        key = layout.split_records(agent, "train")
+        cache[agent] = (sum(-(-len(line) // CHARS_PER_TOKEN) for _, line in store.iter_lines(key))
+                        if store.exists(key) else None)
+    return cache[agent]
+
+
 def plan_rows(store: ArtifactStore, plan: TrainingPlan | None = None) -> list[list[str]]:
+    """Per planned pair: models, family, estimated train tokens and the Vertex cost of `epochs` passes.
+
+    Tokens come from the pair's tuning manifest, else from its agent's train split (marked so), else
+    there is nothing to estimate from yet."""
     plan = plan or default_plan()
+    price, epochs = plan.cost.price_per_million_tokens_usd, plan.hyperparameters.epochs
+    split_cache: dict[str, int | None] = {}
     rows = []
     for p in plan.planned_pairs:
         model = plan.base_models[p.base_model]
         tuning = _read(store, layout.tuning_manifest(p.key))
         tokens = (tuning or {}).get("token_estimate", {}).get("train", {}).get("total")
-        cost = (
-            f"{estimated_cost(tokens, plan.hyperparameters.epochs, plan.cost.price_per_million_tokens_usd):.2f}"
-            if tokens is not None and not model.smoke else ("local (free)" if model.smoke else "no tuning data yet")
-        )
+        source = "tuning data"
+        if tokens is None and not model.smoke:
+            tokens, source = _split_tokens(store, p.agent, split_cache), f"{p.agent} train split"
+        if model.smoke:
+            cost = "local (free)"
+        elif tokens is None:
+            cost = f"materialise dataset_splits ({p.agent}) first"
+        else:
+            usd = estimated_cost(tokens, epochs, price)
+            cost = f"{usd:.2f} (from {source})" if usd >= 0.01 else f"<0.01 (from {source})"
         rows.append([p.key, model.hf_id, model.vertex_id or "-", model.family,
                      str(tokens) if tokens is not None else "-", cost])
     return rows

@@ -138,9 +138,21 @@ def test_validate_card_reports_broken_metadata(llama_card):
     assert validate_card(unsmoked) == ["body: tagged 'smoke-test' but never says it is a smoke-test model"]
 
 
-def test_missing_metric_value_fails_validation_not_the_build():
-    text = build_card(make_inputs("router__gemma3-27b", headline={"json_valid": 1.0, "route_plan_exact": None}))
-    assert validate_card(text) == ["model-index: metric 'route_plan_exact' has no finite numeric value ('n/a')"]
+def test_unmeasured_metric_is_named_in_the_body_and_left_out_of_the_model_index():
+    text = build_card(make_inputs("router__gemma3-27b", headline={"json_valid": 0.0, "route_plan_exact": None}))
+    assert validate_card(text) == []
+    card = ModelCard(text)
+    assert [r.metric_type for r in card.data.eval_results] == ["json_valid"]
+    assert re.search(r"route_plan_exact\s*\|\s*not measured", card.text)
+    with pytest.raises(CardError, match="measured none of its headline metrics"):
+        build_card(make_inputs("router__gemma3-27b", headline={"route_plan_exact": None}))
+
+
+def test_a_non_finite_number_in_the_model_index_fails_validation():
+    text = build_card(make_inputs("router__gemma3-27b", headline={"json_valid": 1.0, "route_plan_exact": 0.5}))
+    broken = re.sub(r"(value: )0\.5\b", r"\g<1>.nan", text, count=1)
+    assert broken != text
+    assert validate_card(broken) == ["model-index: metric 'route_plan_exact' has no finite numeric value (nan)"]
 
 
 def test_card_builder_rejects_reports_without_headline_and_unknown_backends():

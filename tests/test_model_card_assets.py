@@ -99,16 +99,17 @@ def test_card_checked_and_published_to_the_local_hub(store, tmp_path):
     assert json.loads((dest / "adapter_config.json").read_text())["base_model_name_or_path"] == "local/tiny-llama"
 
 
-def test_blocking_check_stops_publishing_in_the_same_run(store, tmp_path):
-    report_key = f"{layout.report_dir(PAIR, REPORT_VERSION)}/report.json"
-    report = store.read_json(report_key)
-    report["headline"]["route_plan_exact"] = None  # no parseable sample: the metric could not be computed
-    store.write_json(report_key, report)
+def test_blocking_check_stops_publishing_in_the_same_run(store, tmp_path, monkeypatch):
+    import coursegpt_assets.model_cards as model_cards
+
+    real_build = model_cards.build_card
+    # a template edit that leaks a credential into the card body: the builder's scrubbing never sees it
+    monkeypatch.setattr(model_cards, "build_card", lambda inputs: real_build(inputs) + f"\nContact: {TOKEN}\n")
     result = run(store)
     assert not result.success
     [evaluation] = result.get_asset_check_evaluations()
     assert not evaluation.passed
-    assert "route_plan_exact" in evaluation.metadata["problems"].value
+    assert "token" in evaluation.metadata["problems"].value.lower()
     assert [e.asset_key.path for e in result.get_asset_materialization_events()] == [["model_card"]]
     assert not (tmp_path / "hub").exists()
 

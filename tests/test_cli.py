@@ -1,0 +1,105 @@
+"""`coursegpt plan`, `coursegpt status` and `coursegpt run` as an engineer types them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from coursegpt_assets import layout
+from coursegpt_assets.cli import main
+from coursegpt_assets.plan import default_plan
+from coursegpt_assets.runner import _runnable
+from coursegpt_assets.status import estimated_cost
+from resources.storage import ArtifactStore
+from tests.conftest import PROJECT_ROOT
+
+AGENTS = ["router", "math", "code"]
+TINY = [f"{a}__tiny-llama" for a in AGENTS]
+
+
+@pytest.fixture
+def home_store(isolated_home) -> ArtifactStore:
+    return ArtifactStore(root=str(isolated_home / "store"))
+
+
+def table(out: str) -> dict[str, str]:
+    """Rows of a printed table keyed by their first cell."""
+    return {line.split()[0]: line for line in out.splitlines()[2:] if line.strip()}
+
+
+def test_plan_lists_every_pair_and_estimates_cost_from_the_train_split(home_store, capsys):
+    assert main(["plan"]) == 0
+    rows = table(capsys.readouterr().out)
+    plan = default_plan()
+    assert set(rows) == set(plan.pair_keys)
+    assert "local (free)" in rows["router__tiny-llama"]
+    assert "materialise dataset_splits (router) first" in rows["router__llama31-8b"]
+
+    lines = [b'{"id": "%d", "text": "%s"}' % (i, b"x" * 4000) for i in range(500)]
+    home_store.write_lines(layout.split_records("router", "train"), lines)
+    assert main(["plan"]) == 0
+    rows = table(capsys.readouterr().out)
+    tokens = sum(-(-len(line) // 4) for line in lines)  # ceil(bytes / 4) per line
+    cost = estimated_cost(tokens, plan.hyperparameters.epochs, plan.cost.price_per_million_tokens_usd)
+    assert cost >= 0.01
+    assert f" {tokens} " in rows["router__gemma3-27b"]
+    assert f"{cost:.2f} (from router train split)" in rows["router__gemma3-27b"]
+    assert "materialise dataset_splits (math) first" in rows["math__qwen3-32b"]
+
+
+def test_status_says_what_is_stale(home_store, capsys):
+    assert main(["status"]) == 0
+    rows = table(capsys.readouterr().out)
+    assert "not materialised" in rows["router__tiny-llama"]
+
+    pair = "router__tiny-llama"
+    home_store.write_json(layout.tuning_manifest(pair), {"data_version": "data-new"})
+    home_store.write_json(layout.adapter_latest(pair), {"version": "adapter-1"})
+    home_store.write_json(f"{layout.adapter_dir(pair, 'adapter-1')}/training_summary.json",
+                          {"data_version": "data-old"})
+    assert main(["status"]) == 0
+    row = table(capsys.readouterr().out)[pair]
+    assert "data-new" in row and "adapter-1" in row
+    assert "adapter (tuning data changed)" in row and "report missing" in row
+
+
+def test_run_rejects_names_not_in_the_plan(capsys):
+    assert main(["run", "--agent", "poetry"]) == 2
+    assert "not in training_plan.yaml: poetry" in capsys.readouterr().err
+    assert main(["run", "--assets", "raw_examples,nonsense"]) == 2
+    assert "unknown assets ['nonsense']" in capsys.readouterr().err
+
+
+def test_a_failed_partition_stops_only_what_depends_on_it():
+    assert _runnable("agent", AGENTS, TINY, set()) == AGENTS
+    assert _runnable("pair", AGENTS, TINY, {"math"}) == ["router__tiny-llama", "code__tiny-llama"]
+    assert _runnable("agent", AGENTS, TINY, {"math", "router__tiny-llama"}) == ["code"]
+    assert _runnable("agent", ["router"], [], set()) == ["router"]  # no pairs selected: summaries still run
+
+
+def cli(home, *args, **env):
+    full_env = {**os.environ, "COURSEGPT_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), **env}
+    return subprocess.run([sys.executable, "-m", "coursegpt_assets.cli", *args], cwd=PROJECT_ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_run_prints_a_line_per_step_and_a_final_table(isolated_home):
+    proc = cli(isolated_home, "run", "--agent", "router", "--assets", "raw_examples,clean_examples")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    steps = [line for line in proc.stdout.splitlines() if line.startswith("[")]
+    assert any("✓ raw_examples" in s and "router" in s for s in steps)
+    assert any("✓ clean_examples " in s and "router" in s for s in steps)
+    final = proc.stdout.split("\n\n")[-1]
+    assert "row_count=" in final and "clean_examples" in final
+    assert (isolated_home / "store" / "datasets" / "router").is_dir()
+
+
+def test_run_with_a_broken_source_fails_naming_the_file(isolated_home, tmp_path):
+    missing = tmp_path / "nowhere.jsonl"
+    proc = cli(isolated_home, "run", "--agent", "router", "--assets", "raw_examples",
+               COURSEGPT_ROUTER_SOURCE=str(missing))
+    assert proc.returncode == 1
+    assert "✗ raw_examples" in proc.stdout and "nowhere.jsonl" in proc.stdout
