@@ -22,8 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from coursegpt_assets.agents.base import RawRow
 from coursegpt_assets.sources import (
@@ -37,6 +36,9 @@ from coursegpt_assets.sources import (
 BATCH_ROWS = 16_384
 #: no whole-row-group pre-buffering: with it, pyarrow holds several decoded row groups (3x the peak memory)
 PARQUET_READ_OPTIONS = {"pre_buffer": False, "buffer_size": 1 << 20}
+
+if TYPE_CHECKING:  # numpy is imported where it is used: loading the definitions must not pay for it
+    import numpy as np
 
 
 def hash_key(seed: int) -> str:
@@ -69,6 +71,7 @@ def normalised_keys(batch, key_fields: Sequence[str], lines: np.ndarray) -> np.n
     A row without a usable key gets a key unique to its line, so unreadable rows are sampled at the
     source's rate (and later quarantined) instead of collapsing into one.
     """
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -146,6 +149,8 @@ class Selection:
 
 def bottom_k(batches: Iterable[KeyedBatch], k: int, seed: int) -> Selection:
     """Bottom-k selection over keyed batches; see the module docstring for why it is uniform."""
+    import numpy as np
+
     chosen = BottomK(k)
     out = Selection(rows=[])
     for batch in batches:
@@ -166,6 +171,7 @@ def bottom_k(batches: Iterable[KeyedBatch], k: int, seed: int) -> Selection:
 
 # -- batching the supported sources -------------------------------------------------------------------
 def _parquet_batches(path: Path, key_fields: Sequence[str], offset: int, batch_rows: int) -> Iterator[KeyedBatch]:
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -182,6 +188,7 @@ def _parquet_batches(path: Path, key_fields: Sequence[str], offset: int, batch_r
 
 
 def _python_batch(rows: list[RawRow], key_fields: Sequence[str]) -> KeyedBatch:
+    import numpy as np
     import pyarrow as pa
 
     def text(record, name):
