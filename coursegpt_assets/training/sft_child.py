@@ -7,7 +7,8 @@ output folder), trains TRL's SFTTrainer with a PEFT LoRA config on prompt/comple
 completion only, the family's end-of-turn token inside the labels), streams progress to the run log,
 reports one custom message per logging step (the parent records them as AssetObservations) and writes
 the adapter folder with `training_summary.json` last. On CUDA the base model is loaded in 4-bit NF4 with
-double quantisation and bf16 compute (QLoRA) with gradient checkpointing; on CPU in full precision.
+double quantisation and bf16 compute (QLoRA), prepared for k-bit training, with gradient checkpointing; on
+CPU in full precision. `training.device_plan` holds those differences.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import shutil
 import time
 from pathlib import Path
 
+from coursegpt_assets.training.device_plan import DevicePlan, device_plan, load_base_model, pick_device
 from coursegpt_assets.training.labels import completion_labels, prepare_pair, terminator_is_trained
 from coursegpt_assets.training.report import hardware_description, plot_loss_curve
 
@@ -44,41 +46,10 @@ def read_rows(path: str) -> list[dict]:
     return rows
 
 
-def pick_device(preference: str) -> str:
-    """cuda only when a GPU is really usable: bitsandbytes imports (and even quantises) on CPU too."""
-    import torch
-
-    if preference == "cpu":
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    if preference == "cuda":
-        raise RuntimeError("device 'cuda' was requested but torch.cuda.is_available() is False on this machine")
-    return "cpu"
-
-
-def load_model(base_path: str, device: str):
-    import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    if device == "cuda":
-        quant = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-        )
-        return AutoModelForCausalLM.from_pretrained(
-            base_path, quantization_config=quant, dtype=torch.bfloat16, device_map={"": 0}
-        )
-    return AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-
-
-def sft_arguments(hp: dict, device: str, end_of_turn: str, scratch: str):
-    """SFTConfig for the plan's hyperparameters; the CPU/GPU differences are all here."""
+def sft_arguments(hp: dict, plan: DevicePlan, end_of_turn: str, scratch: str):
+    """SFTConfig for the plan's hyperparameters; the CPU/GPU differences come from `device_plan`."""
     from trl import SFTConfig
 
-    cuda = device == "cuda"
     return SFTConfig(
         output_dir=scratch,
         num_train_epochs=hp["epochs"],
@@ -95,15 +66,12 @@ def sft_arguments(hp: dict, device: str, end_of_turn: str, scratch: str):
         packing=False,
         seed=hp["seed"],
         data_seed=hp["seed"],
-        optim="paged_adamw_8bit" if cuda else "adamw_torch",
-        bf16=cuda,
-        use_cpu=not cuda,
-        gradient_checkpointing=cuda,
         save_strategy="no",
         eval_strategy="no",
         report_to=[],
         disable_tqdm=True,
         dataloader_num_workers=0,
+        **plan.training_overrides,
     )
 
 
@@ -193,6 +161,7 @@ def train(extras: dict, pipes) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     wall_start = time.perf_counter()
     device = pick_device(extras.get("device", "auto"))
+    plan = device_plan(cuda=device == "cuda")
     end_of_turn = extras["end_of_turn"]
     transformers.set_seed(hp["seed"])
 
@@ -221,7 +190,7 @@ def train(extras: dict, pipes) -> dict:
         f"base {extras['base_model_id']}"
     )
 
-    model = load_model(extras["base_model_path"], device)
+    model = load_base_model(extras["base_model_path"], plan)
     lora = LoraConfig(
         r=hp["lora_rank"],
         lora_alpha=hp["lora_alpha"],
@@ -235,7 +204,7 @@ def train(extras: dict, pipes) -> dict:
     scratch = out.parent / f".{out.name}.trainer"
     trainer = SFTTrainer(
         model=model,
-        args=sft_arguments(hp, device, end_of_turn, str(scratch)),
+        args=sft_arguments(hp, plan, end_of_turn, str(scratch)),
         train_dataset=_dataset(train_pairs),
         eval_dataset=_dataset(val_pairs) if val_pairs else None,
         processing_class=tokenizer,
@@ -262,9 +231,9 @@ def train(extras: dict, pipes) -> dict:
     used = dict(hp)
     used.update(
         optimizer=trainer.args.optim.value if hasattr(trainer.args.optim, "value") else str(trainer.args.optim),
-        precision="bf16" if device == "cuda" else "fp32",
-        quantization="nf4-double-quant" if device == "cuda" else None,
-        gradient_checkpointing=device == "cuda",
+        precision=plan.precision,
+        quantization=plan.quantization,
+        gradient_checkpointing=plan.gradient_checkpointing,
         completion_only_loss=True,
         eos_token=end_of_turn,
         lr_scheduler="linear",
