@@ -9,7 +9,6 @@
   no Vertex model id (the tiny smoke model) locally, exactly as `LocalTrainer` does.
 """
 
-from __future__ import annotations
 
 import math
 import os

@@ -39,3 +39,27 @@ def dg_key(name):
     import dagster as dg
 
     return dg.AssetKey(name)
+
+
+def test_definitions_load_in_the_gcp_environment_without_heavy_imports(tmp_path):
+    """COURSEGPT_ENV=gcp wires the cloud resources (Vertex trainer and endpoint, GCS store, HF Hub) at load
+    time without touching the network or importing the Google SDKs (secrets resolve at run launch)."""
+    import os
+
+    code = (
+        "import sys, json, coursegpt_assets.definitions as d\n"
+        "d.defs.resolve_asset_graph()\n"
+        "r = d.defs.resources\n"
+        "print(json.dumps({'types': {k: type(v).__name__ for k, v in r.items()},\n"
+        f"                  'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))"
+    )
+    env = {**os.environ, "COURSEGPT_ENV": "gcp", "COURSEGPT_STORE": "gs://coursegpt-test/forge",
+           "COURSEGPT_HOME": str(tmp_path)}
+    env.pop("GOOGLE_CLOUD_PROJECT", None)
+    env.pop("HF_TOKEN", None)
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded["types"] == {"store": "ArtifactStore", "trainer": "VertexTrainer", "inference": "VertexEndpoint",
+                               "hub": "HfHub"}
+    assert loaded["heavy"] == []
