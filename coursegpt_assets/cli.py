@@ -48,6 +48,9 @@ def cmd_run(args) -> int:
     if assets and assets - defined:
         print(f"error: unknown assets {sorted(assets - defined)}; defined: {sorted(defined)}", file=sys.stderr)
         return 2
+    # one line per step on stdout: no per-file progress bars from the HF libraries in step processes
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     print(f"coursegpt run: agents={agents} pairs={pairs}")
     ok, lines = run_pipeline(
         instance=_instance(), agents=agents, pairs=pairs, assets=assets, defined_assets=defined,

@@ -80,6 +80,8 @@ class SmokeSettings(_Strict):
     max_length: int = Field(gt=0)
     logging_steps: int = Field(gt=0)
     max_new_tokens: int = Field(gt=0)
+    learning_rate: float | None = Field(
+        default=None, gt=0, description="replaces hyperparameters.learning_rate for smoke models (few steps)")
 
 
 class CostSettings(_Strict):

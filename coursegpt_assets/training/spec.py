@@ -37,6 +37,8 @@ def effective_hyperparameters(plan: TrainingPlan, pair_key: str) -> dict:
             hp[key] = smoke[key]
         hp["max_train_examples"] = smoke["max_train_examples"]
         hp["max_eval_examples"] = smoke["max_eval_examples"]
+        if smoke["learning_rate"] is not None:
+            hp["learning_rate"] = smoke["learning_rate"]
     hp["max_length"] = min(hp["max_length"], base.max_length)
     return hp
 
