@@ -274,12 +274,13 @@ def test_the_k8s_extra_pins_dagster_k8s_to_the_dagster_release():
     """dagster-k8s 0.(minor+16).N ships with dagster 1.minor.N; pip cannot catch a mismatched pair early."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     core = next(d for d in pyproject["project"]["dependencies"] if d.startswith("dagster=="))
-    (k8s,) = pyproject["project"]["optional-dependencies"]["k8s"]
+    k8s, postgres_pin = pyproject["project"]["optional-dependencies"]["k8s"]
     major, minor, patch = core.split("==")[1].split(".")
-    assert (major, k8s) == ("1", f"dagster-k8s==0.{int(minor) + 16}.{patch}")
-    assert version("dagster-k8s") == k8s.split("==")[1]
+    library = f"0.{int(minor) + 16}.{patch}"
+    assert (major, k8s, postgres_pin) == ("1", f"dagster-k8s=={library}", f"dagster-postgres=={library}")
+    assert version("dagster-k8s") == library
     postgres = re.search(r"DAGSTER_POSTGRES_VERSION=([0-9.]+)", DOCKERFILE.read_text()).group(1)
-    assert postgres == k8s.split("==")[1], "the image's dagster-postgres must match dagster-k8s"
+    assert postgres == library, "the image's dagster-postgres must match dagster-k8s"
 
 
 def test_the_dockerfile_builds_the_image_the_deployment_expects():
