@@ -78,7 +78,7 @@ def raw_examples(context: dg.AssetExecutionContext, config: RawExamplesConfig, s
     deps=[raw_examples],
 )
 def clean_examples(context: dg.AssetExecutionContext, store: ArtifactStore):
-    """Records that pass the agent's schema; the rest go to quarantine/<agent>/<run>.jsonl with line and reason."""
+    """Records that pass the agent's schema; the rest go to `quarantine/<agent>/<run>.jsonl` with line and reason."""
     agent_name = context.partition_key
     agent = get_agent(agent_name)
     limit = default_plan().agents[agent_name].max_invalid_share
@@ -134,7 +134,7 @@ def clean_examples(context: dg.AssetExecutionContext, store: ArtifactStore):
 
 class DatasetSplitsConfig(dg.Config):
     limit: int | None = Field(default=None, description="Smoke subset: keep only this many records (seeded)")
-    think_wrapping: bool = Field(default=False, description="Wrap the thinking outline in <think> tags (router)")
+    think_wrapping: bool = Field(default=False, description="Wrap the thinking outline in `<think>` tags (router)")
 
 
 @dg.asset(

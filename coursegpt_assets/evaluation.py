@@ -226,7 +226,7 @@ with warnings.catch_warnings():
             owners=OWNERS, code_version="1",
             deps=[dg.AssetDep("adapter"), dg.AssetDep("benchmark", partition_mapping=AGENT_TO_PAIRS)],
             description="The pair's adapter answers its agent's benchmark; predictions, scores, plots and "
-                        "report.json under reports/<pair>/<version>/ (the adapter is proven applied).",
+                        "report.json under `reports/<pair>/<version>/` (the adapter is proven applied).",
         )],
         partitions_def=PAIR_PARTITIONS,
         check_specs=THRESHOLD_CHECKS,
