@@ -1,0 +1,84 @@
+"""`make run`'s path: the whole *__tiny-llama graph for all three agents on a temporary home."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+AGENTS = ("router", "math", "code")
+PAIRS = [f"{a}__tiny-llama" for a in AGENTS]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    home = tmp_path_factory.mktemp("e2e_home")
+    env = {**os.environ, "COURSEGPT_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    for var in ("COURSEGPT_STORE", "COURSEGPT_ENV", "COURSEGPT_ROUTER_SOURCE", "COURSEGPT_MATH_SOURCE",
+                "COURSEGPT_CODE_SOURCE"):
+        env.pop(var, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "coursegpt_assets.cli", "run", "--base-model", "tiny-llama"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    return home, proc
+
+
+def test_the_run_succeeds_and_prints_a_summary(finished_run):
+    _, proc = finished_run
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    for asset in ("raw_examples", "tuning_job", "evaluation_report", "model_card", "leaderboard"):
+        assert asset in proc.stdout
+    assert "✗" not in proc.stdout
+
+
+def test_every_artifact_exists(finished_run):
+    home, _ = finished_run
+    store = home / "store"
+    for agent in AGENTS:
+        for split in ("train", "validation", "test"):
+            assert (store / f"datasets/{agent}/splits/{split}.jsonl").is_file()
+        assert (store / f"benchmarks/{agent}/benchmark.jsonl").is_file()
+        assert (store / f"leaderboards/{agent}").is_dir()
+    for pair in PAIRS:
+        for split in ("train", "validation"):
+            assert (store / f"tuning/{pair}/{split}.jsonl").is_file()
+        version = json.loads((store / f"adapters/{pair}/latest.json").read_text())["version"]
+        adapter = store / f"adapters/{pair}/{version}"
+        for name in ("adapter_model.safetensors", "adapter_config.json", "training_summary.json",
+                     "chat_template.jinja", "loss_curve.png"):
+            assert (adapter / name).is_file(), adapter / name
+        report_version = json.loads((store / f"reports/{pair}/latest.json").read_text())["version"]
+        report = json.loads((store / f"reports/{pair}/{report_version}/report.json").read_text())
+        assert report["adapter_version"] == version
+        assert (store / f"reports/{pair}/{report_version}/predictions.jsonl").is_file()
+        numbers = [v for v in report["headline"].values() if isinstance(v, (int, float))]
+        assert numbers, report["headline"]
+        assert (store / f"cards/{pair}/README.md").is_file()
+
+
+def test_every_check_passed_and_the_instance_holds_the_runs(finished_run):
+    home, _ = finished_run
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+    records = instance.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION), limit=10_000
+    )
+    assert records
+    failed = []
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+            failed.append((evaluation.asset_key.to_user_string(), evaluation.check_name))
+    assert not failed
+    materialized = {r.asset_key.to_user_string() for r in instance.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION), limit=10_000)}
+    assert {"raw_examples", "adapter", "evaluation_report", "model_card", "published_adapter",
+            "leaderboard"} <= materialized
