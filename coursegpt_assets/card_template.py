@@ -107,8 +107,9 @@ Hyperparameters:
 
 ## Evaluation
 
-Benchmark version `{{ benchmark_version }}` (the agent's held-out test split). Headline metrics, also in the
-card's `model-index`:
+Benchmark version `{{ benchmark_version }}` (the agent's held-out test split). Headline metrics; the measured
+ones are also in the card's `model-index`. "not measured" means the report had nothing to average: the
+seed-compatible metrics count only the predictions that parse, and none did.
 
 | metric | value |
 |---|---|
