@@ -140,17 +140,29 @@ def _reap_stale_cgroups(root: Path) -> None:
 # ---------------------------------------------------------------- command line
 
 
+def _interpreter_paths() -> set[Path]:
+    """The folders the sample's interpreter needs: the venv, its base installation, the real executable."""
+    needed = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    needed.add(Path(sys.executable).resolve().parent.parent)
+    needed.add(Path(sys.executable).absolute().parent.parent)  # a venv's bin/python symlink itself
+    return needed
+
+
+def _rebind_under(hidden: Path) -> list[str]:
+    """Read-only binds re-exposing interpreter folders that a tmpfs over `hidden` would hide."""
+    args = []
+    for path in sorted(p for p in _interpreter_paths() if hidden in p.parents):
+        args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
 def _bwrap_mounts() -> list[str]:
     """Namespaces and mounts: read-only /, hidden home (interpreter re-exposed), fresh /proc, /dev."""
     args = ["--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL"]
     args += ["--ro-bind", "/", "/"]
     home = Path.home().resolve()
     if home != Path("/"):
-        args += ["--tmpfs", str(home)]
-        needed = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-        needed.add(Path(sys.executable).resolve().parent.parent)
-        for path in sorted(p for p in needed if home in p.parents):
-            args += ["--ro-bind", str(path), str(path)]
+        args += ["--tmpfs", str(home), *_rebind_under(home)]
     return args + ["--proc", "/proc", "--dev", "/dev"]
 
 
@@ -187,7 +199,8 @@ def _command(limits: SandboxLimits, procs_file: Path | None, workdir: str) -> li
     if procs_file is None:  # explicit opt-in: rlimits only
         return _prlimit_args(limits) + python
     bwrap = ["bwrap", *_bwrap_mounts()]
-    bwrap += ["--size", str(limits.tmpfs_mb * 1024 * 1024), "--tmpfs", "/tmp", "--chdir", workdir]
+    bwrap += ["--size", str(limits.tmpfs_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+    bwrap += [*_rebind_under(Path("/tmp")), "--chdir", workdir]  # a project checked out under /tmp
     for key, value in _sandbox_env(workdir).items():
         bwrap += ["--setenv", key, value]
     # The shell joins the cgroup before exec'ing prlimit -> bwrap, so every descendant is counted.
