@@ -109,11 +109,15 @@ def sandbox_problem() -> str | None:
         probe.rmdir()
     except (OSError, SandboxUnavailable) as exc:
         return f"cannot create a pids cgroup to cap process counts ({exc}); run as root or delegate a cgroup"
+    # the interpreter itself, behind exactly the mounts a sample gets: a hidden venv fails here, once,
+    # instead of as an "error" on every sample
     smoke = subprocess.run(
-        ["bwrap", *_bwrap_mounts(), "--", "/bin/true"], capture_output=True, text=True, timeout=30
+        ["bwrap", *_bwrap_mounts(), *_tmp_mounts(1), "--", sys.executable, "-I", "-B", "-c", "pass"],
+        capture_output=True, text=True, timeout=30,
     )
     if smoke.returncode != 0:
-        return f"bwrap cannot create namespaces here (rc {smoke.returncode}): {smoke.stderr.strip()[:300]}"
+        return (f"bwrap cannot start {sys.executable} in the sandbox (rc {smoke.returncode}): "
+                f"{smoke.stderr.strip()[:300]}")
     _reap_stale_cgroups(root)
     return None
 
@@ -154,6 +158,11 @@ def _rebind_under(hidden: Path) -> list[str]:
     for path in sorted(p for p in _interpreter_paths() if hidden in p.parents):
         args += ["--ro-bind", str(path), str(path)]
     return args
+
+
+def _tmp_mounts(size_mb: int) -> list[str]:
+    """The sample's own size-capped /tmp, with the interpreter re-exposed (a project checked out in /tmp)."""
+    return ["--size", str(size_mb * 1024 * 1024), "--tmpfs", "/tmp", *_rebind_under(Path("/tmp"))]
 
 
 def _bwrap_mounts() -> list[str]:
@@ -199,8 +208,7 @@ def _command(limits: SandboxLimits, procs_file: Path | None, workdir: str) -> li
     if procs_file is None:  # explicit opt-in: rlimits only
         return _prlimit_args(limits) + python
     bwrap = ["bwrap", *_bwrap_mounts()]
-    bwrap += ["--size", str(limits.tmpfs_mb * 1024 * 1024), "--tmpfs", "/tmp"]
-    bwrap += [*_rebind_under(Path("/tmp")), "--chdir", workdir]  # a project checked out under /tmp
+    bwrap += [*_tmp_mounts(limits.tmpfs_mb), "--chdir", workdir]
     for key, value in _sandbox_env(workdir).items():
         bwrap += ["--setenv", key, value]
     # The shell joins the cgroup before exec'ing prlimit -> bwrap, so every descendant is counted.
