@@ -20,6 +20,8 @@ import dagster as dg
 import orjson
 from pydantic import Field
 
+_CHUNK_BYTES = 1 << 20  # write_lines buffers this much before each write
+
 
 class StoreError(RuntimeError):
     """A store operation failed; the message names the URI."""
@@ -94,13 +96,24 @@ class ArtifactStore(dg.ConfigurableResource):
         digest = hashlib.sha256()
         count = 0
 
-        def write(fh):
+        def write(fh):  # in ~1 MiB chunks: one write and one hash update per chunk, not per line
             nonlocal count
+            chunk: list[bytes] = []
+            size = 0
             for line in lines:
-                line += b"\n"
-                digest.update(line)
-                fh.write(line)
+                chunk.append(line)
+                size += len(line) + 1
                 count += 1
+                if size >= _CHUNK_BYTES:
+                    flush(fh, chunk)
+                    chunk, size = [], 0
+            if chunk:
+                flush(fh, chunk)
+
+        def flush(fh, chunk: list[bytes]) -> None:
+            data = b"\n".join(chunk) + b"\n"
+            digest.update(data)
+            fh.write(data)
 
         uri = self._write_file(key, write, "application/jsonl")
         return uri, count, digest.hexdigest()
