@@ -74,18 +74,36 @@ def _type_problem(key: str, value, expected, label: str) -> str | None:
     return None
 
 
+def _types_ok(record: dict) -> bool:
+    """The common case in one pass: every required key present with its type, lists of strings all strings,
+    optional keys absent or typed. Any doubt falls through to the detailed check that names the problem."""
+    get = record.get
+    for key, (expected, label) in REQUIRED_TYPES.items():
+        value = get(key)
+        if value is None or not isinstance(value, expected):
+            return False
+        if label is _LIST_OF_STR and not all(type(item) is str for item in value):
+            return False
+    for key, (expected, label) in OPTIONAL_TYPES.items():
+        value = get(key)
+        if value is not None and (not isinstance(value, expected) or (label == "number" and isinstance(value, bool))):
+            return False
+    return True
+
+
 def validate(record: dict) -> list[str]:
     problems: list[str] = []
-    for key, (expected, label) in REQUIRED_TYPES.items():
-        value = record.get(key)
-        if value is None:
-            problems.append(f"missing required key {key!r}")
-        elif (problem := _type_problem(key, value, expected, label)) is not None:
-            problems.append(problem)
-    for key, (expected, label) in OPTIONAL_TYPES.items():
-        value = record.get(key)
-        if value is not None and (problem := _type_problem(key, value, expected, label)) is not None:
-            problems.append(problem)
+    if not _types_ok(record):
+        for key, (expected, label) in REQUIRED_TYPES.items():
+            value = record.get(key)
+            if value is None:
+                problems.append(f"missing required key {key!r}")
+            elif (problem := _type_problem(key, value, expected, label)) is not None:
+                problems.append(problem)
+        for key, (expected, label) in OPTIONAL_TYPES.items():
+            value = record.get(key)
+            if value is not None and (problem := _type_problem(key, value, expected, label)) is not None:
+                problems.append(problem)
     if problems:
         return problems
     if not record["user_query"].strip():
