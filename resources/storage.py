@@ -226,14 +226,14 @@ class ArtifactStore(dg.ConfigurableResource):
             strip = len(root_prefix) + 1 if root_prefix else 0
             return sorted(b.name[strip:] for b in self._bucket().client.list_blobs(self._bucket(), prefix=full))
         base = self._local(prefix) if prefix else Path(self.root)
-        if not base.exists():
-            return []
-        root = Path(self.root)
-        return sorted(
-            p.relative_to(root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.endswith(".tmp")
-        )
+        if not base.is_dir():
+            return [prefix] if base.is_file() else []
+        # os.walk reads directory entries without a stat per file (a sensor lists adapters/ every tick)
+        keys = []
+        for dirpath, _dirs, files in os.walk(base):
+            rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            keys.extend(f"{rel}/{name}" if rel != "." else name for name in files if not name.endswith(".tmp"))
+        return sorted(keys)
 
     def download_dir(self, key_prefix: str, local_dir: str | os.PathLike) -> Path:
         """Materialise a folder of the store locally (a no-op copy for a local store)."""
