@@ -210,8 +210,9 @@ class ArtifactStore(dg.ConfigurableResource):
             stream = path.open("rb")
         with stream:
             for line_no, line in enumerate(stream, start=1):
-                line = line.rstrip(b"\r\n")
-                if line.strip():
+                if line[-1:] == b"\n":
+                    line = line[:-2] if line[-2:-1] == b"\r" else line[:-1]
+                if line and not line.isspace():
                     yield line_no, line
 
     def read_jsonl(self, key: str) -> list[dict]:

@@ -74,6 +74,9 @@ def _type_problem(key: str, value, expected, label: str) -> str | None:
     return None
 
 
+_STR_ONLY = frozenset({str})
+
+
 def _types_ok(record: dict) -> bool:
     """The common case in one pass: every required key present with its type, lists of strings all strings,
     optional keys absent or typed. Any doubt falls through to the detailed check that names the problem."""
@@ -82,7 +85,7 @@ def _types_ok(record: dict) -> bool:
         value = get(key)
         if value is None or not isinstance(value, expected):
             return False
-        if label is _LIST_OF_STR and not all(type(item) is str for item in value):
+        if label is _LIST_OF_STR and value and not {*map(type, value)} <= _STR_ONLY:
             return False
     for key, (expected, label) in OPTIONAL_TYPES.items():
         value = get(key)
