@@ -24,6 +24,7 @@ from coursegpt_assets.benchmark_rows import (
     overlapping_ids,
     router_rows,
 )
+from coursegpt_assets.consistency import read_manifest, verify
 from coursegpt_assets.datasets import OWNERS, dataset_splits
 from coursegpt_assets.metadata import ROW_COUNT, preview, uri
 from coursegpt_assets.partitions import AGENT_PARTITIONS
@@ -105,6 +106,10 @@ def benchmark(context: dg.AssetExecutionContext, config: BenchmarkConfig, store:
     """Held-out evaluation rows for the agent (never the train split), each with `id`, `source` and the
     fields its scorer reads; counts per source and category in the metadata."""
     agent_name = context.partition_key
+    splits_manifest = read_manifest(store, layout.splits_manifest(agent_name), producer="dataset_splits",
+                                    partition=agent_name)
+    verify(store, {layout.split_records(agent_name, s): splits_manifest["sha256"][s] for s in layout.SPLITS},
+           producer="dataset_splits", partition=agent_name)
     rows, files = build_rows(agent_name, store, config)
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
@@ -119,7 +124,6 @@ def benchmark(context: dg.AssetExecutionContext, config: BenchmarkConfig, store:
         context.log.warning(f"{agent_name}: dropped {len(dropped)} benchmark rows also in the train split")
     records_uri, count, version = store.write_jsonl(layout.benchmark_records(agent_name), rows)
     counts = {field: counts_by(rows, field) for field in COUNTED_FIELDS.get(agent_name, ("source",))}
-    splits_manifest = store.read_json(layout.splits_manifest(agent_name))
     manifest = {
         "agent": agent_name, "version": version, "rows": count, "counts": counts, "files": files,
         "splits_content_hash": splits_manifest["content_hash"],

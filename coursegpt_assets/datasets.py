@@ -11,6 +11,7 @@ from pydantic import Field
 from coursegpt_assets import layout, settings
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.cleaning import CleaningOutcome, clean, encode_raw_row
+from coursegpt_assets.consistency import read_manifest, verify
 from coursegpt_assets.metadata import ROW_COUNT, preview, uri
 from coursegpt_assets.partitions import AGENT_PARTITIONS
 from coursegpt_assets.plan import default_plan
@@ -106,7 +107,7 @@ def clean_examples(context: dg.AssetExecutionContext, store: ArtifactStore):
             )
 
     records_uri, count, sha = store.write_lines(layout.clean_records(agent_name), lines())
-    store.write_lines(layout.clean_index(agent_name), index)
+    _, _, index_sha = store.write_lines(layout.clean_index(agent_name), index)
     quarantine_uri = store.uri(quarantine_key) if outcome.quarantined else None
     if quarantine_uri:
         context.log.warning(
@@ -115,7 +116,8 @@ def clean_examples(context: dg.AssetExecutionContext, store: ArtifactStore):
         )
     store.write_json(
         layout.clean_manifest(agent_name),
-        {"rows": count, "quarantined": len(outcome.quarantined), "sha256": sha, "quarantine": quarantine_uri},
+        {"rows": count, "quarantined": len(outcome.quarantined), "sha256": sha, "index_sha256": index_sha,
+         "quarantine": quarantine_uri},
     )
     metadata = {
         ROW_COUNT: count,
@@ -151,6 +153,11 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
     agent = get_agent(agent_name)
     plan = default_plan()
     ratios, seed = plan.agents[agent_name].splits, plan.hyperparameters.seed
+    clean_manifest = read_manifest(store, layout.clean_manifest(agent_name), producer="clean_examples",
+                                   partition=agent_name)
+    verify(store, {layout.clean_records(agent_name): clean_manifest["sha256"],
+                   layout.clean_index(agent_name): clean_manifest.get("index_sha256") or ""},
+           producer="clean_examples", partition=agent_name)
     # Keep each record's bytes and copy them into its split: only the id and prompt are needed to decide.
     lines = [line for _, line in store.iter_lines(layout.clean_records(agent_name))]
     ids, keys = map(list, zip(*store.iter_jsonl(layout.clean_index(agent_name)), strict=True)) if lines else ([], [])

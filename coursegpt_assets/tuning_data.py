@@ -10,6 +10,7 @@ from coursegpt_assets import layout
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.agents.base import tuning_row
 from coursegpt_assets.chat_templates import family
+from coursegpt_assets.consistency import read_manifest, verify
 from coursegpt_assets.datasets import OWNERS, dataset_splits
 from coursegpt_assets.metadata import ROW_COUNT, preview, uri
 from coursegpt_assets.partitions import AGENT_TO_PAIRS, PAIR_PARTITIONS, split_pair
@@ -50,7 +51,10 @@ def tuning_dataset(context: dg.AssetExecutionContext, store: ArtifactStore):
     plan = default_plan()
     model = plan.base_models[base_model]
     agent = get_agent(agent_name)
-    splits_manifest = store.read_json(layout.splits_manifest(agent_name))
+    splits_manifest = read_manifest(store, layout.splits_manifest(agent_name), producer="dataset_splits",
+                                    partition=agent_name)
+    verify(store, {layout.split_records(agent_name, s): splits_manifest["sha256"][s] for s in layout.TUNING_SPLITS},
+           producer="dataset_splits", partition=agent_name)
     think = bool(splits_manifest.get("think_wrapping"))
     hashes, counts, tokens, first_rows = {}, {}, {}, []
     for split in layout.TUNING_SPLITS:

@@ -171,6 +171,16 @@ class ArtifactStore(dg.ConfigurableResource):
             return self._bucket().blob(self._blob_name(key)).exists()
         return self._local(key).is_file()
 
+    def sha256(self, key: str) -> str:
+        """The sha256 of an object's bytes, as write_lines / write_jsonl returned it when it was written."""
+        if self.is_gcs:
+            return hashlib.sha256(self.read_bytes(key)).hexdigest()
+        path = self._local(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist in the store (materialise the upstream asset first)")
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+
     def read_bytes(self, key: str) -> bytes:
         if self.is_gcs:
             from google.api_core.exceptions import NotFound

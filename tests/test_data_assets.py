@@ -108,4 +108,36 @@ def test_dataset_splits_without_upstream_names_the_missing_file(store):
                           "router", store, selection=[dataset_splits], raise_on_error=False)
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert "clean/records.jsonl does not exist" in failure.step_failure_data.error.to_string()
+    text = failure.step_failure_data.error.to_string()
+    assert "clean/manifest.json does not exist; materialise clean_examples for router first" in text
+
+
+def _failure_text(result) -> str:
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return failure.step_failure_data.error.to_string()
+
+
+def test_a_mixed_split_set_stops_tuning_and_names_the_producer(store):
+    """A run that died between its split files and its manifest leaves files from two runs: caught."""
+    _materialize(DATA_ASSETS, "router", store)
+    validation = "datasets/router/splits/validation.jsonl"
+    rows = store.read_jsonl(validation)
+    store.write_jsonl(validation, rows[:-1])  # as if a newer run's write landed and its manifest did not
+    pair = "router__llama31-8b"
+    result = _materialize([tuning_dataset, *[a.to_source_asset() for a in DATA_ASSETS]], pair, store,
+                          selection=[tuning_dataset], raise_on_error=False)
+    assert not result.success
+    text = _failure_text(result)
+    assert "do not match its manifest" in text and "splits/validation.jsonl" in text
+    assert "Re-materialise dataset_splits for router" in text
+    assert not store.exists(f"tuning/{pair}/train.jsonl")
+
+
+def test_a_mixed_clean_set_stops_the_splits(store):
+    _materialize(DATA_ASSETS, "router", store)
+    store.write_lines("datasets/router/clean/index.jsonl", [b'["router_0001", "x"]'])
+    result = _materialize([dataset_splits, *[a.to_source_asset() for a in (raw_examples, clean_examples)]],
+                          "router", store, selection=[dataset_splits], raise_on_error=False)
+    assert not result.success
+    assert "clean/index.jsonl has sha256" in _failure_text(result)
+    assert "Re-materialise clean_examples for router" in _failure_text(result)
