@@ -55,7 +55,16 @@ def raw_examples(context: dg.AssetExecutionContext, config: RawExamplesConfig, s
             else:
                 yield encode_raw_row(row.line, orjson.dumps(row.record, default=str))
 
-    records_uri, count, sha = store.write_lines(layout.raw_records(agent_name), lines())
+    def nonempty(rows):  # raising inside the stream aborts the write: the previous raw file stays
+        any_row = False
+        for row in rows:
+            any_row = True
+            yield row
+        if not any_row:
+            raise dg.Failure(description=f"{agent_name}: {source} holds no records (an empty file or folder); "
+                                         f"check {settings.SOURCE_VARIABLES.get(agent_name, 'the source')}")
+
+    records_uri, count, sha = store.write_lines(layout.raw_records(agent_name), nonempty(lines()))
     store.write_json(layout.raw_manifest(agent_name), {"source": source, "rows": count, "sha256": sha})
     context.log.info(f"{agent_name}: {count} rows from {source}")
     return dg.MaterializeResult(

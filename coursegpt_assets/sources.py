@@ -15,6 +15,7 @@ from coursegpt_assets.agents.base import RawRow
 
 TABULAR_SUFFIXES = (".parquet",)
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+FOLDER_SUFFIXES = (".jsonl", ".ndjson", *TABULAR_SUFFIXES)
 
 
 class SourceError(RuntimeError):
@@ -49,8 +50,10 @@ def iter_parquet_file(path: Path, columns: list[str] | None = None) -> Iterator[
 
 
 def local_files(path: Path) -> list[Path]:
+    """The file itself, or a folder's record files: JSON Lines and Parquet only (a folder's `.json` files
+    are metadata such as a dataset card's dataset_info.json, not records)."""
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in JSON_SUFFIXES + TABULAR_SUFFIXES)
+        files = sorted(p for p in path.rglob("*") if p.suffix in FOLDER_SUFFIXES)
         if not files:
             raise SourceError(f"{path}: folder holds no .jsonl or .parquet files")
         return files
@@ -75,15 +78,24 @@ def download_gcs(uri: str, dest_dir: Path) -> Path:
     from dagster_gcp import GCSResource
 
     bucket_name, _, name = uri[len("gs://"):].partition("/")
-    client = GCSResource(project=os.environ.get("GOOGLE_CLOUD_PROJECT")).get_client()
-    blobs = [b for b in client.list_blobs(bucket_name, prefix=name) if not b.name.endswith("/")]
-    if not blobs:
-        raise SourceError(f"{uri}: no objects found (check the bucket, prefix and credentials)")
-    for blob in blobs:
-        rel = Path(blob.name).name if blob.name == name else Path(blob.name).relative_to(name)
-        target = dest_dir / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        blob.download_to_filename(str(target))
+    try:
+        client = GCSResource(project=os.environ.get("GOOGLE_CLOUD_PROJECT")).get_client()
+        blobs = [b for b in client.list_blobs(bucket_name, prefix=name) if not b.name.endswith("/")]
+        if not blobs:
+            raise SourceError(f"{uri}: no objects found (check the bucket, prefix and credentials)")
+        for blob in blobs:
+            rel = Path(blob.name).name if blob.name == name else Path(blob.name).relative_to(name)
+            target = dest_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            blob.download_to_filename(str(target))
+    except SourceError:
+        raise
+    except Exception as e:  # no credentials, no such bucket, network: name the source and what to check
+        raise SourceError(
+            f"{uri}: could not read from Google Cloud Storage: {type(e).__name__}: {str(e)[:300]}. Check "
+            "`gcloud auth application-default login` (or GOOGLE_APPLICATION_CREDENTIALS), GOOGLE_CLOUD_PROJECT, "
+            "the bucket name, or STORAGE_EMULATOR_HOST for an emulator"
+        ) from e
     return dest_dir / Path(name).name if len(blobs) == 1 and blobs[0].name == name else dest_dir
 
 

@@ -141,3 +141,26 @@ def test_a_mixed_clean_set_stops_the_splits(store):
     assert not result.success
     assert "clean/index.jsonl has sha256" in _failure_text(result)
     assert "Re-materialise clean_examples for router" in _failure_text(result)
+
+
+def test_an_empty_source_fails_and_keeps_the_previous_raw_file(store, tmp_path):
+    _materialize([raw_examples], "router", store)
+    before = store.read_bytes("datasets/router/raw/records.jsonl")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    result = _materialize([raw_examples], "router", store, raise_on_error=False,
+                          run_config={"ops": {"raw_examples": {"config": {"source": str(empty)}}}})
+    assert not result.success
+    assert f"{empty} holds no records" in _failure_text(result)
+    assert store.read_bytes("datasets/router/raw/records.jsonl") == before
+
+
+def test_a_folder_source_reads_record_files_only(store, tmp_path):
+    folder = tmp_path / "router_data"
+    folder.mkdir()
+    (folder / "part-0.jsonl").write_bytes((FIXTURES_DIR / "router.jsonl").read_bytes())
+    (folder / "dataset_info.json").write_text('{\n  "description": "metadata, not records"\n}\n')
+    result = _materialize([raw_examples], "router", store,
+                          run_config={"ops": {"raw_examples": {"config": {"source": str(folder)}}}})
+    fixture_rows = sum(1 for line in (FIXTURES_DIR / "router.jsonl").read_text().splitlines() if line.strip())
+    assert _meta(result, "raw_examples")["dagster/row_count"] == fixture_rows

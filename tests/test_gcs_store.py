@@ -213,3 +213,15 @@ def test_outage_between_adapter_files_leaves_the_published_version_intact(gcs_em
 
     assert store.upload_dir(tmp_path / "v2", v2, last=SUMMARY) == store.uri(v2)
     assert {k[len(v2) + 1:]: store.read_bytes(k) for k in store.list_keys(v2)} == new
+
+
+def test_a_gcs_source_that_cannot_be_read_names_the_uri(gcs_emulator):
+    from coursegpt_assets.sources import SourceError, iter_source
+
+    with pytest.raises(SourceError) as missing_bucket:
+        list(iter_source("gs://no-such-bucket/router/records.jsonl"))
+    message = str(missing_bucket.value)
+    assert message.startswith("gs://no-such-bucket/router/records.jsonl: could not read from Google Cloud Storage")
+    assert "STORAGE_EMULATOR_HOST" in message
+    with pytest.raises(SourceError, match="no objects found"):
+        list(iter_source(f"gs://{gcs_emulator.bucket}/nothing/here.jsonl"))
