@@ -147,11 +147,18 @@ class Selection:
     batches: int = 0
 
 
-def bottom_k(batches: Iterable[KeyedBatch], k: int, seed: int) -> Selection:
-    """Bottom-k selection over keyed batches; see the module docstring for why it is uniform."""
+def bottom_k(batches: Iterable[KeyedBatch], k: int, seed: int,
+             is_valid: Callable[[RawRow], bool] | None = None) -> Selection:
+    """Bottom-k selection over keyed batches; see the module docstring for why it is uniform.
+
+    With `is_valid`, the k are k *valid* rows: an invalid row never takes a place, so cleaning leaves
+    exactly k. Invalid rows that rank among them are returned too (in source order with the rest), so
+    clean_examples still quarantines them and the invalid share still shows what the source holds.
+    """
     import numpy as np
 
     chosen = BottomK(k)
+    rejected: list[tuple[int, int, RawRow]] = []  # (rank, line, row) of invalid candidates
     out = Selection(rows=[])
     for batch in batches:
         ranks = seeded_ranks(batch.keys, seed)
@@ -164,8 +171,16 @@ def bottom_k(batches: Iterable[KeyedBatch], k: int, seed: int) -> Selection:
         rows = batch.take(idx)
         out.materialised += len(rows)
         for i, row in zip(idx, rows, strict=True):
+            if is_valid is not None and not is_valid(row):
+                rejected.append((int(ranks[i]), int(batch.lines[i]), row))
+                continue
             chosen.offer(int(ranks[i]), int(batch.lines[i]), batch.keys[i], row)
-    out.rows = chosen.rows()
+        bound = chosen.bound
+        if bound is not None and len(rejected) > k:  # keep memory O(k): drop those that can no longer rank
+            rejected = [r for r in rejected if r[0] <= bound]
+    bound = chosen.bound
+    kept_invalid = [(line, row) for rank, line, row in rejected if bound is None or rank <= bound]
+    out.rows = [row for _, row in sorted([(r.line, r) for r in chosen.rows()] + kept_invalid, key=lambda x: x[0])]
     return out
 
 
@@ -247,7 +262,8 @@ def source_batches(source: str, key_fields: Sequence[str], batch_rows: int = BAT
 
 
 def select_subset(
-    source: str, *, k: int, seed: int, key_fields: Sequence[str], batch_rows: int = BATCH_ROWS
+    source: str, *, k: int, seed: int, key_fields: Sequence[str], batch_rows: int = BATCH_ROWS,
+    is_valid: Callable[[RawRow], bool] | None = None,
 ) -> Selection:
-    """The seeded k-row subset of `source` (one row per distinct key), in source order."""
-    return bottom_k(source_batches(source, key_fields, batch_rows), k, seed)
+    """The seeded subset of `source` with k valid rows (one row per distinct key), in source order."""
+    return bottom_k(source_batches(source, key_fields, batch_rows), k, seed, is_valid)

@@ -228,3 +228,24 @@ def test_peak_memory_does_not_grow_with_the_source(tmp_path):
     big_mb, big_growth = _select_growth(tmp_path, 240_000)
     assert big_mb - small_mb > 180
     assert big_growth - small_growth < (big_mb - small_mb) / 4, (small_mb, small_growth, big_mb, big_growth)
+
+
+def test_invalid_rows_never_take_a_place_in_the_subset(tmp_path):
+    """k valid rows after cleaning even when the source holds invalid ones (9,000/1,000 needs 10,000);
+    the invalid rows that ranked among them come along, so clean_examples still quarantines them."""
+    rows = synthetic_rows(3000)
+    for i in range(0, len(rows), 10):  # 10% with no solution: invalid
+        rows[i] = {**rows[i], "generated_solution": ""}
+    source = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    picked = list(AGENT.load_raw(source, seed=42, subset_size=200))
+    valid = [r for r in picked if AGENT.is_valid_row(r)]
+    invalid = [r for r in picked if not AGENT.is_valid_row(r)]
+    assert len(valid) == 200
+    assert 5 <= len(invalid) <= 45  # ~10% of the ranks up to the bound: about 22 expected
+    assert [r.line for r in picked] == sorted(r.line for r in picked)
+    again = list(AGENT.load_raw(source, seed=42, subset_size=200))
+    assert [r.line for r in again] == [r.line for r in picked]
+    # the valid rows are exactly the bottom-200 of the valid rows alone
+    only_valid = write_jsonl(tmp_path / "valid.jsonl", [r for r in rows if r["generated_solution"]])
+    expected = {r.record["problem"] for r in AGENT.load_raw(only_valid, seed=42, subset_size=200)}
+    assert {r.record["problem"] for r in valid} == expected

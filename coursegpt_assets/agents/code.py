@@ -96,7 +96,13 @@ class CodeAgent:
         if subset_size is None:
             yield from iter_source(source)
             return
-        yield from select_subset(source, k=subset_size, seed=seed, key_fields=("instruction",)).rows
+        yield from select_subset(source, k=subset_size, seed=seed, key_fields=("instruction",),
+                                 is_valid=self.is_valid_row).rows
+
+    def is_valid_row(self, row: RawRow) -> bool:
+        """Whether a raw row would pass clean_examples (the subset counts valid rows only)."""
+        record = row.record
+        return isinstance(record, dict) and not self.validate(record)
 
     def validate(self, record: dict) -> list[str]:
         return validate(record)
