@@ -47,7 +47,20 @@ class CleaningOutcome:
         return len(self.quarantined) / self.total if self.total else 0.0
 
     def first_reasons(self, n: int = 5) -> list[str]:
-        return [f"line {q['line']} ({q.get('id') or 'no id'}): {q['reason']}" for q in self.quarantined[:n]]
+        return [f"{where(q)} ({q.get('id') or 'no id'}): {q['reason']}" for q in self.quarantined[:n]]
+
+    def name_files(self, table: list[dict]) -> None:
+        """Add `file` and `file_line` to each quarantined row of a multi-file source."""
+        from coursegpt_assets.sources import locate
+
+        for q in self.quarantined:
+            found = locate(table, q["line"]) if table else None
+            if found:
+                q["file"], q["file_line"] = found
+
+
+def where(q: dict) -> str:
+    return f"{q['file']}:{q['file_line']}" if q.get("file") else f"line {q['line']}"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from coursegpt_assets.consistency import read_manifest, verify
 from coursegpt_assets.metadata import ROW_COUNT, preview, uri
 from coursegpt_assets.partitions import AGENT_PARTITIONS
 from coursegpt_assets.plan import default_plan
+from coursegpt_assets.sources import line_table
 from coursegpt_assets.splits import assign_splits, seeded_order
 from resources.storage import ArtifactStore
 
@@ -65,7 +66,8 @@ def raw_examples(context: dg.AssetExecutionContext, config: RawExamplesConfig, s
                                          f"check {settings.SOURCE_VARIABLES.get(agent_name, 'the source')}")
 
     records_uri, count, sha = store.write_lines(layout.raw_records(agent_name), nonempty(lines()))
-    store.write_json(layout.raw_manifest(agent_name), {"source": source, "rows": count, "sha256": sha})
+    store.write_json(layout.raw_manifest(agent_name), {"source": source, "rows": count, "sha256": sha,
+                                                       "files": line_table(source)})
     context.log.info(f"{agent_name}: {count} rows from {source}")
     return dg.MaterializeResult(
         metadata={
@@ -105,6 +107,7 @@ def clean_examples(context: dg.AssetExecutionContext, store: ArtifactStore):
                 sample.append(rec.record)
             yield rec.line
         if outcome.quarantined:  # written before failing, so every rejected row can be inspected
+            outcome.name_files(store.read_json(layout.raw_manifest(agent_name)).get("files") or [])
             store.write_jsonl(quarantine_key, outcome.quarantined)
         if outcome.invalid_share > limit:  # raising here aborts the clean file's write: nothing half-done
             raise dg.Failure(

@@ -73,6 +73,39 @@ def iter_local(path: Path) -> Iterator[RawRow]:
         offset += last
 
 
+def line_table(source: str) -> list[dict]:
+    """For a local folder of several files: where each file's rows sit in the source-wide numbering
+    (`iter_local`'s), so a rejected row can be named as `file:line`. Empty for anything else."""
+    if source.startswith(("hf://", "gs://")):
+        return []
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        return []
+    table, offset = [], 0
+    for file in local_files(path):
+        if file.suffix in TABULAR_SUFFIXES:
+            import pyarrow.parquet as pq
+
+            last = pq.ParquetFile(file).metadata.num_rows
+        else:
+            last = 0
+            with file.open("rb") as fh:
+                for line_no, raw in enumerate(fh, start=1):
+                    if not raw.isspace():
+                        last = line_no
+        table.append({"file": str(file.relative_to(path)), "first": offset + 1, "last": offset + last})
+        offset += last
+    return table
+
+
+def locate(table: list[dict], line: int) -> tuple[str, int] | None:
+    """(file, line within it) of a source-wide line number, using `line_table`'s table."""
+    for entry in table:
+        if entry["first"] <= line <= entry["last"]:
+            return entry["file"], line - entry["first"] + 1
+    return None
+
+
 def download_gcs(uri: str, dest_dir: Path) -> Path:
     """Copy a gs:// object (or every object under a gs:// prefix) into dest_dir."""
     from dagster_gcp import GCSResource

@@ -164,3 +164,17 @@ def test_a_folder_source_reads_record_files_only(store, tmp_path):
                           run_config={"ops": {"raw_examples": {"config": {"source": str(folder)}}}})
     fixture_rows = sum(1 for line in (FIXTURES_DIR / "router.jsonl").read_text().splitlines() if line.strip())
     assert _meta(result, "raw_examples")["dagster/row_count"] == fixture_rows
+
+
+def test_quarantine_names_the_file_and_its_line_in_a_folder_source(store, tmp_path):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    good = [line for line in (FIXTURES_DIR / "router.jsonl").read_text().splitlines()
+            if line.strip() and line.startswith("{") and '"router_9' not in line][:30]
+    (folder / "a.jsonl").write_text("\n".join(good[:20]) + "\n")
+    (folder / "b.jsonl").write_text("\n".join(good[20:25]) + "\n{not json\n" + "\n".join(good[25:]) + "\n")
+    result = _materialize(DATA_ASSETS[:2], "router", store,
+                          run_config={"ops": {"raw_examples": {"config": {"source": str(folder)}}}})
+    quarantined = [q for q in store.read_jsonl(_meta(result, "clean_examples")["quarantine"].removeprefix(
+        store.root.rstrip("/") + "/")) if q["reason"].startswith("not valid JSON")]
+    assert [(q["file"], q["file_line"], q["line"]) for q in quarantined] == [("b.jsonl", 6, 26)]
