@@ -185,7 +185,9 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
     hashes = {}
     for split, rows in by_split.items():
         _, _, hashes[split] = store.write_lines(layout.split_records(agent_name, split), rows)
-    content_hash = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
+    # the think option changes what tuning_dataset renders from these same files: part of the version
+    content_hash = hashlib.sha256(json.dumps({**hashes, "think_wrapping": config.think_wrapping},
+                                             sort_keys=True).encode()).hexdigest()
     counts = {s: len(rows) for s, rows in by_split.items()}
     source = store.read_json(layout.raw_manifest(agent_name)).get("source")
     manifest = {

@@ -69,6 +69,14 @@ class EvaluationConfig(dg.Config):
     force: bool = Field(default=False, description="Generate again even when this report version exists")
 
 
+def strip_think(text: str) -> str:
+    """The answer after a leading `<think>…</think>` block (unchanged when there is none)."""
+    stripped = text.lstrip()
+    if stripped.startswith("<think>") and "</think>" in stripped:
+        return stripped.split("</think>", 1)[1].lstrip()
+    return text
+
+
 # -- threshold checks ------------------------------------------------------------------------------------
 def threshold_check_name(agent: str, bucket: str, metric: str, bound: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", f"{agent}_{bucket}_{metric}_{bound}")
@@ -197,7 +205,10 @@ def _run(context, store: ArtifactStore, inference: Inference, config: Evaluation
     store.write_jsonl(f"{rdir}/predictions.jsonl",
                       prediction_rows(rows, generation.completions, generation.finish_reasons))
     store.write_jsonl(f"{rdir}/benchmark_rows.jsonl", rows)
-    score = agent.score(rows, generation.completions)
+    # an adapter tuned with <think> wrapping answers "<think>…</think>" first: score what follows it
+    think = bool((store.read_json(layout.tuning_manifest(request.pair)) if store.exists(
+        layout.tuning_manifest(request.pair)) else {}).get("think_wrapping"))
+    score = agent.score(rows, [strip_think(c) for c in generation.completions] if think else generation.completions)
     store.write_json(f"{rdir}/scores.json", score.raw)
     with tempfile.TemporaryDirectory(prefix="coursegpt-plots-") as tmp:
         plots = write_plots(score, Path(tmp), request.pair)

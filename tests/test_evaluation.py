@@ -284,3 +284,11 @@ def test_report_is_current_flags_a_stale_report(evaluated_store, models_home):
     result = defs.resolve_job_def("check_report").execute_in_process(tags={"dagster/partition": PAIR})
     evaluation = result.get_asset_check_evaluations()[0]
     assert not evaluation.passed and "bench-v2" in evaluation.description
+
+
+def test_think_blocks_are_stripped_before_scoring():
+    from coursegpt_assets.evaluation import strip_think
+
+    assert strip_think('<think>\nplan it\n</think>\n{"route_plan": []}') == '{"route_plan": []}'
+    assert strip_think('{"route_plan": []}') == '{"route_plan": []}'
+    assert strip_think("<think> never closed") == "<think> never closed"
