@@ -163,3 +163,19 @@ def test_project_cli_registers_score():
     cli = pytest.importorskip("coursegpt_assets.cli")
     args = cli.build_parser().parse_args(["score", "router", "--gold", "g", "--predictions", "p", "--out", "o"])
     assert args.func.__name__ == "cmd_score_router"
+
+
+def test_score_math_names_the_file_and_line_of_a_bad_row(tmp_path):
+    from coursegpt_assets.scoring.score_cli import score_math_files
+
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text('{"question": "2+3?", "answer": "5"}\n\n{"question": "1+1?", "answer": "2"}\n')
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text('{"completion": "The answer is 5."}\n{"text": "2"}\n')
+    with pytest.raises(ValueError, match=rf"^{preds}:2: expected a string or"):
+        score_math_files([str(bench)], str(preds), str(tmp_path / "out.json"))
+    bad_bench = tmp_path / "bad.jsonl"
+    bad_bench.write_text('{"question": "2+3?", "answer": "5"}\n{"question": "no answer"}\n')
+    with pytest.raises(ValueError, match=rf"^{bad_bench}:2: "):
+        score_math_files([str(bad_bench)], str(preds), str(tmp_path / "out.json"))
+    assert not (tmp_path / "out.json").exists()

@@ -107,15 +107,27 @@ def score_router_files(gold_path: str, predictions_path: str, out_path: str, thr
 
 def score_math_files(benchmark_paths: list[str], predictions_path: str, out_path: str) -> dict[str, Any]:
     """Score a math predictions file against one or more benchmark files (concatenated in order)."""
-    from coursegpt_assets.scoring.math_answers import score_math
+    from coursegpt_assets.scoring.math_answers import gold_answer, prediction_text, score_math
 
     rows: list[dict[str, Any]] = []
     labels: list[str] = []
     for path in benchmark_paths:
-        file_rows = _objects(path, read_jsonl(path))
+        numbered = read_jsonl(path)
+        file_rows = _objects(path, numbered)
+        for (line, _), row in zip(numbered, file_rows, strict=True):  # name path:line before scoring
+            try:
+                gold_answer(row)
+            except ValueError as e:
+                raise ValueError(f"{path}:{line}: {e}") from None
         rows += file_rows
         labels += [Path(path).stem] * len(file_rows)
-    predictions = [row for _, row in read_jsonl(predictions_path)]
+    numbered_predictions = read_jsonl(predictions_path)
+    for line, prediction in numbered_predictions:
+        try:
+            prediction_text(prediction, line)
+        except ValueError as e:
+            raise ValueError(f"{predictions_path}:{line}: {str(e).split(': ', 1)[-1]}") from None
+    predictions = [row for _, row in numbered_predictions]
     _check_pairing(" + ".join(map(str, benchmark_paths)), rows, predictions_path, predictions)
     report = score_math(rows, predictions, file_labels=labels)
     report["config"] = {"benchmark": [str(p) for p in benchmark_paths], "predictions": str(predictions_path),
