@@ -141,7 +141,9 @@ class VertexTrainer(LocalTrainer):
         return self.vertex.get_job(resource_name)
 
     def job_labels(self, pair: str, data_version: str, hyperparameters: dict) -> dict:
-        return self.vertex.job_labels(pair, data_version, hyperparameters)
+        from resources.vertex_tuning import job_labels
+
+        return job_labels(pair, data_version, hyperparameters)
 
 
 def trainer_for(env: str, vertex: Any | None = None) -> Trainer:

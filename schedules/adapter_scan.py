@@ -44,20 +44,25 @@ class ScanCursor:
         return version in self.seen.get(pair, ())
 
 
+#: what a usable adapter folder holds; the summary is the adapter asset's last write
+REQUIRED_FILES = frozenset({SUMMARY, "adapter_config.json", "adapter_model.safetensors"})
+
+
 def adapter_folders(keys: Iterable[str]) -> dict[tuple[str, str], bool]:
-    """(pair, version) -> whether its summary exists, from store keys under `adapters/`."""
+    """(pair, version) -> whether the folder is complete (summary, config and weights all listed), from store
+    keys under `adapters/`. A folder still being copied in (`cp -r` has no file order) is not complete yet."""
     root = layout.adapters_root() + "/"
-    folders: dict[tuple[str, str], bool] = {}
+    files: dict[tuple[str, str], set[str]] = {}
     for key in keys:
         if not key.startswith(root):
             continue
         parts = key[len(root):].split("/")
         if len(parts) < 3:  # adapters/<pair>/latest.json and stray files are not version folders
             continue
-        pair, version = parts[0], parts[1]
-        complete = len(parts) == 3 and parts[2] == SUMMARY
-        folders[(pair, version)] = folders.get((pair, version), False) or complete
-    return folders
+        names = files.setdefault((parts[0], parts[1]), set())
+        if len(parts) == 3:
+            names.add(parts[2])
+    return {folder: REQUIRED_FILES <= names for folder, names in files.items()}
 
 
 def summary_problem(summary, pair: str, version: str) -> str | None:

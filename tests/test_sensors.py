@@ -168,9 +168,17 @@ def test_versions_dagster_recorded_or_evaluated_are_not_reported_or_rerun(store,
 
 
 def test_adapter_folders_reads_only_version_folders():
-    keys = [f"adapters/{ROUTER}/latest.json", f"adapters/{ROUTER}/v1/{SUMMARY}", f"adapters/{ROUTER}/v1/a.bin",
-            f"adapters/{ROUTER}/v2/nested/{SUMMARY}", "adapters/README.md", "datasets/x/y/z"]
+    complete = [f"adapters/{ROUTER}/v1/{name}" for name in (SUMMARY, "adapter_config.json",
+                                                             "adapter_model.safetensors")]
+    keys = [f"adapters/{ROUTER}/latest.json", *complete, f"adapters/{ROUTER}/v2/nested/{SUMMARY}",
+            "adapters/README.md", "datasets/x/y/z"]
     assert adapter_folders(keys) == {(ROUTER, "v1"): True, (ROUTER, "v2"): False}
+
+
+def test_a_folder_with_a_summary_but_no_weights_is_not_an_adapter():
+    """Half copied in (`cp -r` has no file order) or broken: never reported nor evaluated."""
+    keys = [f"adapters/{ROUTER}/v3/{SUMMARY}", f"adapters/{ROUTER}/v3/adapter_config.json"]
+    assert adapter_folders(keys) == {(ROUTER, "v3"): False}
 
 
 def test_a_bad_cursor_version_is_a_clear_error():

@@ -329,3 +329,13 @@ def test_resource_inside_a_materialisation_records_job_metadata(env, vertex_serv
     assert meta["created"].value is False and meta["state"].value == "JOB_STATE_PENDING"
     assert meta["resource_name"].value == vertex_server.jobs()[0]["name"]
     assert vertex_server.create_calls == 1
+
+
+def test_the_vertex_trainer_labels_jobs_as_the_sensor_and_the_lookup_expect():
+    from resources.tuning import VertexTrainer
+
+    trainer = VertexTrainer(vertex=VertexTuning(project="p"))
+    hp = {"epochs": 3, "learning_rate_multiplier": 0.7, "lora_rank": 16}
+    labels = trainer.job_labels("router__llama31-8b", "data-v1", hp)
+    assert labels == job_labels("router__llama31-8b", "data-v1", hp)
+    assert labels != trainer.job_labels("router__llama31-8b", "data-v2", hp)
