@@ -54,6 +54,7 @@ OWNERS = ["team:ml-platform"]
 GROUP = "evaluation"
 REPORT_KEY = dg.AssetKey("evaluation_report")
 REPORT_FILE = "report.json"
+ADAPTER_VERSION_TAG = "coursegpt/adapter_version"  # set by schedules.sensors.new_adapter_sensor
 CURRENT_CHECK = "report_is_current"
 #: agents whose scores are judged against thresholds, and the file holding them ({bucket: {min|max: {metric: v}}})
 THRESHOLD_FILES = {"router": DEFAULT_THRESHOLDS_PATH}
@@ -139,7 +140,9 @@ def _request(context, store: ArtifactStore, config: EvaluationConfig):
     agent_name, base_model = split_pair(pair)
     plan = default_plan()
     base = plan.base_models[base_model]
-    version = str(_read(store, layout.adapter_latest(pair), "adapter", pair).get("version") or "")
+    # a run the new-adapter sensor requested names its adapter version; others evaluate the newest one
+    version = context.run.tags.get(ADAPTER_VERSION_TAG) or str(
+        _read(store, layout.adapter_latest(pair), "adapter", pair).get("version") or "")
     if not version:
         raise dg.Failure(f"{pair}: {store.uri(layout.adapter_latest(pair))} holds no version")
     adir = layout.adapter_dir(pair, version)

@@ -16,6 +16,7 @@ import dagster as dg
 
 from coursegpt_assets import layout
 from coursegpt_assets.card_builder import CardInputs, build_card, inputs_from_plan, validate_card
+from coursegpt_assets.evaluation import ADAPTER_VERSION_TAG
 from coursegpt_assets.metadata import uri
 from coursegpt_assets.partitions import PAIR_PARTITIONS
 from coursegpt_assets.plan import TrainingPlan, default_plan
@@ -48,13 +49,15 @@ def _latest(store: ArtifactStore, key: str, upstream: str, pair: str) -> str:
     return str(pointer["version"])
 
 
-def load_card_inputs(store: ArtifactStore, plan: TrainingPlan, pair: str, repo_id: str) -> tuple[CardInputs, dict]:
-    """Read the newest report, the adapter it evaluated and the data manifests; refuse a stale pairing."""
+def load_card_inputs(store: ArtifactStore, plan: TrainingPlan, pair: str, repo_id: str,
+                     adapter_version: str | None = None) -> tuple[CardInputs, dict]:
+    """Read the newest report, the adapter it evaluated and the data manifests; refuse a stale pairing.
+    `adapter_version` (a sensor-requested run's tag) replaces the newest adapter as the one to describe."""
     agent = plan.pair(pair).agent
     report_version = _latest(store, layout.report_latest(pair), "evaluation_report", pair)
     report_dir = layout.report_dir(pair, report_version)
     report = _read_json(store, f"{report_dir}/report.json", "evaluation_report", pair)
-    adapter_version = _latest(store, layout.adapter_latest(pair), "adapter", pair)
+    adapter_version = adapter_version or _latest(store, layout.adapter_latest(pair), "adapter", pair)
     evaluated = str(report.get("adapter_version"))
     if evaluated != adapter_version:
         raise dg.Failure(
@@ -99,7 +102,8 @@ def model_card(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.Ma
     pair = context.partition_key
     plan = default_plan()
     repo_id = repo_id_for(plan.hub_organization, pair)
-    inputs, versions = load_card_inputs(store, plan, pair, repo_id)
+    inputs, versions = load_card_inputs(store, plan, pair, repo_id,
+                                        adapter_version=context.run.tags.get(ADAPTER_VERSION_TAG))
     text = build_card(inputs)
     sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
     card_uri = store.write_text(layout.card(pair), text, "text/markdown")

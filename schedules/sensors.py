@@ -16,6 +16,7 @@ import warnings
 import dagster as dg
 
 from coursegpt_assets import layout
+from coursegpt_assets.evaluation import ADAPTER_VERSION_TAG  # the evaluation assets read it back
 from coursegpt_assets.partitions import PAIR_PARTITIONS
 from resources.storage import ArtifactStore
 from resources.tuning import Trainer
@@ -23,7 +24,7 @@ from schedules.adapter_scan import ScanCursor, scan
 from schedules.config import settings
 
 EVALUATION_ASSETS = ("evaluation_report", "model_card")
-ADAPTER_VERSION_TAG = "coursegpt/adapter_version"
+
 TRIGGER_TAG = "coursegpt/trigger"
 VERTEX_CHECK = "vertex_job_succeeded"
 FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED")

@@ -292,3 +292,20 @@ def test_think_blocks_are_stripped_before_scoring():
     assert strip_think('<think>\nplan it\n</think>\n{"route_plan": []}') == '{"route_plan": []}'
     assert strip_think('{"route_plan": []}') == '{"route_plan": []}'
     assert strip_think("<think> never closed") == "<think> never closed"
+
+
+def test_a_sensor_requested_run_evaluates_the_adapter_it_names(evaluated_store, models_home):
+    """new_adapter_sensor tags its run with the version it found; latest.json may name another one."""
+    from coursegpt_assets.evaluation import ADAPTER_VERSION_TAG
+
+    store, first = evaluated_store
+    second = write_tiny_adapter(store, PAIR, models_home=models_home, steps=3, seed=1)
+    store.write_json(layout.adapter_latest(PAIR), {"version": first})  # the copied-in one is not "latest"
+    rows = router_benchmark()
+    with FakeOpenAIServer([PAIR], gold_answers(rows)) as server:
+        result = dg.materialize([*UPSTREAM, *EVALUATION_ASSETS, *EVALUATION_CHECKS], partition_key=PAIR,
+                                resources={"store": store, "inference": OpenAICompatibleServer(
+                                    base_url=server.base_url)},
+                                selection=[REPORT_KEY], tags={ADAPTER_VERSION_TAG: second})
+    assert result.success
+    assert newest_report(store)["adapter_version"] == second != first
