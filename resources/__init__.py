@@ -25,18 +25,24 @@ from resources.vertex_tuning import VertexTuning
 
 
 def _server(settings: Settings) -> OpenAICompatibleServer:
-    key = dg.EnvVar("COURSEGPT_INFERENCE_API_KEY") if os.environ.get("COURSEGPT_INFERENCE_API_KEY") else None
-    return OpenAICompatibleServer(base_url=settings.inference_url, api_key=key)
+    return OpenAICompatibleServer(base_url=settings.inference_url, api_key=_env("COURSEGPT_INFERENCE_API_KEY"))
+
+
+def _env(name: str) -> dg.EnvVar | None:
+    """The variable, resolved at run launch, when it is set; else None, so the resource that needs it
+    raises its own message at the moment it is needed (a missing HF_TOKEN stops publishing, not every run)."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
 
 
 def resources_for(settings: Settings) -> dict:
     if settings.is_gcp:
-        project = dg.EnvVar("GOOGLE_CLOUD_PROJECT")
+        project = _env("GOOGLE_CLOUD_PROJECT")
         return {
             "store": ArtifactStore(root=settings.store, gcs_project=project),
             "trainer": VertexTrainer(vertex=VertexTuning(project=project)),
             "inference": _server(settings) if settings.inference_url else VertexEndpoint(),
-            "hub": HfHub(token=dg.EnvVar("HF_TOKEN"), private=True),
+            "hub": HfHub(token=_env("HF_TOKEN"), private=os.environ.get("COURSEGPT_HUB_PRIVATE", "1") != "0",
+                         dry_run=os.environ.get("COURSEGPT_HUB_DRY_RUN", "0") == "1"),
         }
     return {
         "store": ArtifactStore(root=settings.store),
