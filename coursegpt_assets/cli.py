@@ -105,8 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from coursegpt_assets.plan import PlanError
+    from coursegpt_assets.settings import SettingsError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (SettingsError, PlanError) as e:  # configuration: one line that says what to set, no traceback
+        print(f"coursegpt: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -103,3 +103,10 @@ def test_run_with_a_broken_source_fails_naming_the_file(isolated_home, tmp_path)
                COURSEGPT_ROUTER_SOURCE=str(missing))
     assert proc.returncode == 1
     assert "✗ raw_examples" in proc.stdout and "nowhere.jsonl" in proc.stdout
+
+
+def test_a_configuration_error_is_one_line_not_a_traceback(isolated_home, monkeypatch, capsys):
+    monkeypatch.setenv("COURSEGPT_ENV", "gcp")
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("coursegpt: error: COURSEGPT_ENV=gcp needs COURSEGPT_STORE=gs://") and "Traceback" not in err
