@@ -84,6 +84,18 @@ def cmd_plan(args) -> int:
 
     store = ArtifactStore(root=settings.current().store)
     print_table(["pair", "hf id", "vertex id", "family", "train tokens (est.)", "est. cost USD"], plan_rows(store))
+    from coursegpt_assets.plan import default_plan
+
+    plan = default_plan()
+    hp, smoke = plan.hyperparameters, plan.smoke
+    print(f"\nhyperparameters: LoRA r={hp.lora_rank} alpha={hp.lora_alpha} dropout={hp.lora_dropout} "
+          f"targets={','.join(hp.target_modules)}; epochs={hp.epochs} lr={hp.learning_rate:g} "
+          f"(Vertex LR multiplier {hp.learning_rate_multiplier:g}) warm-up={hp.warmup_ratio:g} "
+          f"batch={hp.batch_size}x{hp.gradient_accumulation_steps} max_length={hp.max_length} seed={hp.seed}")
+    print(f"smoke tier (tiny-llama): epochs={smoke.epochs} lr={smoke.learning_rate or hp.learning_rate:g} "
+          f"max_train_examples={smoke.max_train_examples} max_length={smoke.max_length}")
+    print(f"cost guard: {plan.cost.price_per_million_tokens_usd:g} USD per 1M tokens x epochs, "
+          f"budget {plan.cost.budget_usd:g} USD per job")
     return 0
 
 

@@ -32,8 +32,11 @@ def table(out: str) -> dict[str, str]:
 
 def test_plan_lists_every_pair_and_estimates_cost_from_the_train_split(home_store, capsys):
     assert main(["plan"]) == 0
-    rows = table(capsys.readouterr().out)
+    out = capsys.readouterr().out
     plan = default_plan()
+    assert f"LoRA r={plan.hyperparameters.lora_rank} alpha={plan.hyperparameters.lora_alpha}" in out
+    assert f"epochs={plan.hyperparameters.epochs}" in out and "warm-up=0.1" in out
+    rows = table(out.split("\n\n")[0])
     assert set(rows) == set(plan.pair_keys)
     assert "local (free)" in rows["router__tiny-llama"]
     assert "materialise dataset_splits (router) first" in rows["router__llama31-8b"]
