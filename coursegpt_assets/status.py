@@ -32,6 +32,12 @@ def pair_status(store: ArtifactStore, plan: TrainingPlan | None = None) -> list[
         stale = []
         if summary and tuning and summary.get("data_version") != tuning.get("data_version"):
             stale.append("adapter (tuning data changed)")
+        if summary and _hyperparameters_changed(plan, pair, summary.get("hyperparameters") or {}):
+            stale.append("adapter (hyperparameters changed)")
+        agent = pair.split("__", 1)[0]
+        benchmark = (_read(store, layout.benchmark_manifest(agent)) or {}).get("version")
+        if report and benchmark and report.get("benchmark_version") != benchmark:
+            stale.append("report (new benchmark)")
         if report and latest_adapter and report.get("adapter_version") != latest_adapter:
             stale.append("report (new adapter)")
         if latest_adapter and not report:
@@ -44,6 +50,14 @@ def pair_status(store: ArtifactStore, plan: TrainingPlan | None = None) -> list[
             "stale": ", ".join(stale) or ("-" if tuning else "not materialised"),
         })
     return out
+
+
+def _hyperparameters_changed(plan: TrainingPlan, pair: str, trained: dict) -> bool:
+    """Whether the plan now asks for other values than the adapter was trained with (keys both name)."""
+    from coursegpt_assets.training.spec import effective_hyperparameters
+
+    wanted = effective_hyperparameters(plan, pair)
+    return any(key in trained and trained[key] != value for key, value in wanted.items())
 
 
 def estimated_cost(train_tokens: int, epochs: int, price_per_million: float) -> float:

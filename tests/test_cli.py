@@ -113,3 +113,22 @@ def test_a_configuration_error_is_one_line_not_a_traceback(isolated_home, monkey
     assert main(["status"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("coursegpt: error: COURSEGPT_ENV=gcp needs COURSEGPT_STORE=gs://") and "Traceback" not in err
+
+
+def test_status_flags_changed_hyperparameters_and_a_new_benchmark(home_store, capsys):
+    from coursegpt_assets.training.spec import effective_hyperparameters
+
+    pair = "router__tiny-llama"
+    trained = {**effective_hyperparameters(default_plan(), pair), "learning_rate": 1.0}
+    home_store.write_json(layout.tuning_manifest(pair), {"data_version": "d1"})
+    home_store.write_json(layout.adapter_latest(pair), {"version": "a1"})
+    home_store.write_json(f"{layout.adapter_dir(pair, 'a1')}/training_summary.json",
+                          {"data_version": "d1", "hyperparameters": trained})
+    home_store.write_json(layout.report_latest(pair), {"version": "r1"})
+    home_store.write_json(f"{layout.report_dir(pair, 'r1')}/report.json",
+                          {"adapter_version": "a1", "benchmark_version": "b1"})
+    home_store.write_json(layout.benchmark_manifest("router"), {"version": "b2"})
+    assert main(["status"]) == 0
+    row = table(capsys.readouterr().out)[pair]
+    assert "adapter (hyperparameters changed)" in row and "report (new benchmark)" in row
+    assert "tuning data changed" not in row
