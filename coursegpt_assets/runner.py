@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 
 import dagster as dg
 from dagster._core.storage.dagster_run import RunsFilter
@@ -130,12 +129,38 @@ def run_pipeline(
             if not keys:
                 continue
             with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(keys)))) as pool:
-                results = list(pool.map(partial(_execute, instance, job_name, assets=selected, invocation=invocation), keys))
+                futures = [pool.submit(_execute, instance, job_name, key,
+                                       assets=_assets_for(key, level, selected, emit), invocation=invocation)
+                           for key in keys]
+                results = [future.result() for future in futures]
             failed.update(key for key, success in zip(keys, results, strict=True) if not success)
             ok = ok and all(results)
     finally:
         printer.stop()
     return ok, printer.lines
+
+
+#: a Vertex AI tuning job runs for hours: the run ends at tuning_job and vertex_job_sensor takes over
+VERTEX_HANDOFF = "tuning_job"
+
+
+def vertex_pair(pair: str) -> bool:
+    """Whether this pair is tuned on Vertex AI here (gcp environment and a Vertex model id)."""
+    from coursegpt_assets import settings
+    from coursegpt_assets.plan import default_plan
+
+    return settings.current().is_gcp and bool(default_plan().base_model_for(pair).vertex_id)
+
+
+def _assets_for(key: str, level: str, selected: list[str], emit: Callable[[str], None]) -> list[str]:
+    """The stage's assets for one partition: a Vertex pair stops at its tuning job (no worker waits hours)."""
+    if level != "pair" or VERTEX_HANDOFF not in selected or not vertex_pair(key):
+        return selected
+    kept = selected[: selected.index(VERTEX_HANDOFF) + 1]
+    if len(kept) < len(selected):
+        emit(f"            {key}: tuned on Vertex AI; vertex_job_sensor materialises "
+             f"{', '.join(selected[len(kept):])} when the job succeeds (`make dev` runs the daemon)")
+    return kept
 
 
 def _runnable(level: str, agents: list[str], pairs: list[str], failed: set[str]) -> list[str]:

@@ -132,3 +132,17 @@ def test_status_flags_changed_hyperparameters_and_a_new_benchmark(home_store, ca
     row = table(capsys.readouterr().out)[pair]
     assert "adapter (hyperparameters changed)" in row and "report (new benchmark)" in row
     assert "tuning data changed" not in row
+
+
+def test_a_vertex_pair_run_stops_at_its_tuning_job(monkeypatch):
+    from coursegpt_assets import runner
+
+    stage = ["tuning_dataset", "tuning_job", "adapter", "evaluation_report", "model_card"]
+    lines = []
+    assert runner._assets_for("router__llama31-8b", "pair", stage, lines.append) == stage  # local: all of it
+    monkeypatch.setenv("COURSEGPT_ENV", "gcp")
+    monkeypatch.setenv("COURSEGPT_STORE", "gs://bucket/forge")
+    assert runner._assets_for("router__llama31-8b", "pair", stage, lines.append) == stage[:2]
+    assert "vertex_job_sensor materialises adapter, evaluation_report, model_card" in lines[-1]
+    assert runner._assets_for("router__tiny-llama", "pair", stage, lines.append) == stage  # trained locally
+    assert runner._assets_for("router", "agent", ["raw_examples"], lines.append) == ["raw_examples"]
