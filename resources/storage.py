@@ -130,7 +130,7 @@ class ArtifactStore(dg.ConfigurableResource):
                     )
                 except Exception as e:  # network errors: nothing visible was written
                     raise StoreError(
-                        f"upload to {self.uri(key)} failed (retried for up to {self.retry_deadline_s:g} s); "
+                        f"upload to {self.uri(key)} failed (transient errors are retried for up to {self.retry_deadline_s:g} s); "
                         f"the previous version, if any, is unchanged: {e}"
                     ) from e
             return self.uri(key)
@@ -190,7 +190,8 @@ class ArtifactStore(dg.ConfigurableResource):
             except NotFound:
                 raise FileNotFoundError(f"{self.uri(key)} does not exist in the store") from None
             except Exception as e:  # network errors after retries
-                raise StoreError(f"download of {self.uri(key)} failed (retried for up to {self.retry_deadline_s:g} s): {e}") from e
+                raise StoreError(f"download of {self.uri(key)} failed (transient errors are retried for up to "
+                                 f"{self.retry_deadline_s:g} s): {e}") from e
         path = self._local(key)
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist in the store (materialise the upstream asset first)")
@@ -259,10 +260,25 @@ class ArtifactStore(dg.ConfigurableResource):
         keys = self.list_keys(key_prefix)
         if not keys:
             raise FileNotFoundError(f"{self.uri(key_prefix)} holds no objects")
-        for key in keys:
-            dest = local_dir / key[len(key_prefix) + 1:]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(self.read_bytes(key))
+        # into a sibling temp folder, then one rename: a concurrent reader sees the old copy or the whole new
+        # one, never a half-downloaded folder, and files deleted from the store do not linger
+        local_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{local_dir.name}.", dir=local_dir.parent))
+        try:
+            for key in keys:
+                dest = staging / key[len(key_prefix) + 1:]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(self.read_bytes(key))
+            old = None
+            if local_dir.exists():
+                old = local_dir.with_name(f".{local_dir.name}.old-{os.getpid()}-{id(staging)}")
+                os.replace(local_dir, old)
+            os.replace(staging, local_dir)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return local_dir
 
     def local_dir(self, key_prefix: str, cache_dir: str | os.PathLike) -> Path:

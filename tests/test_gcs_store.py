@@ -105,6 +105,11 @@ def test_upload_dir_round_trips_an_adapter_folder(gcs_emulator, gcs_store, tmp_p
     assert gcs_store.list_keys(prefix) == sorted(f"{prefix}/{name}" for name in files)
     copy = gcs_store.local_dir(prefix, tmp_path / "cache")
     assert {p.relative_to(copy).as_posix(): p.read_bytes() for p in copy.rglob("*") if p.is_file()} == files
+    # a refreshed cache is replaced whole: a file gone from the store does not linger, no staging is left
+    (copy / "stale.bin").write_bytes(b"old")
+    again = gcs_store.local_dir(prefix, tmp_path / "cache")
+    assert again == copy and not (copy / "stale.bin").exists()
+    assert sorted(p.name for p in copy.parent.iterdir()) == [copy.name]
     # the marker is the newest object of the version (written after all the others)
     blobs = list(gcs_emulator.client().list_blobs(gcs_emulator.bucket, prefix=f"{PREFIX}/{prefix}/"))
     newest = max(blobs, key=lambda b: (b.time_created, b.generation))
