@@ -1,0 +1,244 @@
+"""The Vertex AI path of the adapter pipeline, end to end with the real assets, resources and sensor.
+
+COURSEGPT_ENV=gcp wiring: the REAL `tuning_job` asset submits through `VertexTrainer` → `VertexTuning`
+(the google-cloud-aiplatform SDK over REST) to the loopback `tuningJobs` server, with the tuning data on the
+GCS emulator; `vertex_job_sensor` polls the job on the same Dagster instance; the REAL `adapter` asset copies
+the exported PEFT adapter (a real tiny LoRA trained in-process, standing in for what Vertex writes under
+`output_uri`) into `adapters/<pair>/<version>/`, validates it and points `latest.json` at it.
+No stand-in replaces any of those pieces; only the Vertex service and GCS are fakes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from coursegpt_assets import layout
+from coursegpt_assets.adapters import ADAPTER_ASSETS, ADAPTER_CHECK, SUMMARY, tuning_job
+from coursegpt_assets.plan import default_plan
+from coursegpt_assets.training.spec import BACKEND_VERTEX, adapter_request
+from coursegpt_assets.vertex_export import JOB_RECORD, VERTEX_EXPORT
+from resources.tuning import VertexTrainer
+from resources.vertex_tuning import VertexTuning, hyperparameter_hash, label_value
+from schedules.sensors import SENSOR_CHECKS, VERTEX_CHECK, vertex_job_sensor
+from tests.fakes.tuning_store import write_tuning_data
+from tests.fakes.vertex_server import FakeVertexServer
+
+PAIR = "router__llama31-8b"  # a pair whose base model has a Vertex model id
+PROJECT, LOCATION = "coursegpt-pipeline", "europe-west4"
+# Where a Vertex PEFT export puts the adapter below output_uri (the layout is Vertex's; find_export searches).
+EXPORT_FOLDER = "postprocess/node-0/checkpoints/final"
+
+
+@pytest.fixture
+def vertex_server(gcs_emulator):
+    """The fake tuningJobs service; `succeed(..., files=...)` writes to the emulator gcs_emulator points at."""
+    with FakeVertexServer(page_size=2) as server:
+        yield server
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture(scope="module")
+def exported_adapter(tmp_path_factory) -> dict[str, bytes]:
+    """A real PEFT LoRA (the plan's rank and target modules) on the local tiny Llama, as Vertex exports one:
+    its config names whatever base Vertex tuned, which `adapter` replaces with the plan's HF id."""
+    from coursegpt_assets.training.tiny_llama import build_tiny_llama
+    from tests.fakes.tiny_adapter import train_tiny_lora
+
+    base = build_tiny_llama(tmp_path_factory.mktemp("models"))
+    out = tmp_path_factory.mktemp("vertex_export")
+    train_tiny_lora(str(base), out, agent="router", steps=1)
+    config = json.loads((out / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "gs://vertex-model-garden/llama3_1/llama-3.1-8b-instruct"
+    (out / "adapter_config.json").write_text(json.dumps(config))
+    return {name: (out / name).read_bytes() for name in ("adapter_config.json", "adapter_model.safetensors")}
+
+
+def make_trainer(server: FakeVertexServer) -> VertexTrainer:
+    """The gcp trainer exactly as resources_for builds it, pointed at the fakes."""
+    return VertexTrainer(vertex=VertexTuning(project=PROJECT, location=LOCATION, api_endpoint=server.endpoint,
+                                             credentials="anonymous", poll_interval_seconds=0))
+
+
+def resources(store, server) -> dict:
+    return {"store": store, "trainer": make_trainer(server)}
+
+
+def materialise_tuning_job(store, server, instance, **kwargs) -> dg.ExecuteInJobResult:
+    return dg.materialize([tuning_job, *SENSOR_CHECKS], partition_key=PAIR, instance=instance,
+                          resources=resources(store, server), **kwargs)
+
+
+def tick(store, server, instance, cursor=None):
+    defs = dg.Definitions(assets=ADAPTER_ASSETS, asset_checks=SENSOR_CHECKS, sensors=[vertex_job_sensor],
+                          resources=resources(store, server))
+    with dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs, cursor=cursor,
+                                 resources=defs.resources) as context:
+        return vertex_job_sensor.evaluate_tick(context)
+
+
+def job_meta(result: dg.ExecuteInJobResult) -> dict:
+    meta = result.asset_materializations_for_node("tuning_job")[0].metadata
+    return {k: getattr(v, "value", v) for k, v in meta.items()}
+
+
+def expected_request(manifest: dict):
+    return adapter_request(default_plan(), PAIR, manifest, BACKEND_VERTEX)
+
+
+def failure_text(result: dg.ExecuteInJobResult) -> str:
+    return "\n".join(e.event_specific_data.error.to_string() for e in result.get_step_failure_events())
+
+
+# -- 1 + 2: submit through the real asset, then follow the same job ---------------------------------------
+def test_tuning_job_submits_one_peft_job_with_the_plans_spec(gcs_emulator, gcs_store, vertex_server, instance):
+    from google.cloud.aiplatform_v1beta1.types import tuning_job as tj
+
+    manifest = write_tuning_data(gcs_store, PAIR)
+    req = expected_request(manifest)
+    hp = req.hyperparameters
+
+    result = materialise_tuning_job(gcs_store, vertex_server, instance)
+    assert result.success
+    assert vertex_server.create_calls == 1
+    body = vertex_server.created_bodies[0]
+    spec, hyper = body["supervisedTuningSpec"], body["supervisedTuningSpec"]["hyperParameters"]
+    assert body["baseModel"] == default_plan().base_models["llama31-8b"].vertex_id == req.vertex_model_id
+    train_key, validation_key = layout.tuning_records(PAIR, "train"), layout.tuning_records(PAIR, "validation")
+    assert spec["trainingDatasetUri"] == gcs_store.uri(train_key)
+    assert spec["validationDatasetUri"] == gcs_store.uri(validation_key)
+    assert spec["trainingDatasetUri"].startswith(f"gs://{gcs_emulator.bucket}/")
+    objects = gcs_emulator.object_names()
+    assert {o for o in objects if o.endswith((train_key, validation_key))}, objects  # real objects Vertex reads
+    assert spec["tuningMode"] == tj.SupervisedTuningSpec.TuningMode.TUNING_MODE_PEFT_ADAPTER.value
+    assert hyper["adapterSize"] == tj.SupervisedHyperParameters.AdapterSize.ADAPTER_SIZE_SIXTEEN.value
+    assert hp["lora_rank"] == 16
+    assert int(hyper["epochCount"]) == hp["epochs"]
+    assert hyper["learningRateMultiplier"] == pytest.approx(hp["learning_rate_multiplier"])
+    adir = layout.adapter_dir(PAIR, req.version)
+    assert body["outputUri"] == gcs_store.uri(f"{adir}/{VERTEX_EXPORT}")
+    assert body["outputUri"].startswith(gcs_store.root.rstrip("/") + "/")
+    labels = body["labels"]
+    assert labels["coursegpt-pair"] == PAIR
+    assert labels["coursegpt-data"] == label_value(manifest["data_version"])
+    record = gcs_store.read_json(f"{adir}/{JOB_RECORD}")
+    assert labels["coursegpt-hparams"] == hyperparameter_hash(record["hyperparameters"])
+    assert record["hyperparameters"]["source_model"] == req.vertex_model_id
+
+    name = vertex_server.jobs()[0]["name"]
+    assert name.startswith(f"projects/{PROJECT}/locations/{LOCATION}/tuningJobs/")
+    meta = job_meta(result)
+    assert meta["resource_name"] == name and meta["state"] == "JOB_STATE_PENDING" and meta["created"] is True
+    assert meta["version"] == req.version and meta["backend"] == BACKEND_VERTEX and meta["reused"] is False
+    assert name.rsplit("/", 1)[1] in meta["console_url"]
+    assert (record["resource_name"], record["state"]) == (name, "JOB_STATE_PENDING")
+    check = result.get_asset_check_evaluations()
+    assert [(c.check_name, c.passed) for c in check] == [(VERTEX_CHECK, True)]
+
+    # 2. a re-materialisation (a retried run) follows the job instead of paying for a second one
+    vertex_server.set_state(name, "JOB_STATE_RUNNING")
+    again = materialise_tuning_job(gcs_store, vertex_server, instance)
+    assert again.success and vertex_server.create_calls == 1 and len(vertex_server.jobs()) == 1
+    meta = job_meta(again)
+    assert (meta["resource_name"], meta["state"], meta["created"]) == (name, "JOB_STATE_RUNNING", False)
+
+
+def test_lost_create_response_then_retry_creates_exactly_one_job(gcs_store, vertex_server, instance):
+    manifest = write_tuning_data(gcs_store, PAIR)
+    adir = layout.adapter_dir(PAIR, expected_request(manifest).version)
+    vertex_server.lose_next_create_responses = 1  # Vertex stores the job, the client sees a 503
+
+    crashed = materialise_tuning_job(gcs_store, vertex_server, instance, raise_on_error=False)
+    assert not crashed.success
+    assert "next attempt finds it by its labels" in failure_text(crashed)
+    assert vertex_server.create_calls == 1 and len(vertex_server.jobs()) == 1
+    assert not gcs_store.exists(f"{adir}/{JOB_RECORD}")
+
+    retry = materialise_tuning_job(gcs_store, vertex_server, instance)
+    assert retry.success and vertex_server.create_calls == 1
+    meta = job_meta(retry)
+    assert meta["resource_name"] == vertex_server.jobs()[0]["name"] and meta["created"] is False
+    assert gcs_store.read_json(f"{adir}/{JOB_RECORD}")["resource_name"] == meta["resource_name"]
+
+
+# -- 3: success → sensor → real adapter asset -------------------------------------------------------------
+def test_succeeded_job_is_collected_by_the_sensor_requested_adapter_run(gcs_store, vertex_server, instance,
+                                                                       exported_adapter):
+    manifest = write_tuning_data(gcs_store, PAIR)
+    req = expected_request(manifest)
+    assert materialise_tuning_job(gcs_store, vertex_server, instance).success
+    name = vertex_server.jobs()[0]["name"]
+
+    pending = tick(gcs_store, vertex_server, instance)
+    assert not pending.run_requests and not pending.asset_events
+
+    vertex_server.succeed(name, files={
+        **{f"{EXPORT_FOLDER}/{n}": data for n, data in exported_adapter.items()},
+        "postprocess/node-0/checkpoints/1/adapter_config.json": b"{}",  # an incomplete intermediate folder
+        "tuning_metrics.json": b'{"loss": 0.5}',
+    })
+    done = tick(gcs_store, vertex_server, instance, pending.cursor)
+    assert [(r.run_key, r.partition_key, list(r.asset_selection)) for r in done.run_requests] == [
+        (name, PAIR, [dg.AssetKey("adapter")])]
+    observed = [e for e in done.asset_events if isinstance(e, dg.AssetObservation)]
+    assert observed and observed[0].metadata["state"].value == "JOB_STATE_SUCCEEDED"
+
+    # what that run request launches: the real adapter asset (and its blocking check) with the same trainer
+    result = dg.materialize(ADAPTER_ASSETS, selection=[dg.AssetKey("adapter")], partition_key=PAIR,
+                            instance=instance, resources=resources(gcs_store, vertex_server))
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert [(e.check_name, e.passed) for e in evaluations] == [(ADAPTER_CHECK, True)], evaluations[0].description
+
+    adir = layout.adapter_dir(PAIR, req.version)
+    names = {Path(k).name for k in gcs_store.list_keys(adir) if Path(k).parent.as_posix() == adir}
+    assert {"adapter_config.json", "adapter_model.safetensors", "chat_template.jinja", SUMMARY, JOB_RECORD} <= names
+    assert gcs_store.read_bytes(f"{adir}/adapter_model.safetensors") == exported_adapter["adapter_model.safetensors"]
+    config = gcs_store.read_json(f"{adir}/adapter_config.json")
+    assert config["base_model_name_or_path"] == req.base_model_id and config["r"] == 16
+    summary = gcs_store.read_json(f"{adir}/{SUMMARY}")
+    assert summary["resource_name"] == name and summary["version"] == req.version and summary["backend"] == "vertex"
+    assert summary["export_uri"] == gcs_store.uri(f"{adir}/{VERTEX_EXPORT}/{EXPORT_FOLDER}")
+    assert gcs_store.read_json(layout.adapter_latest(PAIR)) == {"version": req.version}
+    meta = result.asset_materializations_for_node("adapter")[0].metadata
+    assert meta["version"].value == req.version and meta["lora_tensors"].value > 0
+
+    later = tick(gcs_store, vertex_server, instance, done.cursor)
+    assert not later.run_requests  # one adapter run per job
+
+
+# -- 4: a failed job -----------------------------------------------------------------------------------------
+def test_failed_job_is_reported_with_vertex_error_and_no_adapter_is_requested(gcs_store, vertex_server, instance,
+                                                                              capfd):
+    manifest = write_tuning_data(gcs_store, PAIR)
+    req = expected_request(manifest)
+    assert materialise_tuning_job(gcs_store, vertex_server, instance).success
+    name = vertex_server.jobs()[0]["name"]
+    message = f"Dataset {gcs_store.uri(layout.tuning_records(PAIR, 'train'))} line 3: 'messages' field is missing."
+    vertex_server.fail(name, message)
+
+    result = tick(gcs_store, vertex_server, instance)
+    assert not result.run_requests
+    checks = [e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
+    assert len(checks) == 1 and checks[0].check_name == VERTEX_CHECK and not checks[0].passed
+    assert checks[0].partition == PAIR and message in checks[0].description
+    observed = [e for e in result.asset_events if isinstance(e, dg.AssetObservation)]
+    assert observed and observed[0].metadata["error"].value == message
+    logged = capfd.readouterr().err
+    assert "ERROR" in logged and message in logged and name in logged
+    assert not tick(gcs_store, vertex_server, instance, result.cursor).run_requests
+
+    # an adapter run launched by hand fails with Vertex's own text and leaves latest.json alone
+    manual = dg.materialize(ADAPTER_ASSETS, selection=[dg.AssetKey("adapter")], partition_key=PAIR,
+                            instance=instance, resources=resources(gcs_store, vertex_server), raise_on_error=False)
+    assert not manual.success and message in failure_text(manual)
+    assert not gcs_store.exists(layout.adapter_latest(PAIR))
+    assert not gcs_store.exists(f"{layout.adapter_dir(PAIR, req.version)}/{SUMMARY}")
