@@ -133,7 +133,8 @@ def scan(keys: Iterable[str], cursor: ScanCursor, *, known_pairs: Iterable[str],
 
 
 def _choose(pair: str, versions: dict[str, dict], read_json: Callable[[str], object]) -> NewAdapter:
-    """One version per pair: the only one, else the one latest.json points at, else the last by name."""
+    """One version per pair: the only one, else the one latest.json points at, else the most recently
+    finished (training_summary.json `finished_at`), else the last by name."""
     names = sorted(versions)
     if len(names) == 1:
         return NewAdapter(pair, names[0], versions[names[0]])
@@ -141,8 +142,12 @@ def _choose(pair: str, versions: dict[str, dict], read_json: Callable[[str], obj
         pointed = (read_json(layout.adapter_latest(pair)) or {}).get("version")
     except Exception:  # no or unreadable pointer: fall back to the name order
         pointed = None
+    finished = {v: str(s.get("finished_at") or "") if isinstance(s, dict) else "" for v, s in versions.items()}
     if pointed in versions:
         chosen, choice = pointed, "named by latest.json"
+    elif any(finished.values()):
+        chosen = max(names, key=lambda v: (finished[v], v))
+        choice = "most recently finished (latest.json names none of the new versions)"
     else:
         chosen, choice = names[-1], "last by name (latest.json names none of the new versions)"
     return NewAdapter(pair, chosen, versions[chosen], tuple(v for v in names if v != chosen), choice)

@@ -298,3 +298,15 @@ def test_vertex_check_reads_the_job_the_latest_tuning_job_recorded(store, instan
     local = dg.materialize([resubmitted_tuning_job, *SENSOR_CHECKS], partition_key=VERTEX_PAIR,
                            resources={"store": store, "trainer": LocalTrainer()})
     assert local.get_asset_check_evaluations()[0].passed
+
+
+def test_of_several_new_versions_the_most_recently_finished_is_evaluated(store):
+    from schedules.adapter_scan import scan
+
+    for version, finished in (("aaaa", "2026-12-01T10:00:00+00:00"), ("ffff", "2026-11-30T10:00:00+00:00"),
+                              ("cccc", "2026-12-01T11:00:00+00:00")):
+        write_adapter(store, ROUTER, version, fields={"finished_at": finished})
+    result = scan(store.list_keys(layout.adapters_root()), ScanCursor(), known_pairs=[ROUTER],
+                  read_json=store.read_json)
+    [new] = result.new
+    assert new.version == "cccc" and "most recently finished" in new.choice  # not "ffff", last by name

@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from coursegpt_assets.training.device_plan import DevicePlan, device_plan, load_base_model, pick_device
@@ -257,6 +258,7 @@ def train(extras: dict, pipes) -> dict:
         "eval_loss": eval_loss,
         "loss_history": [{"step": p["step"], "loss": p["loss"]} for p in history],
         "wall_time_s": round(time.perf_counter() - wall_start, 3),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),  # orders adapters found by the sensor
         "train_runtime_s": round(runtime, 3),
         "train_examples": len(train_pairs),
         "validation_examples": len(val_pairs),
