@@ -185,6 +185,10 @@ def test_file_scoring_groups_indexed_rows_into_pass_at_k(tmp_path):
     report = score_predictions_file(bench, preds, tmp_path / "r.json", workers=2)
     overall = report["metrics"]["overall"]
     assert (overall["samples"], overall["pass@1"], overall["pass@5"]) == (10, 0.5, 0.5)
+    chosen = score_predictions_file(bench, preds, tmp_path / "k.json", workers=2, ks=(2, 3))["metrics"]["overall"]
+    assert (chosen["pass@2"], chosen["pass@3"]) == (0.5, 0.5) and "pass@1" not in chosen
+    with pytest.raises(ValueError, match="exceeds the 5 samples"):
+        score_predictions_file(bench, preds, tmp_path / "x.json", workers=2, ks=(6,))
 
 
 @pytest.mark.parametrize(

@@ -232,17 +232,23 @@ def score_predictions_file(
     predictions_path: str | os.PathLike,
     out_path: str | os.PathLike,
     workers: int | None = None,
+    ks: tuple[int, ...] | None = None,
 ) -> dict:
     """Score saved completions (`coursegpt score code`): reads both JSONL files, writes the report
-    atomically to `out_path` and returns it. pass@k is reported for every k in 1, 5, 10, 100 that
-    does not exceed the smallest number of samples per problem."""
+    atomically to `out_path` and returns it. pass@k is reported for every k (default 1, 5, 10, 100)
+    that does not exceed the smallest number of samples per problem."""
     benchmark_path, predictions_path = Path(benchmark_path), Path(predictions_path)
     benchmark = _read_jsonl(benchmark_path)
     for line_no, row in benchmark:
         build_test_code(row, f"{benchmark_path}:{line_no}")
     grouped = _group_predictions(predictions_path, _read_jsonl(predictions_path), len(benchmark))
     min_n = min(len(g) for g in grouped)
-    ks = tuple(k for k in DEFAULT_KS if k <= min_n)
+    wanted = tuple(sorted(set(ks))) if ks else DEFAULT_KS
+    if any(k < 1 for k in wanted):
+        raise ValueError(f"pass@k needs k >= 1, got {wanted}")
+    ks = tuple(k for k in wanted if k <= min_n)
+    if not ks:
+        raise ValueError(f"every requested k {wanted} exceeds the {min_n} samples of the sparsest problem")
     report = score_code([row for _, row in benchmark], grouped, workers=workers, ks=ks)
     report["benchmark"] = str(benchmark_path)
     report["predictions"] = str(predictions_path)

@@ -186,7 +186,8 @@ def cmd_score_code(args: argparse.Namespace) -> int:
     def score(a: argparse.Namespace) -> dict[str, Any]:
         from coursegpt_assets.scoring.code_eval import score_predictions_file
 
-        return score_predictions_file(a.benchmark, a.predictions, a.out, workers=a.workers)
+        return score_predictions_file(a.benchmark, a.predictions, a.out, workers=a.workers,
+                                      ks=tuple(a.k) if a.k else None)
 
     return _run(args, score, _code_summary)
 
@@ -215,5 +216,7 @@ def add_score_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                       help='JSONL: {"completion": text} per row, or {"completions": [...]} / an integer "index" for n samples per problem')
     code.add_argument("--out", required=True, help="report JSON to write")
     code.add_argument("--workers", type=int, default=None, help="parallel samples (default: CPU count)")
+    code.add_argument("--k", type=int, nargs="+", default=None,
+                      help="pass@k values to report, each at most the samples per problem (default: 1 5 10 100)")
     code.set_defaults(func=cmd_score_code)
     return score
