@@ -60,7 +60,7 @@ def test_extracts_python_fence_and_ignores_prose():
 
 def test_prefers_the_block_defining_the_entry_point():
     text = "```python\nimport math\n```\nthen\n```python\ndef add(a, b):\n    return a + b\n```\n"
-    assert extract_code(text, "add").startswith("def add")
+    assert extract_code(text, "add").endswith("def add(a, b):\n    return a + b")  # other blocks' imports first
     assert extract_code(text) == "import math"
 
 
@@ -254,3 +254,17 @@ def test_evaluate_metric_module_loads_offline_by_path(monkeypatch):
         "pass@2": 0.5,
         "reasons": {"passed": 1, "failed": 3},
     }
+
+
+def test_helpers_from_another_fenced_block_come_along_without_their_example_calls():
+    completion = (
+        "First a helper:\n```python\nimport math\n\ndef helper(x):\n    return math.floor(x) * 2\n\n"
+        "print(helper(3))\nassert helper(1) == 3\n```\nThen:\n```python\ndef double_all(xs):\n"
+        "    return [helper(x) for x in xs]\n```\n"
+    )
+    code = extract_code(completion, "double_all")
+    assert "def helper" in code and "import math" in code and code.rstrip().endswith("return [helper(x) for x in xs]")
+    assert "print(" not in code and "assert" not in code
+    namespace: dict = {}
+    exec(compile(code, "<extracted>", "exec"), namespace)  # noqa: S102 (test-authored code only)
+    assert namespace["double_all"]([1.5, 2]) == [2, 4]

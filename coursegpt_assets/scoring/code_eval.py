@@ -37,10 +37,24 @@ def extract_code(completion: str, entry_point: str | None = None) -> str:
         return completion.strip() if not blocks else ""
     if entry_point:
         defines = re.compile(rf"^\s*(?:async\s+)?(?:def|class)\s+{re.escape(entry_point)}\b", re.MULTILINE)
-        for body in candidates:
+        for i, body in enumerate(candidates):
             if defines.search(body):
-                return body.strip()
+                helpers = [_definitions_only(other) for j, other in enumerate(candidates) if j != i]
+                return "\n\n".join([*(h for h in helpers if h), body.strip()])
     return candidates[0].strip()
+
+
+def _definitions_only(code: str) -> str:
+    """The imports, functions and classes of another fenced block (a helper the entry point calls), without
+    its example calls or asserts; empty when the block does not parse."""
+    import ast
+
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return ""
+    kept = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return "\n\n".join(ast.get_source_segment(code, node) or "" for node in tree.body if isinstance(node, kept))
 
 
 def build_test_code(row: dict, where: str = "benchmark row") -> str:
