@@ -16,6 +16,14 @@ requires_shared = pytest.mark.skipif(
 )
 
 
+def step_failure_text(result) -> str:
+    """Every failed step's error of a Dagster result, causes and stack included (Dagster wraps the asset's own
+    exception), so a test can assert on what the user reads."""
+    failures = result.get_step_failure_events()
+    assert failures, "expected a failed step"
+    return "\n".join(e.step_failure_data.error.to_string() for e in failures)
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets its own COURSEGPT_HOME/DAGSTER_HOME and the default (fixture) sources."""

@@ -8,6 +8,7 @@ import pytest
 from coursegpt_assets.datasets import DATA_ASSETS, clean_examples, dataset_splits, raw_examples
 from coursegpt_assets.settings import FIXTURES_DIR
 from coursegpt_assets.tuning_data import tuning_dataset
+from tests.conftest import step_failure_text
 
 
 def _materialize(assets, partition, store, selection=None, run_config=None, raise_on_error=True):
@@ -112,11 +113,6 @@ def test_dataset_splits_without_upstream_names_the_missing_file(store):
     assert "clean/manifest.json does not exist; materialise clean_examples for router first" in text
 
 
-def _failure_text(result) -> str:
-    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    return failure.step_failure_data.error.to_string()
-
-
 def test_a_mixed_split_set_stops_tuning_and_names_the_producer(store):
     """A run that died between its split files and its manifest leaves files from two runs: caught."""
     _materialize(DATA_ASSETS, "router", store)
@@ -127,7 +123,7 @@ def test_a_mixed_split_set_stops_tuning_and_names_the_producer(store):
     result = _materialize([tuning_dataset, *[a.to_source_asset() for a in DATA_ASSETS]], pair, store,
                           selection=[tuning_dataset], raise_on_error=False)
     assert not result.success
-    text = _failure_text(result)
+    text = step_failure_text(result)
     assert "do not match its manifest" in text and "splits/validation.jsonl" in text
     assert "Re-materialise dataset_splits for router" in text
     assert not store.exists(f"tuning/{pair}/train.jsonl")
@@ -139,8 +135,8 @@ def test_a_mixed_clean_set_stops_the_splits(store):
     result = _materialize([dataset_splits, *[a.to_source_asset() for a in (raw_examples, clean_examples)]],
                           "router", store, selection=[dataset_splits], raise_on_error=False)
     assert not result.success
-    assert "clean/index.jsonl has sha256" in _failure_text(result)
-    assert "Re-materialise clean_examples for router" in _failure_text(result)
+    assert "clean/index.jsonl has sha256" in step_failure_text(result)
+    assert "Re-materialise clean_examples for router" in step_failure_text(result)
 
 
 def test_an_empty_source_fails_and_keeps_the_previous_raw_file(store, tmp_path):
@@ -151,7 +147,7 @@ def test_an_empty_source_fails_and_keeps_the_previous_raw_file(store, tmp_path):
     result = _materialize([raw_examples], "router", store, raise_on_error=False,
                           run_config={"ops": {"raw_examples": {"config": {"source": str(empty)}}}})
     assert not result.success
-    assert f"{empty} holds no records" in _failure_text(result)
+    assert f"{empty} holds no records" in step_failure_text(result)
     assert store.read_bytes("datasets/router/raw/records.jsonl") == before
 
 

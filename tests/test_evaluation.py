@@ -25,6 +25,7 @@ from coursegpt_assets.partitions import AGENT_PARTITIONS, PAIR_PARTITIONS
 from coursegpt_assets.settings import FIXTURES_DIR
 from resources.inference import InferenceError, LocalGenerator, OpenAICompatibleServer
 from resources.storage import ArtifactStore
+from tests.conftest import step_failure_text
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.tiny_adapter import write_tiny_adapter
 
@@ -58,15 +59,6 @@ def evaluate(store, inference, instance=None, config=None, raise_on_error=True):
     return dg.materialize([*UPSTREAM, *EVALUATION_ASSETS, *EVALUATION_CHECKS], partition_key=PAIR,
                           resources={"store": store, "inference": inference}, instance=instance,
                           selection=[REPORT_KEY], run_config=run_config, raise_on_error=raise_on_error)
-
-
-def failure_text(result) -> str:
-    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
-    error, parts = failure.step_failure_data.error, []
-    while error is not None:
-        parts.append(error.message)
-        error = error.cause
-    return "\n".join(parts)
 
 
 def newest_report(store: ArtifactStore, pair: str = PAIR) -> dict:
@@ -159,14 +151,14 @@ def test_an_adapter_that_changes_nothing_fails_the_report(store, models_home):
     write_tiny_adapter(store, PAIR, models_home=models_home, steps=0)  # PEFT's initial adapter: B = 0
     result = evaluate(store, LocalGenerator(models_home=str(models_home)), raise_on_error=False)
     assert not result.success
-    text = failure_text(result)
+    text = step_failure_text(result)
     assert "changes no logit" in text and "LoRA B tensors are all zero" in text
     assert not store.exists(layout.report_latest(PAIR))
 
 
 def test_missing_upstream_names_the_asset_to_materialise(store):
     result = evaluate(store, LocalGenerator(), raise_on_error=False)
-    assert "materialise adapter first" in failure_text(result)
+    assert "materialise adapter first" in step_failure_text(result)
 
 
 # -- an OpenAI-compatible server on loopback -----------------------------------------------------------------
@@ -268,7 +260,7 @@ def test_leaderboard_flags_reports_that_are_not_comparable(store):
 
 def test_leaderboard_without_reports_fails_clearly(store):
     result = leaderboard_run(store, raise_on_error=False)
-    assert "no pair has an evaluation report yet" in failure_text(result)
+    assert "no pair has an evaluation report yet" in step_failure_text(result)
 
 
 def test_report_is_current_flags_a_stale_report(evaluated_store, models_home):

@@ -21,6 +21,7 @@ from coursegpt_assets.settings import FIXTURES_DIR
 from coursegpt_assets.tuning_data import tuning_dataset
 from resources.hub import LocalHub
 from resources.storage import ArtifactStore, StoreError
+from tests.conftest import step_failure_text
 from tests.fakes.gcs_emulator import PREFIX
 from tests.fakes.publish_artifacts import ADAPTER_VERSION, write_upstream
 
@@ -42,10 +43,6 @@ def run_router_path(store: ArtifactStore, run_config: dict | None = None) -> lis
 def uri_metadata(results) -> list[str]:
     return [v.value for r in results for e in r.get_asset_materialization_events()
             for k, v in e.materialization.metadata.items() if k.endswith("uri")]
-
-
-def failure_text(result: dg.ExecuteInProcessResult) -> str:
-    return "\n".join(str(e.event_specific_data.error) for e in result.all_events if e.is_step_failure)
 
 
 def test_router_path_on_gcs_writes_what_the_local_store_writes(gcs_emulator, gcs_store, tmp_path, monkeypatch):
@@ -167,7 +164,7 @@ def test_outage_in_the_middle_of_a_stream_fails_cleanly_and_rematerialises(gcs_e
     feeder.join(timeout=60)
     assert not feeder.is_alive() and not gcs_emulator.running
     assert not result.success
-    message = failure_text(result)
+    message = step_failure_text(result)
     assert f"upload to {store.uri(records_key)} failed" in message and "previous version" in message, message
 
     # after a restart: the previous version, byte for byte and at the same generation; nothing else appeared

@@ -23,6 +23,7 @@ from coursegpt_assets.training.spec import effective_hyperparameters
 from coursegpt_assets.training.validation import validate_adapter
 from resources.storage import ArtifactStore
 from resources.tuning import LocalTrainer
+from tests.conftest import step_failure_text
 from tests.fakes.tuning_store import plan_with_smoke_max_length, write_tuning_data
 
 PAIR = "router__tiny-llama"
@@ -36,16 +37,6 @@ def run(store, instance, selection=(tuning_job, adapter), raise_on_error=True):
     return dg.materialize([UPSTREAM, *ADAPTER_ASSETS, *ADAPTER_CHECKS], partition_key=PAIR, instance=instance,
                           resources={"store": store, "trainer": LocalTrainer()}, selection=list(selection),
                           raise_on_error=raise_on_error)
-
-
-def failure_text(result) -> str:
-    """The step failure's message with its causes (Dagster wraps the asset's own exception)."""
-    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
-    error, parts = failure.step_failure_data.error, []
-    while error is not None:
-        parts.append(error.message)
-        error = error.cause
-    return "\n".join(parts)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +145,7 @@ def test_adapter_without_training_asks_for_tuning_job(tmp_path):
     write_tuning_data(store, PAIR)
     result = run(store, dg.DagsterInstance.ephemeral(), selection=[adapter], raise_on_error=False)
     assert not result.success
-    assert "materialise tuning_job" in failure_text(result)
+    assert "materialise tuning_job" in step_failure_text(result)
 
 
 def test_bad_tuning_row_fails_the_child_with_its_line(tmp_path):
@@ -166,6 +157,6 @@ def test_bad_tuning_row_fails_the_child_with_its_line(tmp_path):
     write_tuning_data(store, PAIR, rows=rows, validation=2)
     result = run(store, dg.DagsterInstance.ephemeral(), selection=[tuning_job], raise_on_error=False)
     assert not result.success
-    message = failure_text(result)
+    message = step_failure_text(result)
     assert "exited with code" in message and "train.jsonl:2" in message and "text_completion" in message, message
     assert not store.list_keys("adapters"), "a failed training must leave no adapter behind"

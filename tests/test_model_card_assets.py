@@ -23,6 +23,7 @@ from coursegpt_assets.partitions import PAIR_PARTITIONS
 from coursegpt_assets.plan import default_plan
 from resources.hub import HfHub, LocalHub
 from resources.storage import ArtifactStore
+from tests.conftest import step_failure_text
 from tests.fakes.hub_server import FakeHub
 from tests.fakes.publish_artifacts import ADAPTER_VERSION, REPORT_VERSION, write_upstream
 
@@ -57,10 +58,6 @@ def metadata(result, asset: str) -> dict:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
-def failure_text(result) -> str:
-    return "\n".join(str(e.event_specific_data.error) for e in result.all_events if e.is_step_failure)
-
-
 def test_assets_carry_ownership_and_lineage():
     assert {k.to_user_string() for k in model_card.dependency_keys} == {"evaluation_report", "adapter"}
     assert {k.to_user_string() for k in published_adapter.dependency_keys} == {"model_card"}
@@ -78,7 +75,7 @@ def test_assets_carry_ownership_and_lineage():
 
 def test_card_checked_and_published_to_the_local_hub(store, tmp_path):
     result = run(store)
-    assert result.success, failure_text(result)
+    assert result.success, step_failure_text(result)
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.passed and evaluation.check_name == CARD_CHECK
 
@@ -119,22 +116,22 @@ def test_card_refuses_a_report_of_another_adapter_version(tmp_path):
     write_upstream(store, PAIR, report_adapter_version="20261101T000000Z-000000")
     result = run(store, selection=["model_card"])
     assert not result.success
-    assert "evaluates 20261101T000000Z-000000" in failure_text(result)
-    assert "materialise evaluation_report for router__tiny-llama" in failure_text(result)
+    assert "evaluates 20261101T000000Z-000000" in step_failure_text(result)
+    assert "materialise evaluation_report for router__tiny-llama" in step_failure_text(result)
     assert not store.exists(layout.card(PAIR))
 
 
 def test_missing_upstream_names_the_asset_to_materialise(tmp_path):
     result = run(ArtifactStore(root=str(tmp_path / "empty")), selection=["model_card"])
     assert not result.success
-    assert "materialise evaluation_report for partition router__tiny-llama first" in failure_text(result)
+    assert "materialise evaluation_report for partition router__tiny-llama first" in step_failure_text(result)
 
 
 def test_publishing_refuses_a_card_edited_after_review(store):
     assert run(store, selection=["model_card"]).success
     store.write_text(layout.card(PAIR), store.read_text(layout.card(PAIR)) + "\nedited\n")
     result = run(store, selection=["published_adapter"])
-    assert not result.success and "changed since model_card wrote it" in failure_text(result)
+    assert not result.success and "changed since model_card wrote it" in step_failure_text(result)
 
 
 def test_publishing_with_hf_hub_needs_hf_token(store, monkeypatch):
@@ -148,7 +145,7 @@ def test_dry_run_materialises_the_file_list_without_uploading(store):
     assert run(store, selection=["model_card"]).success
     with FakeHub(token=TOKEN) as fake:
         result = run(store, HfHub(endpoint=fake.endpoint, dry_run=True), selection=["published_adapter"])
-        assert result.success, failure_text(result)
+        assert result.success, step_failure_text(result)
         assert fake.calls == []
     meta = metadata(result, "published_adapter")
     assert meta["uploaded"] is False and meta["dry_run"] is True
@@ -161,7 +158,7 @@ def test_hf_hub_publish_under_another_organisation_rewrites_the_card(store, monk
     with FakeHub(token=TOKEN) as fake:
         hub = HfHub(token=dg.EnvVar("HF_TOKEN"), endpoint=fake.endpoint, organization="review-org", private=True)
         result = run(store, hub)
-        assert result.success, failure_text(result)
+        assert result.success, step_failure_text(result)
         repo = fake.repos["review-org/router-tiny-llama-peft"]
         assert repo.private and fake.unexpected == []
     readme = repo.files["README.md"].decode()

@@ -24,6 +24,7 @@ from coursegpt_assets.vertex_export import JOB_RECORD, VERTEX_EXPORT
 from resources.tuning import VertexTrainer
 from resources.vertex_tuning import VertexTuning, hyperparameter_hash, label_value
 from schedules.sensors import SENSOR_CHECKS, VERTEX_CHECK, vertex_job_sensor
+from tests.conftest import step_failure_text
 from tests.fakes.tuning_store import write_tuning_data
 from tests.fakes.vertex_server import FakeVertexServer
 
@@ -94,10 +95,6 @@ def expected_request(manifest: dict):
     return adapter_request(default_plan(), PAIR, manifest, BACKEND_VERTEX)
 
 
-def failure_text(result: dg.ExecuteInJobResult) -> str:
-    return "\n".join(e.event_specific_data.error.to_string() for e in result.get_step_failure_events())
-
-
 # -- 1 + 2: submit through the real asset, then follow the same job ---------------------------------------
 def test_tuning_job_submits_one_peft_job_with_the_plans_spec(gcs_emulator, gcs_store, vertex_server, instance):
     from google.cloud.aiplatform_v1beta1.types import tuning_job as tj
@@ -158,7 +155,7 @@ def test_lost_create_response_then_retry_creates_exactly_one_job(gcs_store, vert
 
     crashed = materialise_tuning_job(gcs_store, vertex_server, instance, raise_on_error=False)
     assert not crashed.success
-    assert "next attempt finds it by its labels" in failure_text(crashed)
+    assert "next attempt finds it by its labels" in step_failure_text(crashed)
     assert vertex_server.create_calls == 1 and len(vertex_server.jobs()) == 1
     assert not gcs_store.exists(f"{adir}/{JOB_RECORD}")
 
@@ -239,6 +236,6 @@ def test_failed_job_is_reported_with_vertex_error_and_no_adapter_is_requested(gc
     # an adapter run launched by hand fails with Vertex's own text and leaves latest.json alone
     manual = dg.materialize(ADAPTER_ASSETS, selection=[dg.AssetKey("adapter")], partition_key=PAIR,
                             instance=instance, resources=resources(gcs_store, vertex_server), raise_on_error=False)
-    assert not manual.success and message in failure_text(manual)
+    assert not manual.success and message in step_failure_text(manual)
     assert not gcs_store.exists(layout.adapter_latest(PAIR))
     assert not gcs_store.exists(f"{layout.adapter_dir(PAIR, req.version)}/{SUMMARY}")
