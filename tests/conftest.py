@@ -51,4 +51,6 @@ def shared_dir() -> Path:
 
 
 # Shared GCS emulator fixtures (`gcs_emulator`, `gcs_store`), defined in tests/fakes/gcs_emulator.py.
+# The evaluation store (`models_home`, `evaluated_store`), defined in tests/fakes/evaluation_store.py.
+from tests.fakes.evaluation_store import evaluated_store, models_home  # noqa: E402, F401
 from tests.fakes.gcs_emulator import gcs_emulator, gcs_store  # noqa: E402, F401

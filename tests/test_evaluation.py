@@ -3,14 +3,11 @@ an OpenAI-compatible server on loopback, threshold WARN checks, report reuse and
 
 from __future__ import annotations
 
-import json
-
 import dagster as dg
 import pytest
 
 from coursegpt_assets import layout
 from coursegpt_assets.agents import get_agent
-from coursegpt_assets.benchmark_rows import router_rows
 from coursegpt_assets.eval_report import report_version, select_rows
 from coursegpt_assets.evaluation import (
     CURRENT_CHECK,
@@ -22,36 +19,15 @@ from coursegpt_assets.evaluation import (
     threshold_check_name,
 )
 from coursegpt_assets.partitions import AGENT_PARTITIONS, PAIR_PARTITIONS
-from coursegpt_assets.settings import FIXTURES_DIR
 from resources.inference import InferenceError, LocalGenerator, OpenAICompatibleServer
 from resources.storage import ArtifactStore
 from tests.conftest import step_failure_text
+from tests.fakes.evaluation_store import BENCHMARK_ROWS, PAIR, router_benchmark, write_benchmark
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.tiny_adapter import write_tiny_adapter
 
-PAIR = "router__tiny-llama"
 UPSTREAM = [dg.AssetSpec("adapter", partitions_def=PAIR_PARTITIONS),
             dg.AssetSpec("benchmark", partitions_def=AGENT_PARTITIONS)]
-BENCHMARK_ROWS = 6
-
-
-def router_benchmark() -> list[dict]:
-    agent = get_agent("router")
-    records = []
-    for line in (FIXTURES_DIR / "router.jsonl").read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and not agent.validate(record):
-            records.append(record)
-    return router_rows(agent, records[:BENCHMARK_ROWS], [], seed=0)
-
-
-def write_benchmark(store: ArtifactStore, rows: list[dict], version: str = "bench-v1") -> None:
-    store.write_jsonl(layout.benchmark_records("router"), rows)
-    store.write_json(layout.benchmark_manifest("router"), {"agent": "router", "version": version,
-                                                           "rows": len(rows)})
 
 
 def evaluate(store, inference, instance=None, config=None, raise_on_error=True):
@@ -103,18 +79,6 @@ def test_router_scores_gold_plans_perfectly_and_prose_as_invalid():
 
 
 # -- local generation with a real adapter --------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def models_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("models")
-
-
-@pytest.fixture
-def evaluated_store(store, models_home):
-    write_benchmark(store, router_benchmark())
-    version = write_tiny_adapter(store, PAIR, models_home=models_home, steps=3)
-    return store, version
-
-
 def test_local_report_proves_the_adapter_and_saves_everything(evaluated_store, models_home):
     store, adapter_version = evaluated_store
     inference = LocalGenerator(models_home=str(models_home), batch_size=4)

@@ -12,9 +12,9 @@ from coursegpt_assets import layout
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.chat_templates import render_template
 from resources.inference import GenerationRequest, InferenceError, VertexEndpoint
-from tests.fakes.tiny_adapter import write_tiny_adapter
+from tests.fakes.evaluation_store import BENCHMARK_ROWS, router_benchmark
 from tests.fakes.vertex_predict_server import FakeVertexPredictServer
-from tests.test_evaluation import BENCHMARK_ROWS, evaluate, newest_report, router_benchmark, write_benchmark
+from tests.test_evaluation import evaluate, newest_report
 
 PAIR = "router__tiny-llama"  # no Vertex model: generated locally unless an endpoint is configured
 VERTEX_PAIR = "router__llama31-8b"  # tuned on Vertex AI
@@ -28,18 +28,6 @@ def no_metadata_server(monkeypatch):
     monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
     monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
     monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
-
-
-@pytest.fixture(scope="module")
-def models_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("models")
-
-
-@pytest.fixture
-def adapter_store(store, models_home):
-    write_benchmark(store, router_benchmark())
-    version = write_tiny_adapter(store, PAIR, models_home=models_home, steps=3)
-    return store, version
 
 
 def gold_predictor(rows: list[dict], prompts: list[str]):
@@ -72,8 +60,8 @@ def request_for(pair: str, adapter_dir: Path, **overrides) -> GenerationRequest:
 
 
 # -- evaluation_report through a Vertex endpoint -----------------------------------------------------------------
-def test_report_from_a_vertex_endpoint_scores_gold_answers_and_records_the_deployed_model(adapter_store):
-    store, adapter_version = adapter_store
+def test_report_from_a_vertex_endpoint_scores_gold_answers_and_records_the_deployed_model(evaluated_store):
+    store, adapter_version = evaluated_store
     rows = router_benchmark()
     prompts: list[str] = []
     with FakeVertexPredictServer(gold_predictor(rows, prompts)) as server:
@@ -115,8 +103,8 @@ def test_report_from_a_vertex_endpoint_scores_gold_answers_and_records_the_deplo
         assert instance["top_p"] == 1 and instance["raw_response"] is True
 
 
-def test_unknown_endpoint_fails_saying_not_found(adapter_store):
-    store, _ = adapter_store
+def test_unknown_endpoint_fails_saying_not_found(evaluated_store):
+    store, _ = evaluated_store
     with FakeVertexPredictServer(lambda prompt: "unused") as server:
         server.add_endpoint("1")  # another endpoint exists; ours does not
         with pytest.raises(InferenceError, match=r"Vertex endpoint projects/p/locations/us-central1/endpoints/"

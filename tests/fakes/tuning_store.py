@@ -20,17 +20,23 @@ from coursegpt_assets.settings import FIXTURES_DIR
 from resources.storage import ArtifactStore
 
 
-def router_rows(family_name: str) -> list[dict]:
+def valid_router_records() -> list[dict]:
+    """The shipped router fixture's records that pass validation, in file order."""
     agent = get_agent("router")
-    rows = []
+    records = []
     for line in (FIXTURES_DIR / "router.jsonl").read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # the fixture's deliberately malformed rows
         if isinstance(record, dict) and not agent.validate(record):
-            rows.append(tuning_row(agent, record, family_name))
-    return rows
+            records.append(record)
+    return records
+
+
+def router_rows(family_name: str) -> list[dict]:
+    agent = get_agent("router")
+    return [tuning_row(agent, record, family_name) for record in valid_router_records()]
 
 
 def write_tuning_data(store: ArtifactStore, pair: str, *, validation: int = 8, rows: list[dict] | None = None) -> dict:

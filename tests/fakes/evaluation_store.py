@@ -1,0 +1,41 @@
+"""A store ready for evaluation_report: a small router benchmark and a tiny trained adapter for
+`router__tiny-llama`. Shared by the evaluation tests of every inference backend (fixtures registered in
+tests/conftest.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from coursegpt_assets import layout
+from coursegpt_assets.agents import get_agent
+from coursegpt_assets.benchmark_rows import router_rows
+from resources.storage import ArtifactStore
+from tests.fakes.tiny_adapter import write_tiny_adapter
+from tests.fakes.tuning_store import valid_router_records
+
+PAIR = "router__tiny-llama"
+BENCHMARK_ROWS = 6
+
+
+def router_benchmark() -> list[dict]:
+    return router_rows(get_agent("router"), valid_router_records()[:BENCHMARK_ROWS], [], seed=0)
+
+
+def write_benchmark(store: ArtifactStore, rows: list[dict], version: str = "bench-v1") -> None:
+    store.write_jsonl(layout.benchmark_records("router"), rows)
+    store.write_json(layout.benchmark_manifest("router"), {"agent": "router", "version": version,
+                                                           "rows": len(rows)})
+
+
+@pytest.fixture(scope="module")
+def models_home(tmp_path_factory):
+    """Where the tiny base model is built: once per module."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture
+def evaluated_store(store, models_home):
+    """(store, adapter version): the router benchmark and a tiny adapter trained for a few steps."""
+    write_benchmark(store, router_benchmark())
+    version = write_tiny_adapter(store, PAIR, models_home=models_home, steps=3)
+    return store, version
