@@ -25,9 +25,11 @@ import json
 import re
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.loopback import LoopbackServer
 
 _PATH = re.compile(r"^/(?P<version>v1|v1beta1)/(?P<name>projects/[^/]+/locations/[^/]+/endpoints/[^/:]+)"
                    r"(?::(?P<verb>[A-Za-z]+))?$")
@@ -41,7 +43,7 @@ class ApiError(Exception):
         self.code, self.message = code, message
 
 
-class FakeVertexPredictServer:
+class FakeVertexPredictServer(LoopbackServer):
     """In-memory Vertex AI endpoints on 127.0.0.1 (use as a context manager).
 
     `predict(prompt)` answers each instance's `prompt`; `add_endpoint` registers an endpoint with one
@@ -49,50 +51,14 @@ class FakeVertexPredictServer:
     the JSON bodies of the predict calls.
     """
 
+    thread_name = "fake-vertex-predict"
+
     def __init__(self, predict: Callable[[str], Any]):
+        super().__init__()
         self.predict = predict
         self.requests: list[dict] = []
         self._endpoints: dict[str, dict] = {}
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle --------------------------------------------------------------------------------------
-    def start(self) -> FakeVertexPredictServer:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server naming)
-                server._dispatch(self)
-
-            do_POST = do_GET
-
-            def log_message(self, *args):
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-vertex-predict", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join(timeout=10)
-            self._httpd = None
-
-    def __enter__(self) -> FakeVertexPredictServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def endpoint(self) -> str:
-        """The `api_endpoint` to give `aiplatform.init`."""
-        return f"http://127.0.0.1:{self._httpd.server_port}"
 
     # -- test controls ----------------------------------------------------------------------------------
     def add_endpoint(self, endpoint_id: str, *, project: str = "p", location: str = "us-central1",
@@ -146,12 +112,7 @@ class FakeVertexPredictServer:
         except ApiError as e:
             status = e.code
             answer = {"error": {"code": e.code, "message": e.message, "status": _STATUS_NAMES.get(e.code, "UNKNOWN")}}
-        payload = json.dumps(answer).encode("utf-8")
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json; charset=UTF-8")
-        handler.send_header("Content-Length", str(len(payload)))
-        handler.end_headers()
-        handler.wfile.write(payload)
+        self.send_json(handler, status, answer)
 
     def _lookup(self, name: str) -> dict:
         with self._lock:

@@ -14,8 +14,10 @@ import json
 import re
 import threading
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.loopback import LoopbackServer
 
 # google.cloud.aiplatform_v1beta1.types.JobState numbers (the wire form under enum-encoding=int).
 JOB_STATES = {
@@ -38,16 +40,19 @@ class ApiError(Exception):
         self.code, self.message = code, message
 
 
-class FakeVertexServer:
+class FakeVertexServer(LoopbackServer):
     """In-memory `tuningJobs` service on 127.0.0.1; use as a context manager.
 
     filter_mode: "honour" applies `labels.k="v" AND ...` filters (anything else is a 400, as an unknown
     filter is on the real service); "ignore" returns every job; "reject" answers any filter with a 400.
     """
 
+    thread_name = "fake-vertex"
+
     def __init__(self, *, page_size: int = 2, filter_mode: str = "honour"):
         if filter_mode not in ("honour", "ignore", "reject"):
             raise ValueError(f"filter_mode={filter_mode!r}: expected honour, ignore or reject")
+        super().__init__()
         self.page_size, self.filter_mode = page_size, filter_mode
         self.create_calls = 0
         self.requests: list[tuple[str, str, dict]] = []  # (method, path, query)
@@ -58,44 +63,6 @@ class FakeVertexServer:
         self._lock = threading.Lock()
         self._next_id = 7_000_000_000_000_000_001
         self._last_time = datetime(2026, 1, 1, tzinfo=UTC)
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle --------------------------------------------------------------------------------------
-    def start(self) -> FakeVertexServer:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server naming)
-                server._dispatch(self)
-
-            do_POST = do_GET
-
-            def log_message(self, *args):
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-vertex", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join(timeout=10)
-            self._httpd = None
-
-    def __enter__(self) -> FakeVertexServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_port}"
 
     # -- test controls ----------------------------------------------------------------------------------
     def jobs(self) -> list[dict]:
@@ -169,12 +136,7 @@ class FakeVertexServer:
             body = {"error": {"code": e.code, "message": e.message, "status": _STATUS_NAMES.get(e.code, "UNKNOWN")}}
         except (ValueError, KeyError) as e:
             status, body = 400, {"error": {"code": 400, "message": f"bad request: {e}", "status": "INVALID_ARGUMENT"}}
-        payload = json.dumps(body).encode("utf-8")
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json; charset=UTF-8")
-        handler.send_header("Content-Length", str(len(payload)))
-        handler.end_headers()
-        handler.wfile.write(payload)
+        self.send_json(handler, status, body)
 
     def _create(self, parent: str, body: dict) -> tuple[int, dict]:
         spec = body.get("supervisedTuningSpec") or {}
