@@ -21,6 +21,7 @@ import orjson
 from pydantic import Field
 
 _CHUNK_BYTES = 1 << 20  # write_lines buffers this much before each write
+SHA256_METADATA = "coursegpt-sha256"  # GCS object metadata: the sha256 of the bytes uploaded with it
 
 
 class StoreError(RuntimeError):
@@ -124,10 +125,12 @@ class ArtifactStore(dg.ConfigurableResource):
             with tempfile.TemporaryFile() as fh:
                 writer(fh)
                 fh.seek(0)
+                blob = self._bucket().blob(self._blob_name(key))
+                # stored with the object in the same upload, so sha256() needs no second download
+                blob.metadata = {SHA256_METADATA: hashlib.file_digest(fh, "sha256").hexdigest()}
+                fh.seek(0)
                 try:
-                    self._bucket().blob(self._blob_name(key)).upload_from_file(
-                        fh, content_type=content_type, rewind=True, retry=self._retry()
-                    )
+                    blob.upload_from_file(fh, content_type=content_type, rewind=True, retry=self._retry())
                 except Exception as e:  # network errors: nothing visible was written
                     raise StoreError(
                         f"upload to {self.uri(key)} failed (transient errors are retried for up to {self.retry_deadline_s:g} s); "
@@ -174,7 +177,12 @@ class ArtifactStore(dg.ConfigurableResource):
     def sha256(self, key: str) -> str:
         """The sha256 of an object's bytes, as write_lines / write_jsonl returned it when it was written."""
         if self.is_gcs:
-            return hashlib.sha256(self.read_bytes(key)).hexdigest()
+            blob = self._bucket().get_blob(self._blob_name(key), retry=self._retry())
+            if blob is None:
+                raise FileNotFoundError(f"{self.uri(key)} does not exist in the store")
+            recorded = (blob.metadata or {}).get(SHA256_METADATA)
+            # written by another tool: no recorded digest, so hash the bytes themselves
+            return recorded or hashlib.sha256(self.read_bytes(key)).hexdigest()
         path = self._local(key)
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist in the store (materialise the upstream asset first)")

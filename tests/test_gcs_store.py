@@ -227,3 +227,16 @@ def test_a_gcs_source_that_cannot_be_read_names_the_uri(gcs_emulator):
     assert "STORAGE_EMULATOR_HOST" in message
     with pytest.raises(SourceError, match="no objects found"):
         list(iter_source(f"gs://{gcs_emulator.bucket}/nothing/here.jsonl"))
+
+
+def test_sha256_of_a_stored_object_comes_with_it_and_falls_back_to_the_bytes(gcs_emulator, gcs_store, monkeypatch):
+    _, _, written = gcs_store.write_lines("datasets/x/records.jsonl", [b'{"a": 1}', b'{"b": 2}'])
+    with monkeypatch.context() as m:  # the recorded digest: no download needed
+        m.setattr(type(gcs_store), "read_bytes", lambda *a, **k: pytest.fail("sha256 downloaded the object"))
+        assert gcs_store.sha256("datasets/x/records.jsonl") == written
+    # an object another tool uploaded has no recorded digest: its bytes are hashed
+    blob = gcs_emulator.client().bucket(gcs_emulator.bucket).blob(f"{PREFIX}/datasets/x/other.jsonl")
+    blob.upload_from_string(b'{"c": 3}\n')
+    assert gcs_store.sha256("datasets/x/other.jsonl") == hashlib.sha256(b'{"c": 3}\n').hexdigest()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        gcs_store.sha256("datasets/x/missing.jsonl")
