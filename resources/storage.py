@@ -24,6 +24,75 @@ _CHUNK_BYTES = 1 << 20  # write_lines buffers this much before each write
 SHA256_METADATA = "coursegpt-sha256"  # GCS object metadata: the sha256 of the bytes uploaded with it
 
 
+_SHA256_XATTR = "user.coursegpt.sha256"  # local files: "<sha256> <size> <mtime_ns> <inode>" of the bytes
+
+
+def _stamp(st: os.stat_result) -> str:
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
+
+
+def _record_sha256(fd: int, sha: str) -> None:
+    """Remember a written file's digest beside its size, mtime and inode; skipped where the filesystem
+    has no user extended attributes (then sha256() hashes the bytes)."""
+    try:
+        os.setxattr(fd, _SHA256_XATTR, f"{sha} {_stamp(os.fstat(fd))}".encode())
+    except (AttributeError, OSError):
+        pass
+
+
+def _recorded_sha256(fd: int) -> str | None:
+    """The recorded digest if the file is still exactly as written: any later write changes the mtime
+    (and a copy or rewrite the inode), so a stale record is never trusted."""
+    try:
+        sha, _, stamp = os.getxattr(fd, _SHA256_XATTR).decode().partition(" ")
+    except (AttributeError, OSError, UnicodeDecodeError):
+        return None
+    return sha if len(sha) == 64 and stamp == _stamp(os.fstat(fd)) else None
+
+
+class _ChunkSink:
+    """Hashes and writes chunks of lines, in order, on one helper thread; at most a few chunks wait.
+
+    Leaving the `with` block waits for every chunk; an error on either side stops both, and the
+    caller's error wins (the temp file is then discarded by `_write_file`).
+    """
+
+    _IN_FLIGHT = 4
+
+    def __init__(self, fh) -> None:
+        self._fh = fh
+        self._digest = hashlib.sha256()
+        self._pending: list = []
+        self.hexdigest = ""
+
+    def __enter__(self) -> _ChunkSink:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        return self
+
+    def put(self, chunk: list[bytes]) -> None:
+        if len(self._pending) >= self._IN_FLIGHT:
+            self._pending.pop(0).result()  # back-pressure, and the writer's error surfaces here
+        self._pending.append(self._pool.submit(self._write, b"\n".join(chunk) + b"\n"))
+
+    def _write(self, data: bytes) -> None:
+        self._digest.update(data)
+        self._fh.write(data)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            for future in self._pending:
+                if exc_type is None:
+                    future.result()
+                else:
+                    future.cancel()
+        finally:
+            self._pool.shutdown(wait=True)
+        if exc_type is None:
+            self.hexdigest = self._digest.hexdigest()
+
+
 class StoreError(RuntimeError):
     """A store operation failed; the message names the URI."""
 
@@ -77,7 +146,11 @@ class ArtifactStore(dg.ConfigurableResource):
 
     # -- writes --------------------------------------------------------------------------------------
     def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
-        return self._write_file(key, lambda fh: fh.write(data), content_type)
+        def write(fh) -> str:
+            fh.write(data)
+            return hashlib.sha256(data).hexdigest()
+
+        return self._write_file(key, write, content_type)
 
     def write_text(self, key: str, text: str, content_type: str = "text/plain") -> str:
         return self.write_bytes(key, text.encode("utf-8"), content_type)
@@ -93,41 +166,42 @@ class ArtifactStore(dg.ConfigurableResource):
         return self.write_lines(key, (orjson.dumps(row, default=str) for row in rows))
 
     def write_lines(self, key: str, lines: Iterable[bytes]) -> tuple[str, int, str]:
-        """Stream already-serialised JSON lines (no trailing newline) to `key`, as write_jsonl does."""
-        digest = hashlib.sha256()
-        count = 0
+        """Stream already-serialised JSON lines (no trailing newline) to `key`, as write_jsonl does.
 
-        def write(fh):  # in ~1 MiB chunks: one write and one hash update per chunk, not per line
-            nonlocal count
-            chunk: list[bytes] = []
-            size = 0
-            for line in lines:
-                chunk.append(line)
-                size += len(line) + 1
-                count += 1
-                if size >= _CHUNK_BYTES:
-                    flush(fh, chunk)
-                    chunk, size = [], 0
-            if chunk:
-                flush(fh, chunk)
+        Lines are joined into ~1 MiB chunks; hashing and writing a chunk happen on a helper thread (both
+        release the GIL), so they overlap with the Python work that produces the next lines.
+        """
+        count, sha = 0, ""
 
-        def flush(fh, chunk: list[bytes]) -> None:
-            data = b"\n".join(chunk) + b"\n"
-            digest.update(data)
-            fh.write(data)
+        def write(fh) -> str:
+            nonlocal count, sha
+            with _ChunkSink(fh) as sink:
+                chunk: list[bytes] = []
+                size = 0
+                for line in lines:
+                    chunk.append(line)
+                    size += len(line) + 1
+                    count += 1
+                    if size >= _CHUNK_BYTES:
+                        sink.put(chunk)
+                        chunk, size = [], 0
+                if chunk:
+                    sink.put(chunk)
+            sha = sink.hexdigest
+            return sha
 
         uri = self._write_file(key, write, "application/jsonl")
-        return uri, count, digest.hexdigest()
+        return uri, count, sha
 
     def _write_file(self, key: str, writer, content_type: str) -> str:
+        """Write atomically; `writer(fh)` writes the bytes and returns their sha256, which is stored with
+        the object (GCS metadata, a local extended attribute) so `sha256()` need not read it back."""
         key = key.strip("/")
         if self.is_gcs:
             with tempfile.TemporaryFile() as fh:
-                writer(fh)
-                fh.seek(0)
+                sha = writer(fh)
                 blob = self._bucket().blob(self._blob_name(key))
-                # stored with the object in the same upload, so sha256() needs no second download
-                blob.metadata = {SHA256_METADATA: hashlib.file_digest(fh, "sha256").hexdigest()}
+                blob.metadata = {SHA256_METADATA: sha}  # in the same upload as the bytes
                 fh.seek(0)
                 try:
                     blob.upload_from_file(fh, content_type=content_type, rewind=True, retry=self._retry())
@@ -142,9 +216,10 @@ class ArtifactStore(dg.ConfigurableResource):
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
-                writer(fh)
+                sha = writer(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
+                _record_sha256(fh.fileno(), sha)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -187,7 +262,7 @@ class ArtifactStore(dg.ConfigurableResource):
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist in the store (materialise the upstream asset first)")
         with path.open("rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
+            return _recorded_sha256(fh.fileno()) or hashlib.file_digest(fh, "sha256").hexdigest()
 
     def read_bytes(self, key: str) -> bytes:
         if self.is_gcs:
