@@ -98,11 +98,12 @@ def step_seconds(instance: dg.DagsterInstance, run_ids: list[str]) -> float:
     return total
 
 
-def timed(fn, *args, **kwargs) -> float:
+def timed(fn, *args, **kwargs):
+    """(seconds, result) of one call."""
     os.sync()  # untimed: flush what the previous run left dirty
     start = time.perf_counter()
-    fn(*args, **kwargs)
-    return time.perf_counter() - start
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - start, result
 
 
 def peak_mib(fn, *args) -> float:
@@ -133,9 +134,9 @@ def main() -> None:
                 gc.collect()
                 gc.freeze()
                 for i in range(repeat):  # interleaved so drift on a shared machine hits both alike
-                    base_t.append(timed(baseline, source, tmp / f"base{i}"))
-                    run_ids = []
-                    pipe_t.append(timed(lambda i=i: run_ids.extend(pipeline(source, tmp / f"store{i}", instance=instance))))
+                    base_t.append(timed(baseline, source, tmp / f"base{i}")[0])
+                    seconds, run_ids = timed(pipeline, source, tmp / f"store{i}", instance=instance)
+                    pipe_t.append(seconds)
                     steps_t.append(step_seconds(instance, run_ids))
                 gc.unfreeze()
             b, p, st = statistics.median(base_t), statistics.median(pipe_t), statistics.median(steps_t)

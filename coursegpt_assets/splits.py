@@ -12,8 +12,6 @@ import hashlib
 import math
 from collections.abc import Sequence
 
-SPLIT_ORDER = ("test", "validation", "train")
-
 
 def target_counts(n: int, validation: float, test: float) -> dict[str, int]:
     val, tst = math.floor(validation * n), math.floor(test * n)
@@ -22,13 +20,14 @@ def target_counts(n: int, validation: float, test: float) -> dict[str, int]:
     return {"train": n - val - tst, "validation": val, "test": tst}
 
 
-def _rank(seed: int, key: str) -> bytes:
-    return hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
-
-
 def seeded_order(keys: Sequence[str], seed: int) -> list[int]:
-    """Indices of `keys` in a seeded pseudo-random order that is independent of input order."""
-    return sorted(range(len(keys)), key=lambda i: (_rank(seed, keys[i]), keys[i]))
+    """Indices of `keys` in a seeded pseudo-random order that is independent of input order.
+
+    The order is by sha256(f"{seed}\\0{key}"), ties (equal keys) by the key itself.
+    """
+    prefix, sha256 = f"{seed}\x00".encode(), hashlib.sha256
+    ranks = [(sha256(prefix + str(key).encode()).digest(), key) for key in keys]
+    return sorted(range(len(ranks)), key=ranks.__getitem__)
 
 
 def assign_splits(group_keys: Sequence[str], *, validation: float, test: float, seed: int) -> list[str]:
@@ -42,16 +41,17 @@ def assign_splits(group_keys: Sequence[str], *, validation: float, test: float, 
     members: dict[str, list[int]] = {}
     for i, key in enumerate(group_keys):
         members.setdefault(key, []).append(i)
-    groups = list(members)
-    filled = dict.fromkeys(SPLIT_ORDER, 0)
-    assignment = [""] * len(group_keys)
-    for g in seeded_order(groups, seed):
-        idx = members[groups[g]]
-        split = next(
-            (s for s in SPLIT_ORDER[:-1] if filled[s] + len(idx) <= targets[s]),
-            "train",
-        )
-        filled[split] += len(idx)
+    groups = list(members.values())
+    room_test, room_validation = targets["test"], targets["validation"]  # test is filled first, then validation
+    assignment = ["train"] * len(group_keys)
+    for g in seeded_order(list(members), seed):
+        idx = groups[g]
+        if len(idx) <= room_test:
+            split, room_test = "test", room_test - len(idx)
+        elif len(idx) <= room_validation:
+            split, room_validation = "validation", room_validation - len(idx)
+        else:
+            continue
         for i in idx:
             assignment[i] = split
     return assignment

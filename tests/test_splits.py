@@ -42,3 +42,15 @@ def test_duplicate_prompts_never_straddle_splits():
 def test_ratios_that_leave_no_training_data_are_rejected():
     with pytest.raises(ValueError, match="leave no training data"):
         target_counts(10, 0.6, 0.5)
+
+
+def test_normalised_prompt_collapses_every_unicode_whitespace_like_the_regex():
+    import re
+
+    from coursegpt_assets.agents.base import normalise_text
+
+    spaces = "".join(c for c in map(chr, range(0x3000 + 1)) if re.fullmatch(r"\s", c))
+    assert len(spaces) > 20  # ASCII, \x1c-\x1f, NBSP, the U+2000 block, ideographic space...
+    text = f"{spaces}What IS{spaces}2+2?\u2003\u2003Explain {spaces}"
+    assert normalise_text(text) == re.sub(r"\s+", " ", text).strip().lower() == "what is 2+2? explain"
+    assert normalise_text(42) == "42"

@@ -76,7 +76,7 @@ def test_a_producer_error_after_several_chunks_keeps_the_previous_version(store)
     store.write_lines("big/rows.jsonl", [b'{"v": "old"}'])
 
     def lines():
-        for i in range(20_000):
+        for _ in range(20_000):
             yield b'{"pad": "%s"}' % (b"x" * 300)
         raise ValueError("bad record 20001")
 

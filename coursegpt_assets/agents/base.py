@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Protocol
 
 from coursegpt_assets.chat_templates import prompt_and_completion
 
-_WS = re.compile(r"\s+")
-
 
 def normalise_text(text: str) -> str:
-    """Lower-cased, whitespace-collapsed text: the key that must never appear in two splits."""
-    return _WS.sub(" ", str(text)).strip().lower()
+    """Lower-cased, whitespace-collapsed text: the key that must never appear in two splits.
+
+    `str.split()` splits on exactly the characters regex `\\s` matches, so this equals collapsing `\\s+`
+    to one space and stripping, at a quarter of the cost (it runs once per record).
+    """
+    return " ".join(str(text).split()).lower()
 
 
 class RawRow:
