@@ -301,7 +301,8 @@ class ArtifactStore(dg.ConfigurableResource):
             path = self._local(key)
             if not path.is_file():
                 raise FileNotFoundError(f"{path} does not exist in the store (materialise the upstream asset first)")
-            stream = path.open("rb")
+            # large reads: every read releases the GIL, and the store's writer thread may take it each time
+            stream = path.open("rb", buffering=_CHUNK_BYTES)
         with stream:
             for line_no, line in enumerate(stream, start=1):
                 if line[-1:] == b"\n":
