@@ -41,8 +41,11 @@ def _record_sha256(fd: int, sha: str) -> None:
 
 
 def _recorded_sha256(fd: int) -> str | None:
-    """The recorded digest if the file is still exactly as written: any later write changes the mtime
-    (and a copy or rewrite the inode), so a stale record is never trusted."""
+    """The recorded digest if the file still has the size, mtime and inode it was written with.
+
+    The store never writes in place (a new version is a new inode), and copies get new inodes. What
+    would slip through is another program rewriting the file in place to the same size within the
+    filesystem's timestamp granularity (a few ms)."""
     try:
         sha, _, stamp = os.getxattr(fd, _SHA256_XATTR).decode().partition(" ")
     except (AttributeError, OSError, UnicodeDecodeError):
