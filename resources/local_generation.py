@@ -63,6 +63,9 @@ def stop_token_ids(tokenizer, end_of_turn: str) -> list[int]:
 
 def load(base_path: str, adapter_dir: Path, *, device: str, dtype: str, end_of_turn: str) -> LoadedModel:
     """Base model + the stored adapter (tokenizer from the adapter folder when training saved one)."""
+    from coursegpt_assets.training.library_noise import silence_library_noise
+
+    silence_library_noise()
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -37,6 +37,12 @@ def test_the_run_succeeds_and_prints_a_summary(finished_run):
     assert "✗" not in proc.stdout
 
 
+def test_the_run_prints_no_known_library_noise(finished_run):
+    _, proc = finished_run
+    for notice in ("gemm_4bit_forward", "is_gradient_checkpointing", "expected_writer_count"):
+        assert notice not in proc.stderr, notice
+
+
 def test_every_artifact_exists(finished_run):
     home, _ = finished_run
     store = home / "store"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from coursegpt_assets.training.device_plan import DevicePlan, device_plan, load_base_model, pick_device
 from coursegpt_assets.training.labels import completion_labels, prepare_pair, terminator_is_trained
+from coursegpt_assets.training.library_noise import silence_library_noise
 from coursegpt_assets.training.report import hardware_description, plot_loss_curve
 
 SUMMARY_FILE = "training_summary.json"
@@ -280,6 +281,7 @@ def main() -> None:
     from dagster_pipes import open_dagster_pipes
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    silence_library_noise()
     with open_dagster_pipes() as pipes:
         try:
             summary = train(dict(pipes.extras), pipes)
