@@ -89,14 +89,23 @@ def line_table(source: str) -> list[dict]:
 
             last = pq.ParquetFile(file).metadata.num_rows
         else:
-            last = 0
-            with file.open("rb") as fh:
-                for line_no, raw in enumerate(fh, start=1):
-                    if not raw.isspace():
-                        last = line_no
+            last = last_nonblank_line(file)
         table.append({"file": str(file.relative_to(path)), "first": offset + 1, "last": offset + last})
         offset += last
     return table
+
+
+def last_nonblank_line(file: Path) -> int:
+    """The number of the file's last line holding a non-whitespace byte (0 if none), as `iter_jsonl_file`
+    numbers lines; counted over 1 MiB blocks, without splitting the file into lines."""
+    newlines = last = 0
+    with file.open("rb") as fh:
+        while block := fh.read(READ_BUFFER_BYTES):
+            content = len(block.rstrip())
+            if content:
+                last = newlines + block.count(b"\n", 0, content) + 1
+            newlines += block.count(b"\n")
+    return last
 
 
 def locate(table: list[dict], line: int) -> tuple[str, int] | None:

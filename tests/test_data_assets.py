@@ -174,3 +174,22 @@ def test_quarantine_names_the_file_and_its_line_in_a_folder_source(store, tmp_pa
     quarantined = [q for q in store.read_jsonl(_meta(result, "clean_examples")["quarantine"].removeprefix(
         store.root.rstrip("/") + "/")) if q["reason"].startswith("not valid JSON")]
     assert [(q["file"], q["file_line"], q["line"]) for q in quarantined] == [("b.jsonl", 6, 26)]
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 1 << 20])
+def test_last_nonblank_line_agrees_with_the_line_reader(tmp_path, monkeypatch, block):
+    import random
+
+    from coursegpt_assets import sources
+
+    rng = random.Random(block)
+    for trial in range(60):
+        pieces = [rng.choice([b"", b"  ", b"\t", b"\r", b"\x0b", b'{"a": 1}', b"x" * rng.randint(1, 40)])
+                  for _ in range(rng.randint(0, 25))]
+        data = rng.choice([b"\n", b"\r\n"]).join(pieces) + rng.choice([b"", b"\n", b"\n\n  \n"])
+        path = tmp_path / f"{trial}.jsonl"
+        path.write_bytes(data)
+        expected = max((row.line for row in sources.iter_jsonl_file(path)), default=0)
+        monkeypatch.setattr(sources, "READ_BUFFER_BYTES", block)
+        assert sources.last_nonblank_line(path) == expected, data
+        monkeypatch.undo()
