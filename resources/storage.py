@@ -85,15 +85,12 @@ class _ChunkSink:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            for future in self._pending:
-                if exc_type is None:
+            if exc_type is None:
+                for future in self._pending:
                     future.result()
-                else:
-                    future.cancel()
-        finally:
-            self._pool.shutdown(wait=True)
-        if exc_type is None:
-            self.hexdigest = self._digest.hexdigest()
+                self.hexdigest = self._digest.hexdigest()
+        finally:  # on any error, chunks not yet started are dropped; the file is discarded anyway
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class StoreError(RuntimeError):
