@@ -18,18 +18,17 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/coursegpt run --base-model tiny-llama
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 dev: $(STAMP)
-	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/coursegpt home >/dev/null
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 check: $(STAMP)
-	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/coursegpt home >/dev/null
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/python -m dbt_style_checks.validate
 	$(BIN)/ruff check .

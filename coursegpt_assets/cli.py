@@ -3,6 +3,7 @@
     coursegpt run [--agent A] [--base-model M] [--assets a,b]   materialise with live progress
     coursegpt status                                             versions per pair and what is stale
     coursegpt plan                                               the training plan and cost estimates
+    coursegpt home                                               create the local home, print its path
     coursegpt score {router,math,code} ...                       score saved predictions, no model needed
 """
 
@@ -13,16 +14,27 @@ import os
 import sys
 
 
+def _dagster_home():
+    from coursegpt_assets import settings
+    from coursegpt_assets.local_instance import ensure_dagster_yaml
+
+    home = settings.current().dagster_home
+    ensure_dagster_yaml(home)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
 def _instance():
     import dagster as dg
 
-    from coursegpt_assets import settings
-
-    home = settings.current().dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch(exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
+    _dagster_home()
     return dg.DagsterInstance.get()
+
+
+def cmd_home(args) -> int:
+    """For `make dev`/`make check`: the instance config they need exists before Dagster starts."""
+    print(_dagster_home())
+    return 0
 
 
 def cmd_run(args) -> int:
@@ -110,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     sub.add_parser("status", help="latest versions per pair and staleness").set_defaults(func=cmd_status)
     sub.add_parser("plan", help="the training plan and cost estimates").set_defaults(func=cmd_plan)
+    sub.add_parser("home", help="create the local Dagster home (and its dagster.yaml); print its path"
+                   ).set_defaults(func=cmd_home)
     from coursegpt_assets.scoring.score_cli import add_score_parser
 
     add_score_parser(sub)

@@ -98,6 +98,21 @@ def test_run_prints_a_line_per_step_and_a_final_table(isolated_home):
     final = proc.stdout.split("\n\n")[-1]
     assert "row_count=" in final and "clean_examples" in final
     assert (isolated_home / "store" / "datasets" / "router").is_dir()
+    assert "STEP_WORKER_STARTED" not in proc.stderr  # the instance config written on first use drops them
+
+
+def test_home_writes_the_instance_config_once_and_keeps_the_users(isolated_home, capsys):
+    import yaml
+
+    config = isolated_home / "dagster" / "dagster.yaml"
+    config.parent.mkdir(parents=True)
+    config.touch()  # what earlier versions left: empty, so it is filled in
+    assert main(["home"]) == 0
+    assert capsys.readouterr().out.strip() == str(isolated_home / "dagster")
+    assert yaml.safe_load(config.read_text()) == {"python_logs": {"python_log_level": "INFO"}}
+    config.write_text("telemetry:\n  enabled: false\n")  # the user's own: never rewritten
+    assert main(["home"]) == 0
+    assert config.read_text() == "telemetry:\n  enabled: false\n"
 
 
 def test_run_with_a_broken_source_fails_naming_the_file(isolated_home, tmp_path):
