@@ -1,17 +1,23 @@
 """Runs the pipeline stage by stage on the persistent instance, printing one line per finished step.
 
-Partitions of a stage run side by side (one run each, in threads; each run's steps execute in child
-processes through Dagster's multiprocess executor), and progress is read from the instance's event log
-while they run.
+Partitions of a stage run side by side, one run per process, as Dagster's own run workers do (each
+run's steps then execute in child processes through the multiprocess executor). Progress is read from
+the instance's event log while they run.
+
+Runs are not started in threads of one process: when `dagster.yaml` holds any setting, Dagster applies
+`logging.config.dictConfig` each time a run starts, which takes the logging module's lock and then every
+handler's lock, while another run's thread holds a handler's lock and waits for the module lock. Two
+runs in one process could then deadlock.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -128,8 +134,8 @@ def run_pipeline(
             keys = _runnable(level, agents, pairs, failed)
             if not keys:
                 continue
-            with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(keys)))) as pool:
-                futures = [pool.submit(_execute, instance, job_name, key,
+            with _run_processes(max(1, min(max_parallel, len(keys)))) as pool:
+                futures = [pool.submit(_execute, instance.get_ref(), job_name, key,
                                        assets=_assets_for(key, level, selected, emit), invocation=invocation)
                            for key in keys]
                 results = [future.result() for future in futures]
@@ -186,9 +192,18 @@ RUN_CONFIG = {
 }
 
 
-def _execute(instance, job_name: str, partition: str, *, assets: list[str], invocation: str) -> bool:
+def _run_processes(workers: int) -> ProcessPoolExecutor:
+    """A fresh process per run, forked from a server that has already imported the definitions."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["coursegpt_assets.definitions", "coursegpt_assets.runner"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=1)
+
+
+def _execute(instance_ref, job_name: str, partition: str, *, assets: list[str], invocation: str) -> bool:
+    """One run, in its own process (see the module docstring)."""
     job = dg.build_reconstructable_job("coursegpt_assets.runner", "load_job", reconstructable_args=(job_name,))
     try:
+        instance = dg.DagsterInstance.from_ref(instance_ref)
         result = dg.execute_job(
             job,
             instance=instance,

@@ -101,6 +101,22 @@ def test_run_prints_a_line_per_step_and_a_final_table(isolated_home):
     assert "STEP_WORKER_STARTED" not in proc.stderr  # the instance config written on first use drops them
 
 
+def test_partitions_run_side_by_side_each_in_its_own_process(isolated_home):
+    """Runs sharing one process can deadlock in Dagster's logging set-up once dagster.yaml has settings
+    (ours has python_logs); each run must be its own process, as Dagster's run workers are."""
+    import dagster as dg
+
+    proc = cli(isolated_home, "run", "--agent", "router", "--agent", "math", "--assets", "raw_examples",
+               "--parallel", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with dg.DagsterInstance.from_config(str(isolated_home / "dagster")) as instance:
+        runs = instance.get_runs()
+        assert sorted(r.tags["dagster/partition"] for r in runs) == ["math", "router"]
+        run_pids = {next(iter(instance.all_logs(r.run_id, of_type=dg.DagsterEventType.RUN_START))).dagster_event.pid
+                    for r in runs}
+    assert len(run_pids) == 2
+
+
 def test_home_writes_the_instance_config_once_and_keeps_the_users(isolated_home, capsys):
     import yaml
 
