@@ -20,7 +20,7 @@ class LoopbackServer:
 
     @staticmethod
     def send_json(handler: BaseHTTPRequestHandler, status: int, body) -> None:
-        """Answer the request with `body` as JSON, the way Google's REST APIs do."""
+        """Answer the request with `body` as JSON."""
         payload = json.dumps(body).encode("utf-8")
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -61,5 +61,5 @@ class LoopbackServer:
 
     @property
     def endpoint(self) -> str:
-        """The `api_endpoint` to give `aiplatform.init`."""
+        """The server's base URL (the `api_endpoint` to give `aiplatform.init`)."""
         return f"http://127.0.0.1:{self._httpd.server_port}"
