@@ -24,6 +24,19 @@ def step_failure_text(result) -> str:
     return "\n".join(e.step_failure_data.error.to_string() for e in failures)
 
 
+def assert_vertex_failure_reported(result, *, partition: str, message: str, job_name: str, stderr: str) -> None:
+    """What vertex_job_sensor must do with a failed tuning job: one failed check on the pair that carries
+    Vertex's own message, and an ERROR log naming the job."""
+    import dagster as dg
+
+    from schedules.sensors import VERTEX_CHECK
+
+    checks = [e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
+    assert len(checks) == 1 and checks[0].check_name == VERTEX_CHECK and not checks[0].passed
+    assert checks[0].partition == partition and message in checks[0].description
+    assert "ERROR" in stderr and message in stderr and job_name in stderr
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets its own COURSEGPT_HOME/DAGSTER_HOME and the default (fixture) sources."""

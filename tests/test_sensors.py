@@ -22,6 +22,7 @@ from schedules.sensors import (
     new_adapter_sensor,
     vertex_job_sensor,
 )
+from tests.conftest import assert_vertex_failure_reported
 from tests.fakes.vertex_server import FakeVertexServer
 
 ROUTER, MATH = "router__tiny-llama", "math__tiny-llama"
@@ -251,11 +252,8 @@ def test_vertex_failure_reports_vertex_error_without_a_run(store, instance, vert
     server.fail(name, message)
     result = tick(vertex_job_sensor, instance, defs)
     assert not result.run_requests
-    checks = [e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
-    assert len(checks) == 1 and checks[0].check_name == VERTEX_CHECK and not checks[0].passed
-    assert checks[0].partition == OTHER_PAIR and message in checks[0].description
-    logged = capfd.readouterr().err
-    assert "ERROR" in logged and message in logged and name in logged
+    assert_vertex_failure_reported(result, partition=OTHER_PAIR, message=message, job_name=name,
+                                   stderr=capfd.readouterr().err)
     assert not tick(vertex_job_sensor, instance, defs, result.cursor).asset_events
 
 

@@ -24,7 +24,7 @@ from coursegpt_assets.vertex_export import JOB_RECORD, VERTEX_EXPORT
 from resources.tuning import VertexTrainer
 from resources.vertex_tuning import VertexTuning, hyperparameter_hash, label_value
 from schedules.sensors import SENSOR_CHECKS, VERTEX_CHECK, vertex_job_sensor
-from tests.conftest import step_failure_text
+from tests.conftest import assert_vertex_failure_reported, step_failure_text
 from tests.fakes.tuning_store import write_tuning_data
 from tests.fakes.vertex_server import FakeVertexServer
 
@@ -96,6 +96,13 @@ def expected_request(manifest: dict):
 
 
 # -- 1 + 2: submit through the real asset, then follow the same job ---------------------------------------
+def submit_job(store, server, instance):
+    """Tuning data for PAIR, then a successful tuning_job run: (the adapter request, the created job's name)."""
+    req = expected_request(write_tuning_data(store, PAIR))
+    assert materialise_tuning_job(store, server, instance).success
+    return req, server.jobs()[0]["name"]
+
+
 def test_tuning_job_submits_one_peft_job_with_the_plans_spec(gcs_emulator, gcs_store, vertex_server, instance):
     from google.cloud.aiplatform_v1beta1.types import tuning_job as tj
 
@@ -169,10 +176,7 @@ def test_lost_create_response_then_retry_creates_exactly_one_job(gcs_store, vert
 # -- 3: success → sensor → real adapter asset -------------------------------------------------------------
 def test_succeeded_job_is_collected_by_the_sensor_requested_adapter_run(gcs_store, vertex_server, instance,
                                                                        exported_adapter):
-    manifest = write_tuning_data(gcs_store, PAIR)
-    req = expected_request(manifest)
-    assert materialise_tuning_job(gcs_store, vertex_server, instance).success
-    name = vertex_server.jobs()[0]["name"]
+    req, name = submit_job(gcs_store, vertex_server, instance)
 
     pending = tick(gcs_store, vertex_server, instance)
     assert not pending.run_requests and not pending.asset_events
@@ -215,22 +219,16 @@ def test_succeeded_job_is_collected_by_the_sensor_requested_adapter_run(gcs_stor
 # -- 4: a failed job -----------------------------------------------------------------------------------------
 def test_failed_job_is_reported_with_vertex_error_and_no_adapter_is_requested(gcs_store, vertex_server, instance,
                                                                               capfd):
-    manifest = write_tuning_data(gcs_store, PAIR)
-    req = expected_request(manifest)
-    assert materialise_tuning_job(gcs_store, vertex_server, instance).success
-    name = vertex_server.jobs()[0]["name"]
+    req, name = submit_job(gcs_store, vertex_server, instance)
     message = f"Dataset {gcs_store.uri(layout.tuning_records(PAIR, 'train'))} line 3: 'messages' field is missing."
     vertex_server.fail(name, message)
 
     result = tick(gcs_store, vertex_server, instance)
     assert not result.run_requests
-    checks = [e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
-    assert len(checks) == 1 and checks[0].check_name == VERTEX_CHECK and not checks[0].passed
-    assert checks[0].partition == PAIR and message in checks[0].description
+    assert_vertex_failure_reported(result, partition=PAIR, message=message, job_name=name,
+                                   stderr=capfd.readouterr().err)
     observed = [e for e in result.asset_events if isinstance(e, dg.AssetObservation)]
     assert observed and observed[0].metadata["error"].value == message
-    logged = capfd.readouterr().err
-    assert "ERROR" in logged and message in logged and name in logged
     assert not tick(gcs_store, vertex_server, instance, result.cursor).run_requests
 
     # an adapter run launched by hand fails with Vertex's own text and leaves latest.json alone
