@@ -26,9 +26,9 @@ def main() -> None:
         open(f"{home}/dagster/dagster.yaml", "w").close()
         import dagster as dg
 
+        from coursegpt_assets.cli.runner import run_pipeline
+        from coursegpt_assets.core.plan import default_plan
         from coursegpt_assets.definitions import defs
-        from coursegpt_assets.plan import default_plan
-        from coursegpt_assets.runner import run_pipeline
 
         plan = default_plan()
         graph = defs.resolve_asset_graph()

@@ -1,6 +1,6 @@
 """Math subset: pick the seeded 10,000-row subset from a 5,000,000-row MathX-shaped Parquet file.
 
-Ours: `coursegpt_assets.subset.select_subset` (one streaming pass, SipHash bottom-k, O(k + batch)
+Ours: `coursegpt_assets.data.subset.select_subset` (one streaming pass, SipHash bottom-k, O(k + batch)
 memory) exactly as the math agent's `load_raw` calls it. Baseline: the naive way — `pandas.read_parquet`
 of the whole file, then `.sample(n=10000, random_state=seed)`. Each runs in its own fresh process; the
 parent samples its RSS every 50 ms (peak reported) and stops the baseline if it passes --baseline-cap-gib,
@@ -32,7 +32,7 @@ OURS = """
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from coursegpt_assets.agents.math import PROBLEM_FIELDS
-from coursegpt_assets.subset import select_subset
+from coursegpt_assets.data.subset import select_subset
 start = time.perf_counter()
 sel = select_subset(sys.argv[2], k=int(sys.argv[3]), seed=int(sys.argv[4]), key_fields=PROBLEM_FIELDS)
 print(json.dumps({"wall_s": time.perf_counter() - start, "selected": len(sel.rows), "scanned": sel.scanned,

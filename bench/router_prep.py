@@ -33,9 +33,9 @@ from pathlib import Path
 import dagster as dg
 
 from coursegpt_assets.agents.router import AGENT, validate
-from coursegpt_assets.datasets import DATA_ASSETS
-from coursegpt_assets.settings import FIXTURES_DIR
-from coursegpt_assets.tuning_data import tuning_dataset
+from coursegpt_assets.core.settings import FIXTURES_DIR
+from coursegpt_assets.defs.data.assets import DATA_ASSETS
+from coursegpt_assets.defs.tuning.assets import tuning_dataset
 from resources.storage import ArtifactStore
 
 PAIR = "router__llama31-8b"

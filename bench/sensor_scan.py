@@ -20,9 +20,9 @@ import time
 
 import dagster as dg
 
-from coursegpt_assets import layout
-from coursegpt_assets.adapters import SUMMARY
-from coursegpt_assets.partitions import PAIR_PARTITIONS
+from coursegpt_assets.core import layout
+from coursegpt_assets.defs.adapters.assets import SUMMARY
+from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from resources.storage import ArtifactStore
 from schedules.adapter_scan import ScanCursor, scan
 from schedules.sensors import new_adapter_sensor

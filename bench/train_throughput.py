@@ -2,7 +2,7 @@
 
 The model is a `LlamaForCausalLM` built from a `LlamaConfig` preset with random weights (no download),
 wrapped with PEFT LoRA using the plan's rank, alpha, dropout and target modules
-(`coursegpt_assets.plan.default_plan()`), and trained for --steps optimizer steps on random token batches
+(`coursegpt_assets.core.plan.default_plan()`), and trained for --steps optimizer steps on random token batches
 (no padding: every position is a trained token). The --warmup steps before them are not timed.
 
 - CUDA: bf16 weights, bf16 autocast, SDPA attention, fused AdamW on the LoRA parameters. Peak memory is
@@ -40,7 +40,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from coursegpt_assets.plan import default_plan
+from coursegpt_assets.core.plan import default_plan
 
 MFU_TARGET = 0.35
 

@@ -1,45 +1,30 @@
-"""The one Definitions object: assets, checks, resources, sensors, schedules and jobs."""
+"""The one Definitions object: every stage module under `defs/`, plus resources, sensors and schedules.
+
+The assets and checks are found in the modules of `coursegpt_assets/defs/` (so a module added there, by
+`dg scaffold defs` too, is loaded without being listed here); the environment's resources and the
+automation (sensors, schedules, the conditions of `evaluation_report` and `model_card`) come from
+`resources/` and `schedules/`. Dagster's component loader (`dg.load_defs`) is not used: it imports every
+installed integration, the Google SDKs among them, which loading the definitions must not pay for.
+"""
 
 import dagster as dg
 
-from coursegpt_assets import settings
-from coursegpt_assets.adapters import ADAPTER_ASSETS, ADAPTER_CHECKS
-from coursegpt_assets.benchmarks import BENCHMARK_ASSETS, BENCHMARK_CHECKS
-from coursegpt_assets.datasets import DATA_ASSETS
-from coursegpt_assets.evaluation import EVALUATION_ASSETS, EVALUATION_CHECKS
-from coursegpt_assets.jobs import build_jobs
-from coursegpt_assets.model_cards import MODEL_CARD_ASSETS, MODEL_CARD_CHECKS
-from coursegpt_assets.tuning_data import TUNING_DATA_ASSETS
-from dbt_style_checks.loader import build_dbt_checks
+from coursegpt_assets import defs as stages
+from coursegpt_assets.core import settings
+from coursegpt_assets.defs.jobs import JOBS
 from resources import resources_for
-from schedules import (
-    EVALUATION_AUTOMATION_CONDITION,
-    MODEL_CARD_AUTOMATION_CONDITION,
-    SCHEDULES,
-    SENSOR_CHECKS,
-    SENSORS,
-)
-
-#: declarative automation on the assets the on-change rule re-runs (schedules/schedules.py)
-AUTOMATION = {"evaluation_report": EVALUATION_AUTOMATION_CONDITION, "model_card": MODEL_CARD_AUTOMATION_CONDITION}
+from schedules import AUTOMATION_CONDITIONS, SCHEDULES, SENSOR_CHECKS, SENSORS
 
 
 def _with_automation(spec: dg.AssetSpec) -> dg.AssetSpec:
-    condition = AUTOMATION.get(spec.key.to_user_string())
+    condition = AUTOMATION_CONDITIONS.get(spec.key.to_user_string())
     return spec.replace_attributes(automation_condition=condition) if condition else spec
 
 
-ASSETS = dg.map_asset_specs(
-    _with_automation,
-    [*DATA_ASSETS, *BENCHMARK_ASSETS, *TUNING_DATA_ASSETS, *ADAPTER_ASSETS, *EVALUATION_ASSETS, *MODEL_CARD_ASSETS],
-)
-CHECKS = [*BENCHMARK_CHECKS, *ADAPTER_CHECKS, *EVALUATION_CHECKS, *MODEL_CARD_CHECKS, *SENSOR_CHECKS,
-          *build_dbt_checks()]
-
 defs = dg.Definitions(
-    assets=ASSETS,
-    asset_checks=CHECKS,
-    jobs=build_jobs({key.to_user_string() for a in ASSETS for key in a.keys}),
+    assets=dg.map_asset_specs(_with_automation, dg.load_assets_from_package_module(stages)),
+    asset_checks=[*dg.load_asset_checks_from_package_module(stages), *SENSOR_CHECKS],
+    jobs=JOBS,
     sensors=SENSORS,
     schedules=SCHEDULES,
     resources=resources_for(settings.current()),

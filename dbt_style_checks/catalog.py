@@ -16,9 +16,10 @@ from functools import cache
 
 import dagster as dg
 
-from coursegpt_assets import layout
-from coursegpt_assets.partitions import AGENT_PARTITIONS, PAIR_PARTITIONS, split_pair
-from coursegpt_assets.plan import default_plan
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.names import is_pair_key, split_pair
+from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.defs.partitions import AGENT_PARTITIONS, PAIR_PARTITIONS
 
 #: keys of every tuning row (`coursegpt_assets.agents.base.tuning_row`)
 TUNING_COLUMNS = frozenset({"id", "prompt", "completion", "messages", "text_prompt", "text_completion"})
@@ -75,7 +76,7 @@ class AssetSource:
 
 def agent_of(partition: str) -> str:
     """The agent of an agent or pair partition key."""
-    return split_pair(partition)[0] if "__" in partition else partition
+    return split_pair(partition)[0] if is_pair_key(partition) else partition
 
 
 SOURCES: dict[str, AssetSource] = {
@@ -83,7 +84,7 @@ SOURCES: dict[str, AssetSource] = {
     for s in (
         AssetSource("clean_examples", "agent", None, layout.clean_records, record_columns),
         AssetSource("dataset_splits", "agent", layout.SPLITS, layout.split_records, record_columns),
-        # benchmark rows have per-agent shapes (coursegpt_assets/benchmark_rows.py) no module lists: run-time only
+        # benchmark rows have per-agent shapes (coursegpt_assets/data/benchmark_rows.py) no module lists: run-time only
         AssetSource("benchmark", "agent", None, layout.benchmark_records, lambda _: None),
         AssetSource("tuning_dataset", "pair", layout.TUNING_SPLITS, layout.tuning_records, lambda _: TUNING_COLUMNS),
     )

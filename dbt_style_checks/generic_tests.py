@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from coursegpt_assets.agents.base import normalise_text
-from coursegpt_assets.tuning_data import CHARS_PER_TOKEN
+from coursegpt_assets.defs.tuning.assets import CHARS_PER_TOKEN
 from dbt_style_checks.expressions import Expression, compile_expression
 
 Rows = Sequence[Mapping]

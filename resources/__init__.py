@@ -16,7 +16,7 @@ import os
 
 import dagster as dg
 
-from coursegpt_assets.settings import Settings
+from coursegpt_assets.core.settings import Settings
 from resources.hub import HfHub, LocalHub
 from resources.inference import LocalGenerator, OpenAICompatibleServer, VertexEndpoint
 from resources.storage import ArtifactStore

@@ -20,13 +20,14 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from coursegpt_assets import settings
-from coursegpt_assets.partitions import split_pair
-from coursegpt_assets.secrets_scan import find_secrets
+from coursegpt_assets.core import settings
+from coursegpt_assets.core.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from coursegpt_assets.core.names import split_pair
+from coursegpt_assets.core.secrets_scan import find_secrets
 
 REPO_SUFFIX = "-peft"
 CARD_FILE = "README.md"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
     "tokenizer.model", "added_tokens.json", "vocab.json", "merges.txt",

@@ -28,10 +28,10 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from coursegpt_assets.chat_templates import render_template
+from coursegpt_assets.core.chat_templates import render_template
+from coursegpt_assets.core.layout import ADAPTER_WEIGHTS as WEIGHTS_FILE
+from coursegpt_assets.core.layout import CHAT_TEMPLATE_FILE as TEMPLATE_FILE
 
-TEMPLATE_FILE = "chat_template.jinja"
-WEIGHTS_FILE = "adapter_model.safetensors"
 _VERTEX_LOCK = threading.RLock()  # aiplatform.init is process-global: init + predict happen under one lock
 
 
@@ -128,7 +128,7 @@ class LocalGenerator(Inference):
                 "stop": request.end_of_turn}
 
     def _base_path(self, request: GenerationRequest) -> str:
-        from coursegpt_assets.plan import default_plan
+        from coursegpt_assets.core.plan import default_plan
         from coursegpt_assets.training.tiny_llama import (
             base_model_revision,
             ensure_base_model,

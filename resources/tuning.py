@@ -22,7 +22,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from coursegpt_assets.plan import PROJECT_ROOT, BaseModelSpec
+from coursegpt_assets.core.plan import PROJECT_ROOT, BaseModelSpec
 from coursegpt_assets.training.spec import BACKEND_LOCAL, BACKEND_VERTEX
 
 CHILD_MODULE = "coursegpt_assets.training.sft_child"

@@ -12,9 +12,9 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from coursegpt_assets import layout
-from coursegpt_assets.adapters import SUMMARY
-from coursegpt_assets.partitions import split_pair
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, SUMMARY_FILE
+from coursegpt_assets.core.names import split_pair
 
 CURSOR_VERSION = 1
 
@@ -45,7 +45,7 @@ class ScanCursor:
 
 
 #: what a usable adapter folder holds; the summary is the adapter asset's last write
-REQUIRED_FILES = frozenset({SUMMARY, "adapter_config.json", "adapter_model.safetensors"})
+REQUIRED_FILES = frozenset({SUMMARY_FILE, ADAPTER_CONFIG, ADAPTER_WEIGHTS})
 
 
 def adapter_folders(keys: Iterable[str]) -> dict[tuple[str, str], bool]:
@@ -68,14 +68,14 @@ def adapter_folders(keys: Iterable[str]) -> dict[tuple[str, str], bool]:
 def summary_problem(summary, pair: str, version: str) -> str | None:
     """Why a parsed summary does not describe the adapter in `adapters/<pair>/<version>/`, or None."""
     if not isinstance(summary, dict):
-        return f"{SUMMARY} is not a JSON object"
+        return f"{SUMMARY_FILE} is not a JSON object"
     if summary.get("pair") not in (None, pair):
-        return f"{SUMMARY} names pair {summary['pair']!r}, but the folder is under {pair!r}"
+        return f"{SUMMARY_FILE} names pair {summary['pair']!r}, but the folder is under {pair!r}"
     if summary.get("version") not in (None, version):
-        return f"{SUMMARY} names version {summary['version']!r}, but the folder is {version!r}"
+        return f"{SUMMARY_FILE} names version {summary['version']!r}, but the folder is {version!r}"
     base_model = split_pair(pair)[1]
     if summary.get("base_model") not in (None, base_model):
-        return f"{SUMMARY} names base model {summary['base_model']!r}, but the pair's is {base_model!r}"
+        return f"{SUMMARY_FILE} names base model {summary['base_model']!r}, but the pair's is {base_model!r}"
     return None
 
 
@@ -111,13 +111,13 @@ def scan(keys: Iterable[str], cursor: ScanCursor, *, known_pairs: Iterable[str],
         if pair not in known:
             reason = f"unknown pair {pair!r} (not in training_plan.yaml pairs)"
         elif not complete:
-            reason = f"incomplete: no {SUMMARY} yet (still uploading, or not an adapter)"
+            reason = f"incomplete: no {SUMMARY_FILE} yet (still uploading, or not an adapter)"
         else:
-            summary_key = f"{layout.adapter_dir(pair, version)}/{SUMMARY}"
+            summary_key = layout.adapter_summary(pair, version)
             try:
                 summary = read_json(summary_key)
             except Exception as e:  # unreadable or invalid JSON: skip this folder, keep scanning
-                reason = f"unreadable {SUMMARY}: {type(e).__name__}: {e}"
+                reason = f"unreadable {SUMMARY_FILE}: {type(e).__name__}: {e}"
             else:
                 reason = summary_problem(summary, pair, version)
         if reason:

@@ -12,17 +12,16 @@ from typing import Literal
 
 import dagster as dg
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
+
+from coursegpt_assets.core.plan import StrictModel
+from coursegpt_assets.core.settings import environment
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "automation.yaml"
 Status = Literal["running", "stopped"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SensorSettings(_Strict):
+class SensorSettings(StrictModel):
     default_status: Status | dict[str, Status] = "stopped"
     minimum_interval_seconds: int = Field(default=60, ge=5)
 
@@ -30,7 +29,7 @@ class SensorSettings(_Strict):
         return dg.DefaultSensorStatus.RUNNING if _pick(self.default_status) == "running" else dg.DefaultSensorStatus.STOPPED
 
 
-class ScheduleSettings(_Strict):
+class ScheduleSettings(StrictModel):
     cron: str = "0 3 * * *"  # validated by Dagster when the schedule is built (see schedules.py)
     timezone: str = "UTC"
     default_status: Status | dict[str, Status] = "stopped"
@@ -41,7 +40,7 @@ class ScheduleSettings(_Strict):
         return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
 
 
-class AutomationSettings(_Strict):
+class AutomationSettings(StrictModel):
     new_adapter_sensor: SensorSettings = SensorSettings()
     vertex_job_sensor: SensorSettings = SensorSettings(minimum_interval_seconds=300)
     reevaluation_schedule: ScheduleSettings = ScheduleSettings()
@@ -52,8 +51,7 @@ def _pick(status: Status | dict[str, Status]) -> Status:
     """The status for the current COURSEGPT_ENV (local by default) when given per environment."""
     if isinstance(status, str):
         return status
-    env = os.environ.get("COURSEGPT_ENV", "local").strip().lower() or "local"
-    return status.get(env, "stopped")
+    return status.get(environment(), "stopped")
 
 
 class AutomationConfigError(ValueError):

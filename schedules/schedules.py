@@ -11,12 +11,11 @@ import datetime as dt
 
 import dagster as dg
 
-from coursegpt_assets import layout
-from coursegpt_assets.partitions import PAIR_PARTITIONS
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.names import TRIGGER_TAG
+from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from resources.storage import ArtifactStore
 from schedules.config import AutomationConfigError, settings, settings_path
-
-TRIGGER_TAG = "coursegpt/trigger"
 
 
 def _evaluation_assets() -> list[dg.AssetKey]:
@@ -83,5 +82,8 @@ evaluation_automation_sensor = dg.AutomationConditionSensorDefinition(
     run_tags={TRIGGER_TAG: "evaluation_automation_sensor"},
     description="Evaluates the automation conditions of evaluation_report and model_card.",
 )
+
+#: asset -> the declarative automation definitions.py puts on it
+AUTOMATION_CONDITIONS = {"evaluation_report": EVALUATION_AUTOMATION_CONDITION, "model_card": MODEL_CARD_AUTOMATION_CONDITION}
 
 SCHEDULES = [reevaluation_schedule]

@@ -15,9 +15,12 @@ import warnings
 
 import dagster as dg
 
-from coursegpt_assets import layout
-from coursegpt_assets.evaluation import ADAPTER_VERSION_TAG  # the evaluation assets read it back
-from coursegpt_assets.partitions import PAIR_PARTITIONS
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.names import (  # the evaluation assets read the version back
+    ADAPTER_VERSION_TAG,
+    TRIGGER_TAG,
+)
+from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from resources.storage import ArtifactStore
 from resources.tuning import Trainer
 from schedules.adapter_scan import ScanCursor, scan
@@ -25,7 +28,6 @@ from schedules.config import settings
 
 EVALUATION_ASSETS = ("evaluation_report", "model_card")
 
-TRIGGER_TAG = "coursegpt/trigger"
 VERTEX_CHECK = "vertex_job_succeeded"
 FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED")
 _SUMMARY_NUMBERS = ("steps", "final_loss", "eval_loss", "wall_time_s", "tokens_per_second", "train_examples")

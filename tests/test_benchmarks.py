@@ -9,7 +9,7 @@ import pytest
 
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.agents.router import COMPLETION_KEYS
-from coursegpt_assets.benchmark_rows import (
+from coursegpt_assets.data.benchmark_rows import (
     MATH_BENCHMARKS_VARIABLE,
     BenchmarkError,
     math_benchmark_files,
@@ -17,9 +17,9 @@ from coursegpt_assets.benchmark_rows import (
     router_categories,
     router_rows,
 )
-from coursegpt_assets.benchmarks import BENCHMARK_ASSETS, BENCHMARK_CHECKS, benchmark
-from coursegpt_assets.datasets import DATA_ASSETS
-from coursegpt_assets.tuning_data import tuning_dataset
+from coursegpt_assets.defs.data.assets import DATA_ASSETS
+from coursegpt_assets.defs.evaluation.benchmark import BENCHMARK_ASSETS, BENCHMARK_CHECKS, benchmark
+from coursegpt_assets.defs.tuning.assets import tuning_dataset
 from tests.conftest import requires_shared
 
 SOURCES = [a.to_source_asset() for a in DATA_ASSETS]

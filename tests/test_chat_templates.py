@@ -9,7 +9,7 @@ import pytest
 
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.agents.base import tuning_row
-from coursegpt_assets.chat_templates import FAMILIES, build_messages, prompt_and_completion, render
+from coursegpt_assets.core.chat_templates import FAMILIES, build_messages, prompt_and_completion, render
 
 SYSTEM = "You are a helpful assistant."
 USER = "What is 2 + 2?"

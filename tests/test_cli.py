@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from coursegpt_assets import layout
-from coursegpt_assets.cli import main
-from coursegpt_assets.plan import default_plan
-from coursegpt_assets.runner import _runnable
-from coursegpt_assets.status import estimated_cost
+from coursegpt_assets.cli.main import main
+from coursegpt_assets.cli.runner import _runnable
+from coursegpt_assets.cli.status import estimated_cost
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.plan import default_plan
 from resources.storage import ArtifactStore
 from tests.conftest import PROJECT_ROOT
 
@@ -85,7 +85,7 @@ def test_a_failed_partition_stops_only_what_depends_on_it():
 
 def cli(home, *args, **env):
     full_env = {**os.environ, "COURSEGPT_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), **env}
-    return subprocess.run([sys.executable, "-m", "coursegpt_assets.cli", *args], cwd=PROJECT_ROOT, env=full_env,
+    return subprocess.run([sys.executable, "-m", "coursegpt_assets.cli.main", *args], cwd=PROJECT_ROOT, env=full_env,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -166,7 +166,7 @@ def test_status_flags_changed_hyperparameters_and_a_new_benchmark(home_store, ca
 
 
 def test_a_vertex_pair_run_stops_at_its_tuning_job(monkeypatch):
-    from coursegpt_assets import runner
+    from coursegpt_assets.cli import runner
 
     stage = ["tuning_dataset", "tuning_job", "adapter", "evaluation_report", "model_card"]
     lines = []

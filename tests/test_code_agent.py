@@ -6,8 +6,8 @@ import pytest
 
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.agents.base import tuning_row
-from coursegpt_assets.settings import FIXTURES_DIR
-from coursegpt_assets.sources import SourceError
+from coursegpt_assets.core.settings import FIXTURES_DIR
+from coursegpt_assets.data.sources import SourceError
 
 AGENT = get_agent("code")
 CODE = "def add(a, b):\n    return a + b\n"

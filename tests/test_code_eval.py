@@ -236,7 +236,7 @@ def test_missing_file_is_named(tmp_path):
 def test_evaluate_metric_module_loads_offline_by_path(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     evaluate = pytest.importorskip("evaluate")
-    path = Path(sandbox.__file__).resolve().parents[1] / "metrics" / "code_pass_at_k"
+    path = Path(sandbox.__file__).resolve().parent / "metric_modules" / "code_pass_at_k"
     metric = evaluate.load(str(path))
     report = metric.compute(
         predictions=[

@@ -5,9 +5,9 @@ import json
 import dagster as dg
 import pytest
 
-from coursegpt_assets.datasets import DATA_ASSETS, clean_examples, dataset_splits, raw_examples
-from coursegpt_assets.settings import FIXTURES_DIR
-from coursegpt_assets.tuning_data import tuning_dataset
+from coursegpt_assets.core.settings import FIXTURES_DIR
+from coursegpt_assets.defs.data.assets import DATA_ASSETS, clean_examples, dataset_splits, raw_examples
+from coursegpt_assets.defs.tuning.assets import tuning_dataset
 from tests.conftest import step_failure_text
 
 
@@ -180,7 +180,7 @@ def test_quarantine_names_the_file_and_its_line_in_a_folder_source(store, tmp_pa
 def test_last_nonblank_line_agrees_with_the_line_reader(tmp_path, monkeypatch, block):
     import random
 
-    from coursegpt_assets import sources
+    from coursegpt_assets.data import sources
 
     rng = random.Random(block)
     for trial in range(60):

@@ -8,13 +8,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from coursegpt_assets import layout
 from coursegpt_assets.agents.router import validate as validate_router
-from coursegpt_assets.datasets import DATA_ASSETS, clean_examples, dataset_splits
-from coursegpt_assets.partitions import AGENT_PARTITIONS, PAIR_PARTITIONS
-from coursegpt_assets.settings import FIXTURES_DIR
-from coursegpt_assets.sources import iter_jsonl_file
-from coursegpt_assets.tuning_data import TUNING_DATA_ASSETS
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.settings import FIXTURES_DIR
+from coursegpt_assets.data.sources import iter_jsonl_file
+from coursegpt_assets.defs.data.assets import DATA_ASSETS, clean_examples, dataset_splits
+from coursegpt_assets.defs.partitions import AGENT_PARTITIONS, PAIR_PARTITIONS
+from coursegpt_assets.defs.tuning.assets import TUNING_DATA_ASSETS
 from dbt_style_checks import validate
 from dbt_style_checks.catalog import SOURCES
 from dbt_style_checks.loader import MAX_FAILING_ROWS, PartitionData, build_dbt_checks, run_test

@@ -23,7 +23,7 @@ def finished_run(tmp_path_factory):
                 "COURSEGPT_CODE_SOURCE"):
         env.pop(var, None)
     proc = subprocess.run(
-        [sys.executable, "-m", "coursegpt_assets.cli", "run", "--base-model", "tiny-llama"],
+        [sys.executable, "-m", "coursegpt_assets.cli.main", "run", "--base-model", "tiny-llama"],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1800,
     )
     return home, proc

@@ -6,19 +6,19 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from coursegpt_assets import layout
 from coursegpt_assets.agents import get_agent
-from coursegpt_assets.eval_report import report_version, select_rows
-from coursegpt_assets.evaluation import (
+from coursegpt_assets.core import layout
+from coursegpt_assets.defs.evaluation.leaderboard import leaderboard
+from coursegpt_assets.defs.evaluation.report import (
     CURRENT_CHECK,
-    EVALUATION_ASSETS,
-    EVALUATION_CHECKS,
     REPORT_KEY,
     THRESHOLD_CHECKS,
-    leaderboard,
+    evaluation_report,
+    report_is_current,
     threshold_check_name,
 )
-from coursegpt_assets.partitions import AGENT_PARTITIONS, PAIR_PARTITIONS
+from coursegpt_assets.defs.partitions import AGENT_PARTITIONS, PAIR_PARTITIONS
+from coursegpt_assets.scoring.report import report_version, select_rows
 from resources.inference import InferenceError, LocalGenerator, OpenAICompatibleServer
 from resources.storage import ArtifactStore
 from tests.conftest import step_failure_text
@@ -26,6 +26,8 @@ from tests.fakes.evaluation_store import BENCHMARK_ROWS, PAIR, router_benchmark,
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.tiny_adapter import write_tiny_adapter
 
+EVALUATION_ASSETS = [evaluation_report, leaderboard]
+EVALUATION_CHECKS = [report_is_current]
 UPSTREAM = [dg.AssetSpec("adapter", partitions_def=PAIR_PARTITIONS),
             dg.AssetSpec("benchmark", partitions_def=AGENT_PARTITIONS)]
 
@@ -151,7 +153,7 @@ def test_server_backend_scores_gold_answers_and_sends_the_adapters_template(eval
         assert sent["path"] == "/v1/completions" and sent["authorization"] == "Bearer sk-test"
         assert sent["body"]["stop"] == ["<|end|>"] and sent["body"]["temperature"] == 0.0
         # the prompt is the benchmark conversation rendered with the template stored beside the adapter
-        from coursegpt_assets.chat_templates import render_template
+        from coursegpt_assets.core.chat_templates import render_template
 
         template = (store.local_dir(layout.adapter_dir(PAIR, adapter_version), store.root + "-cache")
                     / "chat_template.jinja").read_text()
@@ -243,7 +245,7 @@ def test_report_is_current_flags_a_stale_report(evaluated_store, models_home):
 
 
 def test_think_blocks_are_stripped_before_scoring():
-    from coursegpt_assets.evaluation import strip_think
+    from coursegpt_assets.defs.evaluation.report import strip_think
 
     assert strip_think('<think>\nplan it\n</think>\n{"route_plan": []}') == '{"route_plan": []}'
     assert strip_think('{"route_plan": []}') == '{"route_plan": []}'
@@ -252,7 +254,7 @@ def test_think_blocks_are_stripped_before_scoring():
 
 def test_a_sensor_requested_run_evaluates_the_adapter_it_names(evaluated_store, models_home):
     """new_adapter_sensor tags its run with the version it found; latest.json may name another one."""
-    from coursegpt_assets.evaluation import ADAPTER_VERSION_TAG
+    from coursegpt_assets.core.names import ADAPTER_VERSION_TAG
 
     store, first = evaluated_store
     second = write_tiny_adapter(store, PAIR, models_home=models_home, steps=3, seed=1)

@@ -12,13 +12,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from coursegpt_assets import layout
-from coursegpt_assets.datasets import DATA_ASSETS, raw_examples
-from coursegpt_assets.model_cards import MODEL_CARD_ASSETS, MODEL_CARD_CHECKS, card_manifest
-from coursegpt_assets.partitions import PAIR_PARTITIONS
-from coursegpt_assets.plan import default_plan
-from coursegpt_assets.settings import FIXTURES_DIR
-from coursegpt_assets.tuning_data import tuning_dataset
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.core.settings import FIXTURES_DIR
+from coursegpt_assets.defs.data.assets import DATA_ASSETS, raw_examples
+from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
+from coursegpt_assets.defs.publishing.assets import MODEL_CARD_ASSETS, MODEL_CARD_CHECKS, card_manifest
+from coursegpt_assets.defs.tuning.assets import tuning_dataset
 from resources.hub import LocalHub
 from resources.storage import ArtifactStore, StoreError
 from tests.conftest import step_failure_text
@@ -218,7 +218,7 @@ def test_outage_between_adapter_files_leaves_the_published_version_intact(gcs_em
 
 
 def test_a_gcs_source_that_cannot_be_read_names_the_uri(gcs_emulator):
-    from coursegpt_assets.sources import SourceError, iter_source
+    from coursegpt_assets.data.sources import SourceError, iter_source
 
     with pytest.raises(SourceError) as missing_bucket:
         list(iter_source("gs://no-such-bucket/router/records.jsonl"))

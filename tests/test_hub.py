@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants as hf_constants
 
-from coursegpt_assets import layout
-from coursegpt_assets.plan import default_plan
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.plan import default_plan
 from resources.hub import HfHub, HubError, LocalHub, repo_id_for, stage_repo
 from resources.storage import ArtifactStore
 from tests.fakes.hub_server import FakeHub

@@ -12,7 +12,7 @@ import itertools
 
 import pytest
 
-from coursegpt_assets.chat_templates import FAMILIES, family, prompt_and_completion
+from coursegpt_assets.core.chat_templates import FAMILIES, family, prompt_and_completion
 from coursegpt_assets.training.labels import (
     IGNORE_INDEX,
     completion_labels,

@@ -14,11 +14,17 @@ from types import SimpleNamespace
 import dagster as dg
 import pytest
 
-from coursegpt_assets import layout
-from coursegpt_assets.adapters import ADAPTER_ASSETS, ADAPTER_CHECK, ADAPTER_CHECKS, adapter, tuning_job
-from coursegpt_assets.chat_templates import family
-from coursegpt_assets.partitions import PAIR_PARTITIONS
-from coursegpt_assets.plan import default_plan
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.chat_templates import family
+from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.defs.adapters.assets import (
+    ADAPTER_ASSETS,
+    ADAPTER_CHECK,
+    adapter,
+    tuning_job,
+)
+from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
+from coursegpt_assets.defs.tuning.checks import TUNING_DATA_CHECKS
 from coursegpt_assets.training.spec import effective_hyperparameters
 from coursegpt_assets.training.validation import validate_adapter
 from resources.storage import ArtifactStore
@@ -34,7 +40,7 @@ SUMMARY_FIELDS = {"pair", "agent", "base_model", "base_model_id", "version", "da
 
 
 def run(store, instance, selection=(tuning_job, adapter), raise_on_error=True):
-    return dg.materialize([UPSTREAM, *ADAPTER_ASSETS, *ADAPTER_CHECKS], partition_key=PAIR, instance=instance,
+    return dg.materialize([UPSTREAM, *ADAPTER_ASSETS, *TUNING_DATA_CHECKS], partition_key=PAIR, instance=instance,
                           resources={"store": store, "trainer": LocalTrainer()}, selection=list(selection),
                           raise_on_error=raise_on_error)
 

@@ -10,8 +10,8 @@ import pytest
 
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.agents.base import RawRow, tuning_row
-from coursegpt_assets.settings import FIXTURES_DIR
-from coursegpt_assets.subset import bottom_k, row_batches, select_subset, source_batches
+from coursegpt_assets.core.settings import FIXTURES_DIR
+from coursegpt_assets.data.subset import bottom_k, row_batches, select_subset, source_batches
 
 AGENT = get_agent("math")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -157,7 +157,7 @@ def test_question_is_the_key_when_problem_is_absent_and_unreadable_rows_stay_vis
 
 
 def test_hf_sources_stream_through_the_same_selection(tmp_path, monkeypatch):
-    from coursegpt_assets import subset
+    from coursegpt_assets.data import subset
 
     rows = synthetic_rows(900)
     monkeypatch.setattr(subset, "iter_hf", lambda source: (RawRow(i, r) for i, r in enumerate(rows, start=1)))
@@ -202,7 +202,7 @@ SELECT = """
 import resource, sys
 sys.path.insert(0, sys.argv[2])
 import pandas, pyarrow.parquet
-from coursegpt_assets.subset import select_subset
+from coursegpt_assets.data.subset import select_subset
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 rows = select_subset(sys.argv[1], k=500, seed=1, key_fields=("problem",), batch_rows=5_000).rows
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

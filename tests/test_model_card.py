@@ -1,4 +1,4 @@
-"""Model card contents, metadata round-trip and secret-freeness (coursegpt_assets.card_builder)."""
+"""Model card contents, metadata round-trip and secret-freeness (coursegpt_assets.cards.builder)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import re
 import pytest
 from huggingface_hub import ModelCard, ModelCardData
 
-from coursegpt_assets.card_builder import CardError, build_card, inputs_from_plan, validate_card
-from coursegpt_assets.plan import default_plan
-from coursegpt_assets.secrets_scan import find_secrets, scrub
+from coursegpt_assets.cards.builder import CardError, build_card, inputs_from_plan, validate_card
+from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.core.secrets_scan import find_secrets, scrub
 from tests.fakes.publish_artifacts import (
     scored_router_report,
     splits_manifest,

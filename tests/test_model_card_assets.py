@@ -10,8 +10,10 @@ import pytest
 from huggingface_hub import ModelCard
 from huggingface_hub import constants as hf_constants
 
-from coursegpt_assets import layout
-from coursegpt_assets.model_cards import (
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
+from coursegpt_assets.defs.publishing.assets import (
     CARD_CHECK,
     MODEL_CARD_ASSETS,
     MODEL_CARD_CHECKS,
@@ -19,8 +21,6 @@ from coursegpt_assets.model_cards import (
     model_card,
     published_adapter,
 )
-from coursegpt_assets.partitions import PAIR_PARTITIONS
-from coursegpt_assets.plan import default_plan
 from resources.hub import HfHub, LocalHub
 from resources.storage import ArtifactStore
 from tests.conftest import step_failure_text
@@ -97,7 +97,7 @@ def test_card_checked_and_published_to_the_local_hub(store, tmp_path):
 
 
 def test_blocking_check_stops_publishing_in_the_same_run(store, tmp_path, monkeypatch):
-    import coursegpt_assets.model_cards as model_cards
+    import coursegpt_assets.defs.publishing.assets as model_cards
 
     real_build = model_cards.build_card
     # a template edit that leaks a credential into the card body: the builder's scrubbing never sees it

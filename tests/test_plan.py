@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from coursegpt_assets.partitions import AGENT_PARTITIONS, AGENT_TO_PAIRS, PAIR_PARTITIONS, PAIRS_TO_AGENT
-from coursegpt_assets.plan import PlanError, load_plan
+from coursegpt_assets.core.plan import PlanError, load_plan
+from coursegpt_assets.defs.partitions import AGENT_PARTITIONS, AGENT_TO_PAIRS, PAIR_PARTITIONS, PAIRS_TO_AGENT
 
 PLAN = Path(__file__).resolve().parent.parent / "training_plan.yaml"
 

@@ -14,8 +14,8 @@ import math
 import pytest
 import torch
 
-from coursegpt_assets.chat_templates import family
-from coursegpt_assets.plan import default_plan
+from coursegpt_assets.core.chat_templates import family
+from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.training import device_plan as dp
 from coursegpt_assets.training import sft_child
 from coursegpt_assets.training.spec import effective_hyperparameters

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coursegpt_assets.scoring.router_metrics import (
+from coursegpt_assets.scoring.router_plans import (
     SEED_BUCKETS,
     load_gold_row,
     parse_lenient,

@@ -4,7 +4,7 @@ import pytest
 
 from coursegpt_assets.agents.base import tuning_row
 from coursegpt_assets.agents.router import AGENT, COMPLETION_KEYS, validate
-from coursegpt_assets.settings import FIXTURES_DIR
+from coursegpt_assets.core.settings import FIXTURES_DIR
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_think_wrapping_puts_the_outline_before_the_json(record):
 
 
 def test_fast_rendering_equals_jinja_for_every_family():
-    from coursegpt_assets.chat_templates import FAMILIES, build_messages, prompt_and_completion, render
+    from coursegpt_assets.core.chat_templates import FAMILIES, build_messages, prompt_and_completion, render
 
     cases = [("sys", "user", "answer"), ("  padded system \n", "\tuser with {{ braces }} and {% tags %}\n", " é ✓ "),
              ("s", "line1\nline2", '{"a": "<|eot_id|>"}'), ("s", "contains \x00 nul", "x")]

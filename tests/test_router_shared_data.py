@@ -4,8 +4,8 @@ import json
 
 import dagster as dg
 
-from coursegpt_assets.datasets import DATA_ASSETS
-from coursegpt_assets.tuning_data import tuning_dataset
+from coursegpt_assets.defs.data.assets import DATA_ASSETS
+from coursegpt_assets.defs.tuning.assets import tuning_dataset
 from tests.conftest import requires_shared
 
 pytestmark = requires_shared

@@ -6,8 +6,8 @@ import dagster as dg
 import pytest
 
 import schedules
-from coursegpt_assets import layout
-from coursegpt_assets.partitions import AGENT_PARTITIONS, AGENT_TO_PAIRS, PAIR_PARTITIONS
+from coursegpt_assets.core import layout
+from coursegpt_assets.defs.partitions import AGENT_PARTITIONS, AGENT_TO_PAIRS, PAIR_PARTITIONS
 from resources.tuning import LocalTrainer
 from schedules import schedules as schedules_module
 from schedules.config import AutomationConfigError, load_settings

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from coursegpt_assets.cli.score import add_score_parser
 from coursegpt_assets.scoring import code_eval
-from coursegpt_assets.scoring.score_cli import add_score_parser
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROUTER_GOLD = FIXTURES / "router_gold_small.jsonl"
@@ -162,13 +162,13 @@ def test_score_code_end_to_end(tmp_path):
 
 
 def test_project_cli_registers_score():
-    cli = pytest.importorskip("coursegpt_assets.cli")
+    cli = pytest.importorskip("coursegpt_assets.cli.main")
     args = cli.build_parser().parse_args(["score", "router", "--gold", "g", "--predictions", "p", "--out", "o"])
     assert args.func.__name__ == "cmd_score_router"
 
 
 def test_score_math_names_the_file_and_line_of_a_bad_row(tmp_path):
-    from coursegpt_assets.scoring.score_cli import score_math_files
+    from coursegpt_assets.cli.score import score_math_files
 
     bench = tmp_path / "bench.jsonl"
     bench.write_text('{"question": "2+3?", "answer": "5"}\n\n{"question": "1+1?", "answer": "2"}\n')

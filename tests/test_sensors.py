@@ -8,9 +8,10 @@ import json
 import dagster as dg
 import pytest
 
-from coursegpt_assets import layout
-from coursegpt_assets.adapters import ADAPTER_ASSETS, SUMMARY
-from coursegpt_assets.partitions import PAIR_PARTITIONS
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.layout import SUMMARY_FILE as SUMMARY
+from coursegpt_assets.defs.adapters.assets import ADAPTER_ASSETS
+from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from resources.storage import ArtifactStore
 from resources.tuning import LocalTrainer, VertexTrainer
 from resources.vertex_tuning import VertexTuning, job_labels

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from coursegpt_assets.splits import assign_splits, target_counts
+from coursegpt_assets.data.splits import assign_splits, target_counts
 
 
 def test_seed_counts_are_reproduced():

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from coursegpt_assets.chat_templates import build_messages, family, render
-from coursegpt_assets.plan import default_plan
+from coursegpt_assets.core.chat_templates import build_messages, family, render
+from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.training.tiny_llama import (
     TINY_SPECIAL_TOKENS,
     BaseModelUnavailable,

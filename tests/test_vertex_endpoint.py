@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from coursegpt_assets import layout
 from coursegpt_assets.agents import get_agent
-from coursegpt_assets.chat_templates import render_template
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.chat_templates import render_template
 from resources.inference import GenerationRequest, InferenceError, VertexEndpoint
 from tests.fakes.evaluation_store import BENCHMARK_ROWS, router_benchmark
 from tests.fakes.vertex_predict_server import FakeVertexPredictServer
@@ -50,7 +50,7 @@ def vertex(server: FakeVertexPredictServer, **overrides) -> VertexEndpoint:
 
 
 def request_for(pair: str, adapter_dir: Path, **overrides) -> GenerationRequest:
-    from coursegpt_assets.plan import default_plan
+    from coursegpt_assets.core.plan import default_plan
 
     base = default_plan().base_models[pair.split("__")[1]]
     fields = dict(pair=pair, base_model=pair.split("__")[1], base_model_id=base.hf_id, vertex_model_id=base.vertex_id,

@@ -16,11 +16,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from coursegpt_assets import layout
-from coursegpt_assets.adapters import ADAPTER_ASSETS, ADAPTER_CHECK, SUMMARY, tuning_job
-from coursegpt_assets.plan import default_plan
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.layout import JOB_RECORD, VERTEX_EXPORT
+from coursegpt_assets.core.layout import SUMMARY_FILE as SUMMARY
+from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.defs.adapters.assets import ADAPTER_ASSETS, ADAPTER_CHECK, tuning_job
 from coursegpt_assets.training.spec import BACKEND_VERTEX, adapter_request
-from coursegpt_assets.vertex_export import JOB_RECORD, VERTEX_EXPORT
 from resources.tuning import VertexTrainer
 from resources.vertex_tuning import VertexTuning, hyperparameter_hash, label_value
 from schedules.sensors import SENSOR_CHECKS, VERTEX_CHECK, vertex_job_sensor

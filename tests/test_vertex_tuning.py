@@ -11,8 +11,8 @@ import socket
 import dagster as dg
 import pytest
 
-from coursegpt_assets import layout
-from coursegpt_assets.plan import default_plan
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.plan import default_plan
 from resources.storage import ArtifactStore
 from resources.vertex_tuning import (
     LABEL_VALUE,

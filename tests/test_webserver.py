@@ -68,7 +68,7 @@ def test_agent_assets_have_the_agent_partitions(asset_nodes):
 
 
 def test_pair_assets_have_exactly_the_planned_pairs(asset_nodes):
-    from coursegpt_assets.partitions import PAIR_PARTITIONS
+    from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 
     planned = PAIR_PARTITIONS.get_partition_keys()
     assert planned and "router__llama31-8b" in planned

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from coursegpt_assets.chat_templates import prompt_and_completion
+from coursegpt_assets.core.chat_templates import prompt_and_completion
 
 
 def normalise_text(text: str) -> str:

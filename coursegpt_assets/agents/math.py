@@ -11,10 +11,10 @@ import hashlib
 from collections.abc import Iterator
 
 from coursegpt_assets.agents.base import RawRow, normalise_text
-from coursegpt_assets.chat_templates import build_messages
+from coursegpt_assets.core.chat_templates import build_messages
+from coursegpt_assets.data.sources import iter_source
+from coursegpt_assets.data.subset import select_subset
 from coursegpt_assets.scoring.math_answers import extract_answer
-from coursegpt_assets.sources import iter_source
-from coursegpt_assets.subset import select_subset
 
 SYSTEM_PROMPT = (
     "You are an expert mathematics tutor. Solve problems step-by-step, showing your reasoning clearly."

@@ -10,8 +10,8 @@ import json
 from collections.abc import Iterator
 
 from coursegpt_assets.agents.base import RawRow, normalise_text
-from coursegpt_assets.chat_templates import build_messages
-from coursegpt_assets.sources import iter_source
+from coursegpt_assets.core.chat_templates import build_messages
+from coursegpt_assets.data.sources import iter_source
 
 COMPLETION_KEYS = (
     "route_plan", "route_rationale", "expected_artifacts", "thinking_outline", "handoff_plan",

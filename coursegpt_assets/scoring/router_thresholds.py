@@ -1,6 +1,6 @@
 """Router threshold configuration and verdicts: min/max bounds per bucket, judged metric by metric.
 
-The thresholds ship with the project (`coursegpt_assets/router_thresholds.json`, a copy of the
+The thresholds ship with the project (`coursegpt_assets/agents/router_thresholds.json`, a copy of the
 seed's `router_benchmark_thresholds.json`) so scoring works without the shared data folder.
 """
 
@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-DEFAULT_THRESHOLDS_PATH = Path(__file__).resolve().parents[1] / "router_thresholds.json"
+DEFAULT_THRESHOLDS_PATH = Path(__file__).resolve().parents[1] / "agents" / "router_thresholds.json"
 _BOUNDS = ("min", "max")
 
 

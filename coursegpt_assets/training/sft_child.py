@@ -21,13 +21,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from coursegpt_assets.core.layout import ADAPTER_CONFIG, CHAT_TEMPLATE_FILE, SUMMARY_FILE
 from coursegpt_assets.training.device_plan import DevicePlan, device_plan, load_base_model, pick_device
 from coursegpt_assets.training.labels import completion_labels, prepare_pair, terminator_is_trained
 from coursegpt_assets.training.library_noise import silence_library_noise
 from coursegpt_assets.training.report import hardware_description, plot_loss_curve
 
-SUMMARY_FILE = "training_summary.json"
-TEMPLATE_FILE = "chat_template.jinja"
 LOSS_CURVE_FILE = "loss_curve.png"
 LOG_MESSAGE = "training_log"
 ERROR_MESSAGE = "training_error"
@@ -221,10 +220,10 @@ def train(extras: dict, pipes) -> dict:
 
     # Save: adapter named by its logical base id (never a local path), tokenizer, the exact template.
     trainer.save_model(str(out))
-    name_base_model(out / "adapter_config.json", extras["base_model_id"])
+    name_base_model(out / ADAPTER_CONFIG, extras["base_model_id"])
     for leftover in ("README.md", "training_args.bin"):  # PEFT's stub card (the model_card asset writes one)
         (out / leftover).unlink(missing_ok=True)
-    (out / TEMPLATE_FILE).write_text(extras["chat_template"], encoding="utf-8")
+    (out / CHAT_TEMPLATE_FILE).write_text(extras["chat_template"], encoding="utf-8")
     plot_loss_curve(history, out / LOSS_CURVE_FILE, title=f"{extras['pair']} ({extras['version']})", eval_loss=eval_loss)
 
     runtime = float(result.metrics.get("train_runtime", 0.0)) or 1e-9

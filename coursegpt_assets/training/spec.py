@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from coursegpt_assets.plan import TrainingPlan
+from coursegpt_assets.core.plan import TrainingPlan
 
 VERSION_FORMAT = 1
 BACKEND_LOCAL = "trl"

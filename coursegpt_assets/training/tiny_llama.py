@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-from coursegpt_assets import settings
-from coursegpt_assets.chat_templates import family
-from coursegpt_assets.plan import TrainingPlan
+from coursegpt_assets.core import settings
+from coursegpt_assets.core.chat_templates import family
+from coursegpt_assets.core.plan import TrainingPlan
 
 BUILD_FORMAT = 1
 TINY_KEY = "tiny-llama"

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coursegpt_assets.core.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from coursegpt_assets.training.spec import estimate_tokens
 
 REQUIRED_FIELDS = ("prompt", "completion", "text_prompt", "text_completion")
@@ -94,7 +95,7 @@ def validate_adapter(
     that rank for every target module. `exact_targets=False` (Vertex exports) allows extra modules."""
     report = AdapterReport()
     folder = Path(folder)
-    config_path, weights_path = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+    config_path, weights_path = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
     for path in (config_path, weights_path):
         if not path.is_file():
             report.problems.append(f"{path}: missing")

@@ -125,7 +125,7 @@ def gcs_emulator(tmp_path, monkeypatch):
 @pytest.fixture
 def gcs_store(gcs_emulator):
     """The ArtifactStore the settings resolve to (gs://<bucket>/<prefix> on the emulator)."""
-    from coursegpt_assets import settings
+    from coursegpt_assets.core import settings
     from resources import resources_for
 
     store = resources_for(settings.current())["store"]

@@ -12,10 +12,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from coursegpt_assets import layout
 from coursegpt_assets.agents import get_agent
-from coursegpt_assets.chat_templates import build_messages, family, render
-from coursegpt_assets.plan import default_plan
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.chat_templates import build_messages, family, render
+from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.training.tiny_llama import base_model_revision, ensure_base_model
 from resources.storage import ArtifactStore
 

@@ -11,12 +11,12 @@ import json
 
 import yaml
 
-from coursegpt_assets import layout
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.agents.base import tuning_row
-from coursegpt_assets.chat_templates import family
-from coursegpt_assets.plan import DEFAULT_PLAN_PATH, default_plan
-from coursegpt_assets.settings import FIXTURES_DIR
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.chat_templates import family
+from coursegpt_assets.core.plan import DEFAULT_PLAN_PATH, default_plan
+from coursegpt_assets.core.settings import FIXTURES_DIR
 from resources.storage import ArtifactStore
 
 

@@ -1,0 +1,314 @@
+"""Hugging Face model cards for the adapters, generated from the artifacts rather than typed by hand.
+
+The seed wrote its READMEs by hand and its numbers drifted from the reports. Here the metadata is a
+`huggingface_hub.ModelCardData` (with a `model-index` of every headline metric of the evaluation
+report) and the body is a Jinja template rendered by `ModelCard.from_template`. Every string taken
+from a training summary, report or manifest is scrubbed of tokens and local paths first, and
+`validate_card` is what the blocking card check runs.
+
+huggingface_hub's card classes cost ~0.15 s to import, so they are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from coursegpt_assets.cards.template import CARD_TEMPLATE, INTENDED_USE, citation_for
+from coursegpt_assets.core.plan import TrainingPlan
+from coursegpt_assets.core.secrets_scan import find_secrets, scrub, scrub_obj
+
+SMOKE_TAG = "smoke-test"
+SMOKE_PHRASE = "smoke-test model"
+TASK_TYPE = "text-generation"
+MISSING_VALUE = "not measured"  # shown in the body; the model-index holds measured numbers only
+REQUIRED_METADATA = ("base_model", "library_name", "license", "pipeline_tag", "tags", "model-index")
+
+
+class CardError(ValueError):
+    """The inputs cannot make a valid card; the message names the artifact and the field."""
+
+
+@dataclass(frozen=True)
+class CardInputs:
+    """Everything a card says, gathered from the plan and the store (already scrubbed)."""
+
+    pair: str
+    agent: str
+    base_model: str
+    base_model_id: str
+    base_model_license: str
+    license: str
+    smoke: bool
+    agent_description: str
+    source: str
+    source_license: str
+    pipeline_tag: str
+    repo_id: str
+    summary: dict
+    report: dict
+    report_markdown: str
+    tuning_manifest: dict
+    splits_manifest: dict
+
+
+def inputs_from_plan(
+    plan: TrainingPlan,
+    pair: str,
+    *,
+    repo_id: str,
+    summary: dict,
+    report: dict,
+    report_markdown: str,
+    tuning_manifest: dict,
+    splits_manifest: dict,
+) -> CardInputs:
+    """Join the plan's view of the pair with the artifacts; scrub every artifact string."""
+    p = plan.pair(pair)
+    agent = plan.agents[p.agent]
+    model = plan.base_models[p.base_model]
+    return CardInputs(
+        pair=pair,
+        agent=p.agent,
+        base_model=p.base_model,
+        base_model_id=model.hf_id,
+        base_model_license=model.license,
+        license=plan.license,
+        smoke=model.smoke,
+        agent_description=agent.description,
+        source=agent.source,
+        source_license=agent.source_license,
+        pipeline_tag=agent.pipeline_tag,
+        repo_id=repo_id,
+        summary=scrub_obj(summary),
+        report=scrub_obj(report),
+        report_markdown=scrub(report_markdown),
+        tuning_manifest=scrub_obj(tuning_manifest),
+        splits_manifest=scrub_obj(splits_manifest),
+    )
+
+
+# -- metadata --------------------------------------------------------------------------------------------
+def dataset_id(source: str) -> str | None:
+    """The Hub dataset id of a plan source (`owner/name[:config]`), or None for paths and URIs."""
+    name = source.removeprefix("hf://").split(":", 1)[0]
+    return name if re.fullmatch(r"[\w.\-]+/[\w.\-]+", name) else None
+
+
+def _backend_tag(summary: dict) -> str:
+    backend = str(summary.get("backend", "")).lower()
+    if backend not in ("trl", "vertex"):
+        raise CardError(f"training_summary.json: backend {backend!r} is not 'trl' or 'vertex'")
+    return "vertex-ai" if backend == "vertex" else "trl"
+
+
+def _metric_value(value: Any) -> float | None:
+    """A headline value for the model-index: a finite number, or None when the report could not measure it
+    (e.g. route_plan_exact when no prediction parsed as JSON: the seed averages it over parsed predictions)."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return value
+    return None
+
+
+def model_name(inputs: CardInputs) -> str:
+    return inputs.repo_id.rsplit("/", 1)[-1]
+
+
+def build_card_data(inputs: CardInputs):
+    """The card's YAML metadata as a `ModelCardData` (model-index via `EvalResult`)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    headline = inputs.report.get("headline") or {}
+    if not headline:
+        raise CardError(f"reports/{inputs.pair}: report.json has no headline metrics to put in the model-index")
+    # the model-index cannot hold null: unmeasured metrics are left out of it and named in the body instead
+    measured = {metric: _metric_value(value) for metric, value in headline.items()
+                if _metric_value(value) is not None}
+    if not measured:
+        raise CardError(f"reports/{inputs.pair}: report.json measured none of its headline metrics "
+                        f"({', '.join(headline)})")
+    benchmark = inputs.report.get("benchmark_version", "unknown")
+    ds_type = dataset_id(inputs.source) or inputs.agent
+    results = [
+        EvalResult(
+            task_type=TASK_TYPE,
+            task_name=f"{inputs.agent} agent",
+            dataset_type=ds_type,
+            dataset_name=f"CourseGPT {inputs.agent} benchmark",
+            dataset_split="test",
+            dataset_revision=str(benchmark),
+            metric_type=metric,
+            metric_name=metric.replace("_", " "),
+            metric_value=value,
+        )
+        for metric, value in measured.items()
+    ]
+    tags = [inputs.agent, f"{inputs.agent}-agent", "coursegpt-pro", "lora", "peft", _backend_tag(inputs.summary)]
+    if inputs.smoke:
+        tags.append(SMOKE_TAG)
+    ds = dataset_id(inputs.source)
+    return ModelCardData(
+        base_model=inputs.base_model_id,
+        base_model_relation="adapter",
+        library_name="peft",
+        pipeline_tag=inputs.pipeline_tag,
+        license=inputs.license,
+        datasets=[ds] if ds else None,
+        tags=tags,
+        model_name=model_name(inputs),
+        eval_results=results,
+    )
+
+
+# -- body ------------------------------------------------------------------------------------------------
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e5 else f"{value:.4f}".rstrip("0").rstrip(".")
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value) or "—"
+    if value is None:
+        return "—"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)) or seconds < 0:
+        return "unknown"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    parts = [f"{h} h"] if h else []
+    parts += [f"{m} min"] if h or m else []
+    return " ".join([*parts, f"{sec} s"]) + f" ({seconds:.1f} s)"
+
+
+def _demote_headings(markdown: str, levels: int = 2) -> str:
+    """Nest the report's own headings under the card's Evaluation section."""
+    out, fenced = [], False
+    for line in markdown.strip().splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        if not fenced and re.match(r"#{1,6}\s", line):
+            line = "#" * levels + line
+        out.append(line)
+    return "\n".join(out)
+
+
+def _headline_rows(inputs: CardInputs) -> list[tuple[str, str]]:
+    return [(m, _fmt(_metric_value(v)) if _metric_value(v) is not None else MISSING_VALUE)
+            for m, v in (inputs.report.get("headline") or {}).items()]
+
+
+def render_body_context(inputs: CardInputs) -> dict[str, Any]:
+    """Template variables for the card body (all values already scrubbed)."""
+    s, tm, sm = inputs.summary, inputs.tuning_manifest, inputs.splits_manifest
+    hyper = s.get("hyperparameters") or {}
+    if not hyper:
+        raise CardError(f"adapters/{inputs.pair}: training_summary.json has no hyperparameters")
+    split_counts = sm.get("counts") or {}
+    tuning_counts = tm.get("counts") or {}
+    backend = str(s.get("backend", "")).lower()
+    return {
+        "model_name": model_name(inputs),
+        "inputs": inputs,
+        "smoke": inputs.smoke,
+        "smoke_phrase": SMOKE_PHRASE,
+        "backend_name": "Vertex AI supervised tuning (PEFT adapter)" if backend == "vertex" else "TRL SFTTrainer + PEFT",
+        "intended_use": INTENDED_USE.get(inputs.agent, INTENDED_USE["default"]),
+        "dataset_id": dataset_id(inputs.source),
+        "hyperparameters": [(k, _fmt(v)) for k, v in hyper.items()],
+        "training_facts": [
+            ("Backend", backend or "unknown"),
+            ("Hardware", _fmt(s.get("hardware"))),
+            ("Device", _fmt(s.get("device"))),
+            ("Wall time", _duration(s.get("wall_time_s"))),
+            ("Optimizer steps", _fmt(s.get("steps"))),
+            ("Final training loss", _fmt(s.get("final_loss"))),
+            ("Adapter version", _fmt(s.get("version"))),
+        ],
+        "data_facts": [
+            ("Data version (tuning data hash)", f"`{_fmt(tm.get('data_version') or s.get('data_version'))}`"),
+            ("Splits content hash", f"`{_fmt(sm.get('content_hash'))}`"),
+            ("Split seed", _fmt(sm.get("seed"))),
+            ("Records read from", _fmt(sm.get("source"))),
+            ("Chat template family", _fmt(tm.get("family"))),
+        ],
+        "split_counts": [(k, _fmt(split_counts.get(k))) for k in ("train", "validation", "test") if k in split_counts],
+        "tuning_counts": [(k, _fmt(v)) for k, v in tuning_counts.items()],
+        "examples_used": (_fmt(s.get("train_examples")), _fmt(s.get("validation_examples"))),
+        "headline_rows": _headline_rows(inputs),
+        "benchmark_version": _fmt(inputs.report.get("benchmark_version")),
+        "report_tables": _demote_headings(inputs.report_markdown) if inputs.report_markdown.strip() else "",
+        "citation": citation_for(inputs.source, inputs.source_license),
+    }
+
+
+def build_card(inputs: CardInputs) -> str:
+    """The full README.md text: YAML metadata from ModelCardData plus the rendered body."""
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.from_template(build_card_data(inputs), template_str=CARD_TEMPLATE, **render_body_context(inputs))
+    text = str(card).rstrip() + "\n"
+    leaks = find_secrets(text)
+    if leaks:  # the template itself or an unscrubbed field leaked; never hand such a card on
+        raise CardError(f"cards/{inputs.pair}/README.md: " + "; ".join(f.describe() for f in leaks))
+    return text
+
+
+# -- validation ------------------------------------------------------------------------------------------
+def _yaml_block(text: str) -> dict | None:
+    m = re.match(r"^\s*---\s*\n(.*?)\n---\s*(\n|$)", text, re.S)
+    if not m:
+        return None
+    data = yaml.safe_load(m.group(1))
+    return data if isinstance(data, dict) else None
+
+
+def validate_card(text: str) -> list[str]:
+    """Problems with a card: metadata that does not round-trip, missing fields, secrets, local paths."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    problems = [f.describe("README.md") for f in find_secrets(text)]
+    try:
+        raw = _yaml_block(text)
+    except yaml.YAMLError as e:
+        return [*problems, f"metadata: not valid YAML ({e})"]
+    if raw is None:
+        return [*problems, "metadata: no YAML front matter (--- ... ---) at the top of README.md"]
+    try:
+        card = ModelCard(text)
+        data = card.data.to_dict()
+        again = ModelCardData(**data).to_dict()
+        reparsed = ModelCard(str(card)).data.to_dict()
+    except (ValueError, KeyError, TypeError) as e:
+        return [*problems, f"metadata: huggingface_hub cannot parse it ({e})"]
+    if data != raw:
+        lost = sorted(k for k in set(raw) | set(data) if raw.get(k) != data.get(k))
+        problems.append(f"metadata: parsing through ModelCardData changes {lost}")
+    if again != data or reparsed != data:
+        problems.append("metadata: does not round-trip through ModelCardData / ModelCard")
+    for key in REQUIRED_METADATA:
+        if not data.get(key):
+            problems.append(f"metadata: '{key}' is missing or empty")
+    if data.get("library_name") not in (None, "peft"):
+        problems.append(f"metadata: library_name is {data.get('library_name')!r}, expected 'peft'")
+    tags = data.get("tags") or []
+    for tag in ("lora", "peft"):
+        if tag not in tags:
+            problems.append(f"metadata: tag '{tag}' is missing")
+    results = card.data.eval_results or []
+    if data.get("model-index") and not results:
+        problems.append("model-index: holds no evaluation results")
+    for r in results:
+        v = r.metric_value
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            problems.append(f"model-index: metric '{r.metric_type}' has no finite numeric value ({v!r})")
+    if SMOKE_TAG in tags and SMOKE_PHRASE not in card.text.lower():
+        problems.append(f"body: tagged '{SMOKE_TAG}' but never says it is a {SMOKE_PHRASE}")
+    return problems

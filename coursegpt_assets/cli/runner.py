@@ -1,0 +1,225 @@
+"""Runs the pipeline stage by stage on the persistent instance, printing one line per finished step.
+
+Partitions of a stage run side by side, one run per process, as Dagster's own run workers do (each
+run's steps then execute in child processes through the multiprocess executor). Progress is read from
+the instance's event log while they run.
+
+Runs are not started in threads of one process: when `dagster.yaml` holds any setting, Dagster applies
+`logging.config.dictConfig` each time a run starts, which takes the logging module's lock and then every
+handler's lock, while another run's thread holds a handler's lock and waits for the module lock. Two
+runs in one process could then deadlock.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import dagster as dg
+from dagster._core.storage.dagster_run import RunsFilter
+
+from coursegpt_assets.core.names import split_pair
+from coursegpt_assets.defs.jobs import STAGES
+
+HEADLINE_KEYS = (
+    "dagster/row_count", "final_loss", "wall_time_s", "pass@1", "accuracy", "route_plan_exact",
+    "json_valid", "route_tool_recall", "best_score",
+)
+INVOCATION_TAG = "coursegpt/invocation"
+
+
+@dataclass
+class StepLine:
+    asset: str
+    partition: str
+    status: str
+    seconds: float
+    headline: dict[str, float] = field(default_factory=dict)
+
+
+def _headline(metadata: dict) -> dict[str, float]:
+    out = {}
+    for key in HEADLINE_KEYS:
+        value = metadata.get(key)
+        raw = getattr(value, "value", value)
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            out[key.removeprefix("dagster/")] = raw
+    return out
+
+
+class ProgressPrinter:
+    """Polls the event log of this invocation's runs and prints each step once as it finishes."""
+
+    def __init__(self, instance: dg.DagsterInstance, invocation: str, emit: Callable[[str], None]):
+        self.instance, self.invocation, self.emit = instance, invocation, emit
+        self.started = time.monotonic()
+        self.seen: set[str] = set()
+        self.lines: list[StepLine] = []
+        self._stop = threading.Event()
+
+    def poll(self) -> None:
+        runs = self.instance.get_runs(filters=RunsFilter(tags={INVOCATION_TAG: self.invocation}))
+        for run in runs:
+            partition = run.tags.get("dagster/partition", "")
+            materialized: dict[str, dict] = {}
+            for entry in self.instance.all_logs(run.run_id):
+                event = entry.dagster_event
+                if event is None:
+                    continue
+                if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+                    mat = event.step_materialization_data.materialization
+                    materialized[event.step_key] = dict(mat.metadata)
+                elif event.event_type in (
+                    dg.DagsterEventType.STEP_SUCCESS,
+                    dg.DagsterEventType.STEP_FAILURE,
+                    dg.DagsterEventType.STEP_SKIPPED,
+                ):
+                    uid = f"{run.run_id}:{event.step_key}"
+                    if uid in self.seen:
+                        continue
+                    self.seen.add(uid)
+                    status = event.event_type.value.removeprefix("STEP_").lower()
+                    seconds = (getattr(event.event_specific_data, "duration_ms", None) or 0) / 1000
+                    line = StepLine(event.step_key, partition, status, seconds,
+                                    _headline(materialized.get(event.step_key, {})))
+                    self.lines.append(line)
+                    mark = {"success": "✓", "failure": "✗", "skipped": "-"}.get(status, "?")
+                    elapsed = time.monotonic() - self.started
+                    self.emit(f"[{elapsed:7.1f}s] {mark} {line.asset:<36} {partition:<20} {status:<8} {seconds:6.1f}s")
+                    error = getattr(event.event_specific_data, "error", None)
+                    while error is not None and error.cause is not None:
+                        error = error.cause
+                    if error is not None:
+                        self.emit(f"            {error.message.strip()[:300]}")
+
+    def run_in_background(self, interval: float = 0.5) -> threading.Thread:
+        def loop():
+            while not self._stop.wait(interval):
+                self.poll()
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.poll()
+
+
+def run_pipeline(
+    *,
+    instance: dg.DagsterInstance,
+    agents: list[str],
+    pairs: list[str],
+    assets: set[str] | None,
+    defined_assets: set[str],
+    max_parallel: int,
+    emit: Callable[[str], None] = print,
+) -> tuple[bool, list[StepLine]]:
+    """Execute each stage for its partitions; a failed partition stops only what depends on it."""
+    invocation = uuid.uuid4().hex[:12]
+    printer = ProgressPrinter(instance, invocation, emit)
+    printer.run_in_background()
+    ok = True
+    failed: set[str] = set()  # partitions whose run failed; what depends on them is not started
+    try:
+        for job_name, stage_assets, level, _ in STAGES:
+            selected = [a for a in stage_assets if a in defined_assets and (assets is None or a in assets)]
+            if not selected:
+                continue
+            keys = _runnable(level, agents, pairs, failed)
+            if not keys:
+                continue
+            with _run_processes(max(1, min(max_parallel, len(keys)))) as pool:
+                futures = [pool.submit(_execute, instance.get_ref(), job_name, key,
+                                       assets=_assets_for(key, level, selected, emit), invocation=invocation)
+                           for key in keys]
+                results = [future.result() for future in futures]
+            failed.update(key for key, success in zip(keys, results, strict=True) if not success)
+            ok = ok and all(results)
+    finally:
+        printer.stop()
+    return ok, printer.lines
+
+
+#: a Vertex AI tuning job runs for hours: the run ends at tuning_job and vertex_job_sensor takes over
+VERTEX_HANDOFF = "tuning_job"
+
+
+def vertex_pair(pair: str) -> bool:
+    """Whether this pair is tuned on Vertex AI here (gcp environment and a Vertex model id)."""
+    from coursegpt_assets.core import settings
+    from coursegpt_assets.core.plan import default_plan
+
+    return settings.current().is_gcp and bool(default_plan().base_model_for(pair).vertex_id)
+
+
+def _assets_for(key: str, level: str, selected: list[str], emit: Callable[[str], None]) -> list[str]:
+    """The stage's assets for one partition: a Vertex pair stops at its tuning job (no worker waits hours)."""
+    if level != "pair" or VERTEX_HANDOFF not in selected or not vertex_pair(key):
+        return selected
+    kept = selected[: selected.index(VERTEX_HANDOFF) + 1]
+    if len(kept) < len(selected):
+        emit(f"            {key}: tuned on Vertex AI; vertex_job_sensor materialises "
+             f"{', '.join(selected[len(kept):])} when the job succeeds (`make dev` runs the daemon)")
+    return kept
+
+
+def _runnable(level: str, agents: list[str], pairs: list[str], failed: set[str]) -> list[str]:
+    """Partitions of the next stage whose upstream partitions have not failed: a pair needs its agent's
+    data; an agent's summary (leaderboard) needs at least one of its pairs, when pairs were run at all."""
+    if level == "pair":
+        return [p for p in pairs if p not in failed and split_pair(p)[0] not in failed]
+    runnable = []
+    for agent in agents:
+        own_pairs = [p for p in pairs if split_pair(p)[0] == agent]
+        if agent not in failed and (not own_pairs or any(p not in failed for p in own_pairs)):
+            runnable.append(agent)
+    return runnable
+
+
+#: Step processes fork from a server that has already imported the definitions: a step starts in
+#: milliseconds instead of re-importing dagster and the project (seconds on a busy 2-core machine).
+RUN_CONFIG = {
+    "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+    "execution": {"config": {"multiprocess": {
+        "start_method": {"forkserver": {"preload_modules": ["coursegpt_assets.definitions"]}},
+    }}},
+}
+
+
+def _run_processes(workers: int) -> ProcessPoolExecutor:
+    """A fresh process per run, forked from a server that has already imported the definitions."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["coursegpt_assets.definitions", "coursegpt_assets.cli.runner"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=1)
+
+
+def _execute(instance_ref, job_name: str, partition: str, *, assets: list[str], invocation: str) -> bool:
+    """One run, in its own process (see the module docstring)."""
+    job = dg.build_reconstructable_job("coursegpt_assets.cli.runner", "load_job", reconstructable_args=(job_name,))
+    try:
+        instance = dg.DagsterInstance.from_ref(instance_ref)
+        result = dg.execute_job(
+            job,
+            instance=instance,
+            tags={"dagster/partition": partition, INVOCATION_TAG: invocation},
+            run_config=RUN_CONFIG,
+            asset_selection=[dg.AssetKey(a) for a in assets],
+        )
+    except Exception as e:  # a run that cannot even start: say which and why, then stop the pipeline
+        print(f"error: {job_name} [{partition}] could not run: {type(e).__name__}: {e}")
+        return False
+    return result.success
+
+
+def load_job(job_name: str):
+    """Reconstructs a job in each step process (used by build_reconstructable_job)."""
+    from coursegpt_assets.definitions import defs
+
+    return defs.resolve_job_def(job_name)

@@ -1,0 +1,114 @@
+"""Where every artifact lives in the store, relative to its root. One function per artifact kind.
+
+    datasets/<agent>/raw/records.jsonl           raw_examples (one {"line", "record"|"error"} row per source row)
+    datasets/<agent>/clean/records.jsonl         clean_examples (+ index.jsonl: [id, normalised prompt])
+    quarantine/<agent>/<run_id>.jsonl            records clean_examples rejected, with line and reason
+    datasets/<agent>/splits/<split>.jsonl        dataset_splits (+ manifest.json)
+    benchmarks/<agent>/benchmark.jsonl           benchmark (+ manifest.json)
+    tuning/<pair>/<split>.jsonl                  tuning_dataset (+ manifest.json)
+    adapters/<pair>/<version>/                   adapter files; training_summary.json is written last
+    adapters/<pair>/latest.json                  pointer to the newest complete adapter version
+    reports/<pair>/<version>/                    evaluation report; report.json is written last
+    reports/<pair>/latest.json                   pointer to the newest report
+    cards/<pair>/README.md                       model card
+    leaderboards/<agent>/                        leaderboard.md, leaderboard.json, leaderboard.png
+"""
+
+from __future__ import annotations
+
+SPLITS = ("train", "validation", "test")
+TUNING_SPLITS = ("train", "validation")
+
+# the files of one adapter folder (adapters/<pair>/<version>/) and of one report folder
+SUMMARY_FILE = "training_summary.json"  # written last: an adapter folder is complete once it exists
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+JOB_RECORD = "tuning_job.json"  # what tuning_job submitted or ran
+VERTEX_EXPORT = "vertex_export"  # the Vertex job's output_uri, below the adapter folder
+REPORT_FILE = "report.json"  # written last: a report folder is complete once it exists
+
+
+def raw_records(agent: str) -> str:
+    return f"datasets/{agent}/raw/records.jsonl"
+
+
+def raw_manifest(agent: str) -> str:
+    return f"datasets/{agent}/raw/manifest.json"
+
+
+def clean_records(agent: str) -> str:
+    return f"datasets/{agent}/clean/records.jsonl"
+
+
+def clean_index(agent: str) -> str:
+    """[id, normalised prompt] per clean record, in file order: what splitting and leakage checks need."""
+    return f"datasets/{agent}/clean/index.jsonl"
+
+
+def clean_manifest(agent: str) -> str:
+    return f"datasets/{agent}/clean/manifest.json"
+
+
+def quarantine(agent: str, run_id: str) -> str:
+    return f"quarantine/{agent}/{run_id}.jsonl"
+
+
+def split_records(agent: str, split: str) -> str:
+    return f"datasets/{agent}/splits/{split}.jsonl"
+
+
+def splits_manifest(agent: str) -> str:
+    return f"datasets/{agent}/splits/manifest.json"
+
+
+def benchmark_records(agent: str) -> str:
+    return f"benchmarks/{agent}/benchmark.jsonl"
+
+
+def benchmark_manifest(agent: str) -> str:
+    return f"benchmarks/{agent}/manifest.json"
+
+
+def tuning_records(pair: str, split: str) -> str:
+    return f"tuning/{pair}/{split}.jsonl"
+
+
+def tuning_manifest(pair: str) -> str:
+    return f"tuning/{pair}/manifest.json"
+
+
+def adapters_root() -> str:
+    return "adapters"
+
+
+def adapter_dir(pair: str, version: str) -> str:
+    return f"adapters/{pair}/{version}"
+
+
+def adapter_summary(pair: str, version: str) -> str:
+    return f"{adapter_dir(pair, version)}/{SUMMARY_FILE}"
+
+
+def adapter_latest(pair: str) -> str:
+    return f"adapters/{pair}/latest.json"
+
+
+def report_dir(pair: str, version: str) -> str:
+    return f"reports/{pair}/{version}"
+
+
+def report_file(pair: str, version: str) -> str:
+    return f"{report_dir(pair, version)}/{REPORT_FILE}"
+
+
+def report_latest(pair: str) -> str:
+    return f"reports/{pair}/latest.json"
+
+
+def card(pair: str) -> str:
+    return f"cards/{pair}/README.md"
+
+
+def leaderboard_dir(agent: str) -> str:
+    return f"leaderboards/{agent}"

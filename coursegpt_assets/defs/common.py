@@ -1,0 +1,75 @@
+"""What every stage shares: owners, metadata helpers, and reading what an upstream asset wrote.
+
+Artifact sets that belong together (splits, tuning data) are checked against their manifest with
+`verify`: each file is written atomically, but a set is not. If the split files of a new run are written
+and the run dies before its manifest, the store holds a train split from the new run beside a validation
+split and manifest from the old one; `verify` stops the run with an actionable message instead of tuning
+on that mix.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from resources.storage import ArtifactStore
+
+OWNERS = ["team:ml-platform"]
+ROW_COUNT = "dagster/row_count"
+
+
+# -- metadata reviewers read ---------------------------------------------------------------------------
+def _cell(value, width: int) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    text = text.replace("\n", " ").replace("|", "\\|")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def preview(rows: list[dict], columns: list[str], *, limit: int = 5, width: int = 80) -> dg.MetadataValue:
+    """A markdown table of the first few rows: the first thing a reviewer looks at."""
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    body = "".join(
+        "| " + " | ".join(_cell(row.get(c, ""), width) for c in columns) + " |\n" for row in rows[:limit]
+    )
+    return dg.MetadataValue.md(head + body if rows else "_no rows_")
+
+
+def uri(value: str) -> dg.MetadataValue:
+    return dg.MetadataValue.url(value) if value.startswith("gs://") else dg.MetadataValue.path(value)
+
+
+# -- reading upstream artifacts --------------------------------------------------------------------------
+def read_upstream(store: ArtifactStore, key: str, *, producer: str, partition: str):
+    """The JSON an upstream asset wrote at `key`. When it is missing, a dg.Failure names the file and what
+    to materialise (`producer`, e.g. "adapter" or "clean_examples for router")."""
+    try:
+        return store.read_json(key)
+    except FileNotFoundError:
+        raise dg.Failure(description=f"{partition}: {store.uri(key)} does not exist; materialise {producer} "
+                                     "first") from None
+
+
+def read_latest_version(store: ArtifactStore, key: str, *, producer: str, partition: str) -> str:
+    """The version a `latest.json` pointer names."""
+    pointer = read_upstream(store, key, producer=producer, partition=partition)
+    if not isinstance(pointer, dict) or not pointer.get("version"):
+        raise dg.Failure(description=f"{partition}: {store.uri(key)} holds no 'version' (expected {{\"version\": ...}})")
+    return str(pointer["version"])
+
+
+def verify(store: ArtifactStore, expected: dict[str, str], *, producer: str, partition: str) -> None:
+    """Raise dg.Failure unless every key's sha256 equals the manifest's."""
+    stale = []
+    for key, sha in expected.items():
+        try:
+            actual = store.sha256(key)
+        except FileNotFoundError:
+            stale.append(f"{store.uri(key)} is missing")
+            continue
+        if actual != sha:
+            stale.append(f"{store.uri(key)} has sha256 {actual[:12]}…, its manifest says {str(sha)[:12]}…")
+    if stale:
+        raise dg.Failure(
+            description=f"{partition}: the files of {producer} do not match its manifest (an interrupted write "
+                        f"left a mixed set): {'; '.join(stale)}. Re-materialise {producer} for {partition}.",
+            metadata={"mismatched_files": len(stale)},
+        )

@@ -1,0 +1,211 @@
+"""Agent-level data assets: raw_examples → clean_examples → dataset_splits (partitioned per agent)."""
+
+
+import hashlib
+import json
+
+import dagster as dg
+import orjson
+from pydantic import Field
+
+from coursegpt_assets.agents import get_agent
+from coursegpt_assets.core import layout, settings
+from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.data.cleaning import CleaningOutcome, clean, encode_raw_row
+from coursegpt_assets.data.sources import line_table
+from coursegpt_assets.data.splits import assign_splits, seeded_order
+from coursegpt_assets.defs.common import OWNERS, ROW_COUNT, preview, read_upstream, uri, verify
+from coursegpt_assets.defs.partitions import AGENT_PARTITIONS
+from resources.storage import ArtifactStore
+
+DATA_GROUP = "data"
+
+
+class RawExamplesConfig(dg.Config):
+    source: str | None = Field(
+        default=None, description="Override the agent's source (path, gs:// URI or hf://id[:config])"
+    )
+
+
+@dg.asset(
+    partitions_def=AGENT_PARTITIONS,
+    group_name=DATA_GROUP,
+    kinds={"python", "jsonl"},
+    owners=OWNERS,
+    code_version="1",
+)
+def raw_examples(context: dg.AssetExecutionContext, config: RawExamplesConfig, store: ArtifactStore):
+    """The agent's source records, copied as-is with their source line numbers (unparseable lines kept)."""
+    agent_name = context.partition_key
+    spec = default_plan().agents[agent_name]
+    source = config.source or settings.source_for(agent_name)
+    agent = get_agent(agent_name)
+    context.log.info(f"{agent_name}: reading {source}")
+    sample: list[dict] = []
+
+    def lines():
+        for row in agent.load_raw(source, seed=default_plan().hyperparameters.seed, subset_size=spec.subset_size):
+            if len(sample) < 5 and row.record is not None:
+                sample.append(row.record)
+            if row.raw is not None:  # JSONL: copied byte for byte; clean_examples parses and validates
+                yield encode_raw_row(row.line, row.raw)
+            elif row.record is None:
+                yield encode_raw_row(row.line, error=row.error)
+            else:
+                yield encode_raw_row(row.line, orjson.dumps(row.record, default=str))
+
+    def nonempty(rows):  # raising inside the stream aborts the write: the previous raw file stays
+        any_row = False
+        for row in rows:
+            any_row = True
+            yield row
+        if not any_row:
+            raise dg.Failure(description=f"{agent_name}: {source} holds no records (an empty file or folder); "
+                                         f"check {settings.SOURCE_VARIABLES.get(agent_name, 'the source')}")
+
+    records_uri, count, sha = store.write_lines(layout.raw_records(agent_name), nonempty(lines()))
+    store.write_json(layout.raw_manifest(agent_name), {"source": source, "rows": count, "sha256": sha,
+                                                       "files": line_table(source)})
+    context.log.info(f"{agent_name}: {count} rows from {source}")
+    return dg.MaterializeResult(
+        metadata={
+            ROW_COUNT: count,
+            "source": source,
+            "uri": uri(records_uri),
+            "sha256": sha,
+            "preview": preview(sample, sorted({k for r in sample for k in r})[:6]),
+        },
+        data_version=dg.DataVersion(sha),
+    )
+
+
+@dg.asset(
+    partitions_def=AGENT_PARTITIONS,
+    group_name=DATA_GROUP,
+    kinds={"python", "jsonl"},
+    owners=OWNERS,
+    code_version="1",
+    deps=[raw_examples],
+)
+def clean_examples(context: dg.AssetExecutionContext, store: ArtifactStore):
+    """Records that pass the agent's schema; the rest go to `quarantine/<agent>/<run>.jsonl` with line and reason."""
+    agent_name = context.partition_key
+    agent = get_agent(agent_name)
+    limit = default_plan().agents[agent_name].max_invalid_share
+    outcome = CleaningOutcome()
+    index: list[bytes] = []
+    sample: list[dict] = []
+    quarantine_key = layout.quarantine(agent_name, context.run_id)
+
+    def lines():
+        raw = (line for _, line in store.iter_lines(layout.raw_records(agent_name)))
+        for rec in clean(agent, raw, outcome):
+            index.append(orjson.dumps([rec.id, rec.dedup_key]))
+            if len(sample) < 5:
+                sample.append(rec.record)
+            yield rec.line
+        if outcome.quarantined:  # written before failing, so every rejected row can be inspected
+            outcome.name_files(store.read_json(layout.raw_manifest(agent_name)).get("files") or [])
+            store.write_jsonl(quarantine_key, outcome.quarantined)
+        if outcome.invalid_share > limit:  # raising here aborts the clean file's write: nothing half-done
+            raise dg.Failure(
+                description=(
+                    f"{agent_name}: {outcome.invalid_share:.1%} of rows are invalid (limit {limit:.0%}); "
+                    f"see {store.uri(quarantine_key)}. First reasons: " + "; ".join(outcome.first_reasons())
+                ),
+                metadata={"quarantine": uri(store.uri(quarantine_key)), "invalid_rows": len(outcome.quarantined)},
+            )
+
+    records_uri, count, sha = store.write_lines(layout.clean_records(agent_name), lines())
+    _, _, index_sha = store.write_lines(layout.clean_index(agent_name), index)
+    quarantine_uri = store.uri(quarantine_key) if outcome.quarantined else None
+    if quarantine_uri:
+        context.log.warning(
+            f"{agent_name}: quarantined {len(outcome.quarantined)}/{outcome.total} rows to {quarantine_uri}; "
+            + " | ".join(outcome.first_reasons(3))
+        )
+    store.write_json(
+        layout.clean_manifest(agent_name),
+        {"rows": count, "quarantined": len(outcome.quarantined), "sha256": sha, "index_sha256": index_sha,
+         "quarantine": quarantine_uri},
+    )
+    metadata = {
+        ROW_COUNT: count,
+        "quarantined_rows": len(outcome.quarantined),
+        "invalid_share": round(outcome.invalid_share, 4),
+        "uri": uri(records_uri),
+        "preview": preview(sample, ["id", *agent.preview_columns]),
+    }
+    if quarantine_uri:
+        metadata["quarantine"] = uri(quarantine_uri)
+        metadata["quarantine_reasons"] = dg.MetadataValue.md(
+            "\n".join(f"- {r}" for r in outcome.first_reasons(10))
+        )
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(sha))
+
+
+class DatasetSplitsConfig(dg.Config):
+    limit: int | None = Field(default=None, description="Smoke subset: keep only this many records (seeded)")
+    think_wrapping: bool = Field(default=False, description="Wrap the thinking outline in `<think>` tags (router)")
+
+
+@dg.asset(
+    partitions_def=AGENT_PARTITIONS,
+    group_name=DATA_GROUP,
+    kinds={"python", "jsonl"},
+    owners=OWNERS,
+    code_version="1",
+    deps=[clean_examples],
+)
+def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfig, store: ArtifactStore):
+    """Deterministic train/validation/test splits with no id or normalised prompt in two splits."""
+    agent_name = context.partition_key
+    agent = get_agent(agent_name)
+    plan = default_plan()
+    ratios, seed = plan.agents[agent_name].splits, plan.hyperparameters.seed
+    clean_manifest = read_upstream(store, layout.clean_manifest(agent_name), producer=f"clean_examples for {agent_name}",
+                                    partition=agent_name)
+    verify(store, {layout.clean_records(agent_name): clean_manifest["sha256"],
+                   layout.clean_index(agent_name): clean_manifest.get("index_sha256") or ""},
+           producer="clean_examples", partition=agent_name)
+    # Keep each record's bytes and copy them into its split: only the id and prompt are needed to decide.
+    lines = [line for _, line in store.iter_lines(layout.clean_records(agent_name))]
+    ids, keys = map(list, zip(*store.iter_jsonl(layout.clean_index(agent_name)), strict=True)) if lines else ([], [])
+    if len(ids) != len(lines):
+        raise dg.Failure(f"{agent_name}: clean index and records disagree; re-materialise clean_examples")
+    if config.limit is not None:
+        keep = sorted(seeded_order(ids, seed)[: config.limit])
+        lines, ids, keys = [lines[i] for i in keep], [ids[i] for i in keep], [keys[i] for i in keep]
+    assignment = assign_splits(keys, validation=ratios.validation, test=ratios.test, seed=seed)
+    by_split: dict[str, list[bytes]] = {s: [] for s in layout.SPLITS}
+    for line, split in zip(lines, assignment, strict=True):
+        by_split[split].append(line)
+    hashes = {}
+    for split, rows in by_split.items():
+        _, _, hashes[split] = store.write_lines(layout.split_records(agent_name, split), rows)
+    # the think option changes what tuning_dataset renders from these same files: part of the version
+    content_hash = hashlib.sha256(json.dumps({**hashes, "think_wrapping": config.think_wrapping},
+                                             sort_keys=True).encode()).hexdigest()
+    counts = {s: len(rows) for s, rows in by_split.items()}
+    source = store.read_json(layout.raw_manifest(agent_name)).get("source")
+    manifest = {
+        "agent": agent_name, "counts": counts, "seed": seed, "ratios": ratios.model_dump(),
+        "content_hash": content_hash, "sha256": hashes, "source": source,
+        "limit": config.limit, "think_wrapping": config.think_wrapping,
+    }
+    manifest_uri = store.write_json(layout.splits_manifest(agent_name), manifest)
+    context.log.info(f"{agent_name}: splits {counts} (seed {seed})")
+    return dg.MaterializeResult(
+        metadata={
+            ROW_COUNT: len(lines),
+            **{f"{s}_rows": n for s, n in counts.items()},
+            "seed": seed,
+            "content_hash": content_hash,
+            "manifest": uri(manifest_uri),
+            "preview": preview([orjson.loads(x) for x in by_split["train"][:5]], ["id", *agent.preview_columns]),
+        },
+        data_version=dg.DataVersion(content_hash),
+    )
+
+
+DATA_ASSETS = [raw_examples, clean_examples, dataset_splits]

@@ -1,0 +1,1 @@
+"""Stage `evaluation`: benchmark per agent, evaluation_report per pair, leaderboard per agent."""

@@ -1,0 +1,186 @@
+"""The `benchmark` asset: held-out evaluation rows per agent, and the blocking check that none leaked.
+
+router: the test split plus "hard" validation rows tagged by category; math: cloze / single-choice /
+GSM8K-style files (configurable) plus the validation split; code: the test split with its asserts.
+Written to benchmarks/<agent>/benchmark.jsonl with a manifest whose `version` is the file's sha256.
+"""
+
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from coursegpt_assets.agents import get_agent
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.data.benchmark_rows import (
+    code_rows,
+    counts_by,
+    math_benchmark_files,
+    math_file_rows,
+    math_validation_rows,
+    overlapping_ids,
+    router_rows,
+)
+from coursegpt_assets.defs.common import OWNERS, ROW_COUNT, preview, read_upstream, uri, verify
+from coursegpt_assets.defs.partitions import AGENT_PARTITIONS
+from resources.storage import ArtifactStore
+
+EVALUATION_GROUP = "evaluation"
+PREVIEW_COLUMNS = {
+    "router": ["id", "source", "user_query", "categories"],
+    "math": ["id", "file", "format", "question", "answer"],
+    "code": ["id", "entry_point", "instruction"],
+}
+#: the field whose per-value counts go into the metadata, per agent
+COUNTED_FIELDS = {"router": ("source", "categories"), "math": ("file", "format", "level"), "code": ("source",)}
+
+
+class BenchmarkConfig(dg.Config):
+    math_files: list[str] | None = Field(
+        default=None,
+        description="math: benchmark .jsonl files, folders or globs (default: $COURSEGPT_MATH_BENCHMARKS, "
+        "else the shipped fixtures)",
+    )
+    include_validation: bool = Field(default=True, description="math: add the held-out validation split")
+    hard_per_category: int | None = Field(
+        default=None, description="router: at most this many hard validation rows per category (rarest first)"
+    )
+    drop_train_overlap: bool = Field(
+        default=False,
+        description="Drop rows whose question is in the train split (ids recorded) instead of failing the check",
+    )
+
+
+def _split(store: ArtifactStore, agent_name: str, split: str) -> list[dict]:
+    return store.read_jsonl(layout.split_records(agent_name, split))
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_rows(agent_name: str, store: ArtifactStore, config: BenchmarkConfig) -> tuple[list[dict], list[dict]]:
+    """The agent's benchmark rows and the external files they came from (path, sha256, rows)."""
+    agent = get_agent(agent_name)
+    if agent_name == "router":
+        rows = router_rows(
+            agent, _split(store, agent_name, "test"), _split(store, agent_name, "validation"),
+            seed=default_plan().hyperparameters.seed, hard_per_category=config.hard_per_category,
+        )
+        return rows, []
+    if agent_name == "math":
+        rows, files = [], []
+        for path in math_benchmark_files(config.math_files):
+            file_rows = math_file_rows(path)
+            rows += file_rows
+            files.append({"path": str(path), "sha256": _file_sha(path), "rows": len(file_rows)})
+        if config.include_validation:
+            rows += math_validation_rows(_split(store, agent_name, "validation"))
+        return rows, files
+    if agent_name == "code":
+        return code_rows(_split(store, agent_name, "test")), []
+    raise dg.Failure(f"no benchmark builder for agent {agent_name!r} (add one to coursegpt_assets/defs/evaluation/benchmark.py)")
+
+
+def train_keys(store: ArtifactStore, agent_name: str) -> set[str]:
+    """Normalised prompts of the training split: what a benchmark question must never equal."""
+    agent = get_agent(agent_name)
+    return {agent.dedup_key(r) for r in store.iter_jsonl(layout.split_records(agent_name, "train"))}
+
+
+@dg.asset(
+    partitions_def=AGENT_PARTITIONS,
+    group_name=EVALUATION_GROUP,
+    kinds={"python", "jsonl"},
+    owners=OWNERS,
+    code_version="1",
+    deps=[dg.AssetDep("dataset_splits")],
+)
+def benchmark(context: dg.AssetExecutionContext, config: BenchmarkConfig, store: ArtifactStore):
+    """Held-out evaluation rows for the agent (never the train split), each with `id`, `source` and the
+    fields its scorer reads; counts per source and category in the metadata."""
+    agent_name = context.partition_key
+    splits_manifest = read_upstream(store, layout.splits_manifest(agent_name), producer=f"dataset_splits for {agent_name}",
+                                    partition=agent_name)
+    verify(store, {layout.split_records(agent_name, s): splits_manifest["sha256"][s] for s in layout.SPLITS},
+           producer="dataset_splits", partition=agent_name)
+    rows, files = build_rows(agent_name, store, config)
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        repeated = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise dg.Failure(f"{agent_name}: benchmark ids repeat: {repeated}")
+    overlap = overlapping_ids(rows, train_keys(store, agent_name))
+    dropped: list[str] = []
+    if config.drop_train_overlap and overlap:
+        dropped, overlap = overlap, []
+        dropped_ids = set(dropped)
+        rows = [r for r in rows if r["id"] not in dropped_ids]
+        context.log.warning(f"{agent_name}: dropped {len(dropped)} benchmark rows also in the train split")
+    records_uri, count, version = store.write_jsonl(layout.benchmark_records(agent_name), rows)
+    counts = {field: counts_by(rows, field) for field in COUNTED_FIELDS.get(agent_name, ("source",))}
+    manifest = {
+        "agent": agent_name, "version": version, "rows": count, "counts": counts, "files": files,
+        "splits_content_hash": splits_manifest["content_hash"],
+        "train_overlap_ids": overlap, "dropped_train_overlap_ids": dropped,
+    }
+    manifest_uri = store.write_json(layout.benchmark_manifest(agent_name), manifest)
+    context.log.info(f"{agent_name}: {count} benchmark rows {counts}")
+    numeric = {f"{field}/{value}": n for field, values in counts.items() for value, n in values.items()}
+    return dg.MaterializeResult(
+        metadata={
+            ROW_COUNT: count,
+            **numeric,
+            "counts": dg.MetadataValue.json(counts),
+            "version": version,
+            "train_overlap_rows": len(overlap),
+            "dropped_train_overlap_rows": len(dropped),
+            "uri": uri(records_uri),
+            "manifest": uri(manifest_uri),
+            "preview": preview(rows, PREVIEW_COLUMNS.get(agent_name, ["id", "source"])),
+        },
+        data_version=dg.DataVersion(version),
+    )
+
+
+def leakage_result(agent_name: str, store: ArtifactStore) -> dg.AssetCheckResult:
+    """Fails with the overlapping ids when a stored benchmark question is in the train split."""
+    rows = store.read_jsonl(layout.benchmark_records(agent_name))
+    keys = train_keys(store, agent_name)
+    overlap = overlapping_ids(rows, keys)
+    return dg.AssetCheckResult(
+        passed=not overlap,
+        description=(
+            f"{agent_name}: {len(overlap)} of {len(rows)} benchmark questions are in the train split "
+            "(rerun benchmark with drop_train_overlap, or fix the split)" if overlap
+            else f"{agent_name}: none of {len(rows)} benchmark questions is in the train split"
+        ),
+        metadata={
+            "overlap_rows": len(overlap),
+            "benchmark_rows": len(rows),
+            "train_questions": len(keys),
+            "overlapping_ids": dg.MetadataValue.json(overlap[:200]),
+        },
+    )
+
+
+# Partitioned checks are "preview" in Dagster 1.13 but are the fix for checks loading every partition
+# (dagster#27747); silence the import-time notice so it does not drown the run output.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", category=dg.PreviewWarning)
+
+    @dg.asset_check(
+        asset=benchmark,
+        partitions_def=AGENT_PARTITIONS,
+        blocking=True,
+        description="No benchmark question (normalised) appears in the agent's training split.",
+    )
+    def benchmark_not_in_train(context: dg.AssetCheckExecutionContext, store: ArtifactStore) -> dg.AssetCheckResult:
+        return leakage_result(context.partition_key, store)
+
+
+BENCHMARK_ASSETS = [benchmark]
+BENCHMARK_CHECKS = [benchmark_not_in_train]

@@ -1,0 +1,70 @@
+"""`leaderboard` (agent partitions): every evaluated base model of one agent side by side.
+
+Reads each pair's newest report (`reports/<pair>/latest.json`) and writes `leaderboards/<agent>/`
+(leaderboard.md, leaderboard.json, leaderboard.png); the table logic is in `scoring/leaderboard.py`.
+"""
+
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.defs.common import OWNERS, uri
+from coursegpt_assets.defs.evaluation.report import GROUP, REPORT_KEY
+from coursegpt_assets.defs.partitions import AGENT_PARTITIONS, PAIRS_TO_AGENT
+from coursegpt_assets.scoring.leaderboard import (
+    best_per_metric,
+    comparability,
+    leaderboard_chart,
+    leaderboard_markdown,
+    leaderboard_rows,
+)
+from resources.storage import ArtifactStore
+
+
+def _newest_report(store: ArtifactStore, pair: str) -> dict | None:
+    if not store.exists(layout.report_latest(pair)):
+        return None
+    version = store.read_json(layout.report_latest(pair)).get("version")
+    key = layout.report_file(pair, str(version))
+    return store.read_json(key) if version and store.exists(key) else None
+
+
+@dg.asset(
+    partitions_def=AGENT_PARTITIONS,
+    deps=[dg.AssetDep(REPORT_KEY, partition_mapping=PAIRS_TO_AGENT)],
+    group_name=GROUP,
+    kinds={"python", "markdown"},
+    owners=OWNERS,
+    code_version="1",
+)
+def leaderboard(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.MaterializeResult:
+    """Every evaluated base model of the agent side by side (markdown, JSON, PNG) with the best per metric."""
+    agent = context.partition_key
+    pairs = [p.key for p in default_plan().planned_pairs if p.agent == agent]
+    rows = leaderboard_rows({pair: _newest_report(store, pair) for pair in pairs})
+    evaluated = [r for r in rows if r["evaluated"]]
+    if not evaluated:
+        raise dg.Failure(f"{agent}: no pair has an evaluation report yet ({', '.join(pairs)}); "
+                         "materialise evaluation_report first")
+    best, notes = best_per_metric(rows), comparability(rows)
+    markdown = leaderboard_markdown(agent, rows, best, notes)
+    folder = layout.leaderboard_dir(agent)
+    with tempfile.TemporaryDirectory(prefix="coursegpt-leaderboard-") as tmp:
+        chart = leaderboard_chart(agent, rows, Path(tmp) / "leaderboard.png")
+        if chart is not None:
+            store.write_bytes(f"{folder}/leaderboard.png", chart.read_bytes(), "image/png")
+    store.write_text(f"{folder}/leaderboard.md", markdown, "text/markdown")
+    json_uri = store.write_json(f"{folder}/leaderboard.json",
+                                {"agent": agent, "rows": rows, "best": best, "notes": notes})
+    for note in notes:
+        context.log.warning(f"{agent}: {note}")
+    numbers = {f"{r['base_model']}/{m}": float(v) for r in evaluated for m, v in r["headline"].items()
+               if isinstance(v, int | float) and not isinstance(v, bool)}
+    return dg.MaterializeResult(metadata={
+        "table": dg.MetadataValue.md(markdown), "evaluated_models": len(evaluated),
+        "not_evaluated": len(rows) - len(evaluated), "leaderboard": uri(json_uri), "comparable": not notes,
+        **{f"best/{m}": ", ".join(b["base_models"]) for m, b in best.items()}, **numbers,
+    })

@@ -1,0 +1,265 @@
+"""`evaluation_report` (pair partitions): the pair's adapter answers its agent's benchmark.
+
+- `evaluation_report` answers the agent's `benchmark` with the pair's newest `adapter` through the
+  `inference` resource (which proves the adapter, not the base model, answered), saves the predictions,
+  scores them with the agent's local `evaluate` module and writes `reports/<pair>/<version>/`
+  (predictions.jsonl, benchmark_rows.jsonl, scores.json, PNG plots, report.md, report.json last), then
+  `reports/<pair>/latest.json`. Each threshold of the agent is a WARN check: a miss never fails the run.
+The report version hashes adapter version + benchmark version + inference settings, so an unchanged
+input reuses its report instead of generating again (unless `force`).
+"""
+
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from coursegpt_assets.agents import get_agent
+from coursegpt_assets.core import layout, settings
+from coursegpt_assets.core.chat_templates import family
+from coursegpt_assets.core.names import ADAPTER_VERSION_TAG, split_pair
+from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.defs.common import OWNERS, read_latest_version, read_upstream, uri
+from coursegpt_assets.defs.partitions import AGENT_TO_PAIRS, PAIR_PARTITIONS
+from coursegpt_assets.scoring.report import (
+    DEFAULT_MAX_NEW_TOKENS,
+    build_report,
+    prediction_rows,
+    report_markdown,
+    report_version,
+    select_rows,
+    write_plots,
+)
+from coursegpt_assets.scoring.router_thresholds import DEFAULT_THRESHOLDS_PATH, load_thresholds
+from resources.inference import GenerationRequest, Inference
+from resources.storage import ArtifactStore
+
+GROUP = "evaluation"
+REPORT_KEY = dg.AssetKey("evaluation_report")
+CURRENT_CHECK = "report_is_current"
+#: agents whose scores are judged against thresholds, and the file holding them ({bucket: {min|max: {metric: v}}})
+THRESHOLD_FILES = {"router": DEFAULT_THRESHOLDS_PATH}
+
+
+class EvaluationConfig(dg.Config):
+    max_examples: int | None = Field(
+        default=None, gt=0, description="Benchmark rows to answer (a seeded sample); default: all, or "
+                                        "smoke.max_eval_examples for smoke models")
+    max_new_tokens: int | None = Field(
+        default=None, gt=0, description=f"Token budget per answer; default: smoke.max_new_tokens for smoke models, "
+                                        f"else {DEFAULT_MAX_NEW_TOKENS}")
+    force: bool = Field(default=False, description="Generate again even when this report version exists")
+
+
+def strip_think(text: str) -> str:
+    """The answer after a leading `<think>…</think>` block (unchanged when there is none)."""
+    stripped = text.lstrip()
+    if stripped.startswith("<think>") and "</think>" in stripped:
+        return stripped.split("</think>", 1)[1].lstrip()
+    return text
+
+
+# -- threshold checks ------------------------------------------------------------------------------------
+def threshold_check_name(agent: str, bucket: str, metric: str, bound: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"{agent}_{bucket}_{metric}_{bound}")
+
+
+def _threshold_specs() -> list[dg.AssetCheckSpec]:
+    specs = []
+    for agent, path in THRESHOLD_FILES.items():
+        for bucket, bounds in load_thresholds(path).items():
+            for bound, limits in bounds.items():
+                for metric, limit in limits.items():
+                    sign = ">=" if bound == "min" else "<="
+                    specs.append(dg.AssetCheckSpec(
+                        threshold_check_name(agent, bucket, metric, bound), asset=REPORT_KEY,
+                        partitions_def=PAIR_PARTITIONS,
+                        description=f"WARN ({agent} pairs): {bucket} {metric} {sign} {limit} ({path.name})"))
+    return specs
+
+
+with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13 (the fix for dagster#27747)
+    warnings.simplefilter("ignore", category=dg.PreviewWarning)
+    THRESHOLD_CHECKS = _threshold_specs()
+_THRESHOLD_NAMES = {spec.name for spec in THRESHOLD_CHECKS}
+
+
+def threshold_results(report: dict) -> list[dg.AssetCheckResult]:
+    """One WARN result per threshold verdict in the report. A bucket without benchmark rows yields no
+    result (nothing was measured); a metric missing from a measured bucket (no parseable prediction) fails."""
+    results = []
+    for verdict in (report.get("thresholds") or {}).get("checks", []):
+        name = threshold_check_name(report["agent"], verdict["bucket"], verdict["metric"], verdict["bound"])
+        samples = (report["metrics"].get(verdict["bucket"]) or {}).get("samples", 0)
+        if name not in _THRESHOLD_NAMES or (verdict["status"] == "missing" and not samples):
+            continue
+        sign = ">=" if verdict["bound"] == "min" else "<="
+        value = verdict["value"]
+        shown = "not measured (no prediction parsed)" if value is None else f"{value:.4f}"
+        results.append(dg.AssetCheckResult(
+            asset_key=REPORT_KEY, check_name=name, passed=verdict["status"] == "pass",
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"{verdict['bucket']} {verdict['metric']} = {shown} (wanted {sign} {verdict['threshold']}, "
+                        f"{samples} samples)",
+            metadata={"value": float(value) if value is not None else dg.MetadataValue.null(),
+                      "threshold": float(verdict["threshold"]), "samples": int(samples),
+                      "status": verdict["status"]},
+        ))
+    return results
+
+
+# -- evaluation_report -----------------------------------------------------------------------------------
+def _request(context, store: ArtifactStore, config: EvaluationConfig):
+    """Everything the run needs: the generation request, the benchmark rows and the version inputs."""
+    pair = context.partition_key
+    agent_name, base_model = split_pair(pair)
+    plan = default_plan()
+    base = plan.base_models[base_model]
+    # a run the new-adapter sensor requested names its adapter version; others evaluate the newest one
+    version = context.run.tags.get(ADAPTER_VERSION_TAG) or read_latest_version(
+        store, layout.adapter_latest(pair), producer="adapter", partition=pair)
+    adir = layout.adapter_dir(pair, version)
+    summary = read_upstream(store, layout.adapter_summary(pair, version), producer="adapter", partition=pair)
+    manifest = read_upstream(store, layout.benchmark_manifest(agent_name), producer=f"benchmark for {agent_name}",
+                             partition=pair)
+    rows = store.read_jsonl(layout.benchmark_records(agent_name))
+    if not rows:
+        raise dg.Failure(f"{pair}: {store.uri(layout.benchmark_records(agent_name))} has no rows")
+    limit = config.max_examples or (plan.smoke.max_eval_examples if base.smoke else None)
+    max_new = config.max_new_tokens or (plan.smoke.max_new_tokens if base.smoke else DEFAULT_MAX_NEW_TOKENS)
+    chosen = select_rows(rows, limit, plan.hyperparameters.seed)
+    agent = get_agent(agent_name)
+    eot = (summary.get("hyperparameters") or {}).get("eos_token") or family(base.family).end_of_turn
+    request = GenerationRequest(
+        pair=pair, base_model=base_model, base_model_id=base.hf_id, vertex_model_id=base.vertex_id,
+        adapter_dir=store.local_dir(adir, settings.current().home / "cache"), adapter_version=version,
+        conversations=[agent.benchmark_messages(r) for r in chosen], max_new_tokens=max_new, end_of_turn=eot,
+        summary=summary)
+    return request, agent, chosen, len(rows), manifest["version"], limit, base
+
+
+def _metadata(report: dict, report_uri: str, markdown: str, reused: bool) -> dict:
+    """Numbers as floats/ints (the UI plots them across materialisations), versions as text."""
+    meta: dict = {name: float(v) for name, v in report["headline"].items()
+                  if isinstance(v, int | float) and not isinstance(v, bool)}
+    not_measured = [name for name, v in report["headline"].items() if v is None]
+    inf, proof = report["inference"], report["adapter_proof"]
+    meta.update({
+        "samples": int(inf["samples"]), "benchmark_rows": int(inf["benchmark_rows"]),
+        "max_new_tokens": int(inf["max_new_tokens"]), "generation_wall_time_s": float(inf["wall_time_s"]),
+        "finished_at_end_of_turn": int(inf["finish_reasons"].get("stop", 0)),
+        "report_version": report["report_version"], "adapter_version": report["adapter_version"],
+        "benchmark_version": report["benchmark_version"], "adapter_sha256": str(report["adapter_sha256"]),
+        "backend": str(inf["backend"]), "adapter_proof": str(proof.get("kind")), "smoke": bool(report["smoke"]),
+        "reused": reused, "report": uri(report_uri), "report_md": dg.MetadataValue.md(markdown),
+    })
+    if inf.get("tokens_per_second"):
+        meta["tokens_per_second"] = float(inf["tokens_per_second"])
+    if "max_abs_logit_diff" in proof:
+        meta["probe_max_abs_logit_diff"] = float(proof["max_abs_logit_diff"])
+    if not_measured:
+        meta["not_measured"] = ", ".join(not_measured)
+    verdicts = report.get("thresholds") or {}
+    if verdicts.get("checks"):
+        meta.update({"thresholds_passed": int(verdicts["passed"]), "thresholds_failed": int(verdicts["failed"]),
+                     "thresholds_not_measured": int(verdicts["missing"])})
+    return meta
+
+
+def _run(context, store: ArtifactStore, inference: Inference, config: EvaluationConfig) -> tuple[dict, str, bool]:
+    """The stored report of this version, or a new one (generate, save predictions, score, write)."""
+    request, agent, rows, total, bench_version, limit, base = _request(context, store, config)
+    settings_used = inference.settings(request)
+    version = report_version(adapter_version=request.adapter_version, benchmark_version=bench_version,
+                             settings=settings_used, limit=limit, max_new_tokens=request.max_new_tokens)
+    rdir = layout.report_dir(request.pair, version)
+    if store.exists(f"{rdir}/{layout.REPORT_FILE}") and not config.force:
+        context.log.info(f"{request.pair}: report {version} already exists ({store.uri(rdir)}); not generating again")
+        return store.read_json(f"{rdir}/{layout.REPORT_FILE}"), store.read_text(f"{rdir}/report.md"), True
+    context.log.info(f"{request.pair}: answering {len(rows)} of {total} benchmark rows with adapter "
+                     f"{request.adapter_version} ({settings_used['backend']})")
+    generation = inference.generate(request, log=context.log)
+    store.write_jsonl(f"{rdir}/predictions.jsonl",
+                      prediction_rows(rows, generation.completions, generation.finish_reasons))
+    store.write_jsonl(f"{rdir}/benchmark_rows.jsonl", rows)
+    # an adapter tuned with <think> wrapping answers "<think>…</think>" first: score what follows it
+    think = bool((store.read_json(layout.tuning_manifest(request.pair)) if store.exists(
+        layout.tuning_manifest(request.pair)) else {}).get("think_wrapping"))
+    score = agent.score(rows, [strip_think(c) for c in generation.completions] if think else generation.completions)
+    store.write_json(f"{rdir}/scores.json", score.raw)
+    with tempfile.TemporaryDirectory(prefix="coursegpt-plots-") as tmp:
+        plots = write_plots(score, Path(tmp), request.pair)
+        for name in plots:
+            store.write_bytes(f"{rdir}/{name}", (Path(tmp) / name).read_bytes(), "image/png")
+    files = {"predictions": "predictions.jsonl", "benchmark_rows": "benchmark_rows.jsonl", "scores": "scores.json",
+             "report_md": "report.md", "plots": plots}
+    report = build_report(
+        pair=request.pair, agent=agent.name, base_model=request.base_model, base_model_id=request.base_model_id,
+        smoke=base.smoke, version=version, adapter_version=request.adapter_version, benchmark_version=bench_version,
+        benchmark_rows=total, score=score, generation=generation, max_new_tokens=request.max_new_tokens,
+        limit=limit, files=files)
+    markdown = report_markdown(report, score.plot_metrics)
+    store.write_text(f"{rdir}/report.md", markdown, "text/markdown")
+    store.write_json(f"{rdir}/{layout.REPORT_FILE}", report)  # last: the report is complete once this exists
+    return report, markdown, False
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", category=dg.PreviewWarning)
+
+    @dg.multi_asset(
+        name="evaluation_report",
+        specs=[dg.AssetSpec(
+            REPORT_KEY, partitions_def=PAIR_PARTITIONS, group_name=GROUP, kinds={"pytorch", "huggingface"},
+            owners=OWNERS, code_version="1",
+            deps=[dg.AssetDep("adapter"), dg.AssetDep("benchmark", partition_mapping=AGENT_TO_PAIRS)],
+            description="The pair's adapter answers its agent's benchmark; predictions, scores, plots and "
+                        "report.json under `reports/<pair>/<version>/` (the adapter is proven applied).",
+        )],
+        partitions_def=PAIR_PARTITIONS,
+        check_specs=THRESHOLD_CHECKS,
+        can_subset=True,  # threshold checks exist for router pairs only; other pairs yield none
+    )
+    def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig, store: ArtifactStore,
+                          inference: Inference):
+        """Generate, save, score and report one pair; WARN checks judge the agent's thresholds."""
+        if REPORT_KEY in context.selected_asset_keys:
+            report, markdown, reused = _run(context, store, inference, config)
+        else:  # only checks selected: judge the stored newest report again
+            pair = context.partition_key
+            latest = read_latest_version(store, layout.report_latest(pair), producer="evaluation_report", partition=pair)
+            report = store.read_json(layout.report_file(pair, latest))
+        selected = {key.name for key in context.selected_asset_check_keys}
+        checks = [c for c in threshold_results(report) if c.check_name in selected]
+        if REPORT_KEY not in context.selected_asset_keys:
+            yield from checks
+            return
+        pointer = store.write_json(layout.report_latest(report["pair"]), {"version": report["report_version"]})
+        rdir_uri = store.uri(layout.report_dir(report["pair"], report["report_version"]))
+        context.log.info(f"{report['pair']}: report {report['report_version']} at {rdir_uri}; latest.json updated")
+        yield dg.MaterializeResult(
+            asset_key=REPORT_KEY,
+            metadata={**_metadata(report, f"{rdir_uri}/{layout.REPORT_FILE}", markdown, reused), "latest": uri(pointer)},
+            check_results=checks, data_version=dg.DataVersion(report["report_version"]))
+
+    @dg.asset_check(asset=REPORT_KEY, name=CURRENT_CHECK, partitions_def=PAIR_PARTITIONS, blocking=False,
+                    description="The newest report evaluates the newest adapter on the current benchmark "
+                                "(else the card would describe a stale pairing).")
+    def report_is_current(context: dg.AssetCheckExecutionContext, store: ArtifactStore) -> dg.AssetCheckResult:
+        pair = context.partition_key
+        agent_name, _ = split_pair(pair)
+        latest = read_latest_version(store, layout.report_latest(pair), producer="evaluation_report", partition=pair)
+        report = read_upstream(store, layout.report_file(pair, latest), producer="evaluation_report", partition=pair)
+        wanted = {"adapter_version": read_latest_version(store, layout.adapter_latest(pair), producer="adapter",
+                                                         partition=pair),
+                  "benchmark_version": read_upstream(store, layout.benchmark_manifest(agent_name),
+                                                     producer=f"benchmark for {agent_name}", partition=pair).get("version")}
+        stale = {k: (report.get(k), v) for k, v in wanted.items() if report.get(k) != v}
+        return dg.AssetCheckResult(
+            passed=not stale, severity=dg.AssetCheckSeverity.WARN,
+            description="; ".join(f"report has {k} {got}, newest is {new}" for k, (got, new) in stale.items())
+            or f"report {latest} evaluates the newest adapter and benchmark",
+            metadata={"report_version": latest, "stale_fields": len(stale)})

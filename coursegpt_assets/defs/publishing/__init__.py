@@ -1,0 +1,1 @@
+"""Stage `publishing`: model_card per pair, its blocking check, and published_adapter."""

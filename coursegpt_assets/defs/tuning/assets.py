@@ -1,0 +1,101 @@
+"""Pair-level tuning data: the seed's Vertex prompt/completion plus chat text rendered for the pair's family."""
+
+
+import hashlib
+import json
+
+import dagster as dg
+
+from coursegpt_assets.agents import get_agent
+from coursegpt_assets.agents.base import tuning_row
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.chat_templates import family
+from coursegpt_assets.core.names import split_pair
+from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.defs.common import OWNERS, ROW_COUNT, preview, read_upstream, uri, verify
+from coursegpt_assets.defs.partitions import AGENT_TO_PAIRS, PAIR_PARTITIONS
+from resources.storage import ArtifactStore
+
+CHARS_PER_TOKEN = 4  # a deliberately rough estimate; the tokenizer-exact count is taken at training time
+
+
+def estimate_tokens(text: str) -> int:
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def token_stats(rows: list[dict], max_length: int) -> dict[str, float]:
+    lengths = [estimate_tokens(r["text_prompt"] + r["text_completion"]) for r in rows]
+    if not lengths:
+        return {"total": 0, "max": 0, "mean": 0.0, "over_max_length": 0}
+    return {
+        "total": sum(lengths),
+        "max": max(lengths),
+        "mean": round(sum(lengths) / len(lengths), 1),
+        "over_max_length": sum(n > max_length for n in lengths),
+    }
+
+
+@dg.asset(
+    partitions_def=PAIR_PARTITIONS,
+    group_name="tuning",
+    kinds={"python", "jsonl"},
+    owners=OWNERS,
+    code_version="1",
+    deps=[dg.AssetDep("dataset_splits", partition_mapping=AGENT_TO_PAIRS)],
+)
+def tuning_dataset(context: dg.AssetExecutionContext, store: ArtifactStore):
+    """Tuning JSONL for one agent × base model: Vertex prompt/completion and the family's chat rendering."""
+    pair = context.partition_key
+    agent_name, base_model = split_pair(pair)
+    plan = default_plan()
+    model = plan.base_models[base_model]
+    agent = get_agent(agent_name)
+    splits_manifest = read_upstream(store, layout.splits_manifest(agent_name), producer=f"dataset_splits for {agent_name}",
+                                    partition=agent_name)
+    verify(store, {layout.split_records(agent_name, s): splits_manifest["sha256"][s] for s in layout.TUNING_SPLITS},
+           producer="dataset_splits", partition=agent_name)
+    think = bool(splits_manifest.get("think_wrapping"))
+    hashes, counts, tokens, first_rows = {}, {}, {}, []
+    for split in layout.TUNING_SPLITS:
+        rows = [
+            tuning_row(agent, record, model.family, think=think)
+            for record in store.iter_jsonl(layout.split_records(agent_name, split))
+        ]
+        _, counts[split], hashes[split] = store.write_jsonl(layout.tuning_records(pair, split), rows)
+        tokens[split] = token_stats(rows, model.max_length)
+        first_rows = first_rows or rows
+    data_version = hashlib.sha256(
+        json.dumps({"sha256": hashes, "family": model.family, "think": think}, sort_keys=True).encode()
+    ).hexdigest()
+    manifest = {
+        "pair": pair, "agent": agent_name, "base_model": base_model, "family": model.family,
+        "counts": counts, "sha256": hashes, "data_version": data_version,
+        "splits_content_hash": splits_manifest["content_hash"],
+        "chat_template": family(model.family).template, "end_of_turn": family(model.family).end_of_turn,
+        "token_estimate": tokens, "think_wrapping": think,
+        "train_uri": store.uri(layout.tuning_records(pair, "train")),
+        "validation_uri": store.uri(layout.tuning_records(pair, "validation")),
+    }
+    manifest_uri = store.write_json(layout.tuning_manifest(pair), manifest)
+    context.log.info(f"{pair}: {counts} rows rendered for the {model.family} family")
+    return dg.MaterializeResult(
+        metadata={
+            ROW_COUNT: sum(counts.values()),
+            "train_rows": counts["train"],
+            "validation_rows": counts["validation"],
+            "estimated_train_tokens": tokens["train"]["total"],
+            "estimated_max_tokens": max(t["max"] for t in tokens.values()),
+            "estimated_mean_tokens": tokens["train"]["mean"],
+            "rows_over_max_length": sum(t["over_max_length"] for t in tokens.values()),
+            "chat_family": model.family,
+            "data_version": data_version,
+            "train_uri": uri(manifest["train_uri"]),
+            "validation_uri": uri(manifest["validation_uri"]),
+            "manifest": uri(manifest_uri),
+            "preview": preview(first_rows, ["id", "text_prompt", "text_completion"], limit=3, width=120),
+        },
+        data_version=dg.DataVersion(data_version),
+    )
+
+
+TUNING_DATA_ASSETS = [tuning_dataset]

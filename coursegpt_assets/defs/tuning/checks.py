@@ -1,0 +1,130 @@
+"""Blocking checks on `tuning_dataset` that gate training, above all a paid Vertex AI job.
+
+- `tuning_data_trainable`: every row is valid JSON with non-empty prompt/completion (and rendered
+  text), its completion holds the family's end-of-turn token, and no row exceeds the base model's
+  context (estimated tokens). Smoke models pass with a note: the local child leaves over-long rows out.
+- `tuning_cost_within_budget`: estimated tokens × epochs × plan.cost.price_per_million_tokens_usd stays
+  below plan.cost.budget_usd.
+The `tuning_job` asset runs the same report before submitting to Vertex, so a run that skips the checks
+still cannot pay for bad data.
+"""
+
+
+import dagster as dg
+
+from coursegpt_assets.core import layout
+from coursegpt_assets.core.chat_templates import family
+from coursegpt_assets.core.plan import TrainingPlan, default_plan
+from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
+from coursegpt_assets.training.spec import effective_hyperparameters
+from coursegpt_assets.training.validation import (
+    TuningDataReport,
+    estimated_cost_usd,
+    inspect_rows,
+    summarise_problems,
+)
+from resources.storage import ArtifactStore, StoreError
+
+
+def tuning_data_report(store: ArtifactStore, plan: TrainingPlan, pair: str) -> TuningDataReport:
+    """Inspect both tuning splits of `pair`; training tokens are counted on the train split only."""
+    base = plan.base_model_for(pair)
+    hp = effective_hyperparameters(plan, pair)
+    end_of_turn = family(base.family).end_of_turn
+    report = TuningDataReport()
+    for split in layout.TUNING_SPLITS:
+        key = layout.tuning_records(pair, split)
+        try:
+            rows = list(enumerate(store.iter_jsonl(key), start=1))
+        except (StoreError, FileNotFoundError) as e:
+            report.problems.append(str(e))
+            continue
+        inspect_rows(
+            rows,
+            source=store.uri(key),
+            end_of_turn=end_of_turn,
+            model_max_length=base.max_length,
+            training_max_length=hp["max_length"],
+            report=report,
+            count_tokens=split == "train",
+        )
+    return report
+
+
+def cost_of(report: TuningDataReport, plan: TrainingPlan, pair: str) -> float:
+    epochs = effective_hyperparameters(plan, pair)["epochs"]
+    return estimated_cost_usd(report.train_tokens, epochs, plan.cost.price_per_million_tokens_usd)
+
+
+@dg.asset_check(
+    asset="tuning_dataset",
+    name="tuning_data_trainable",
+    partitions_def=PAIR_PARTITIONS,
+    blocking=True,
+    description="Valid JSONL, non-empty prompt/completion with the end-of-turn token, within the model's context.",
+)
+def tuning_data_trainable(context: dg.AssetCheckExecutionContext, store: ArtifactStore) -> dg.AssetCheckResult:
+    plan = default_plan()
+    pair = context.partition_key
+    base = plan.base_model_for(pair)
+    report = tuning_data_report(store, plan, pair)
+    over = report.over_model_length
+    problems = list(report.problems)
+    if report.rows == 0 and not problems:
+        problems.append(f"{pair}: the tuning data has no rows")
+    if over and not base.smoke:
+        problems.append(f"{pair}: {over} rows exceed {base.hf_id}'s context of {base.max_length} tokens (estimated)")
+    passed = not problems
+    description = summarise_problems(problems) if problems else f"{report.rows} rows fit to train"
+    if passed and (over or report.over_training_length):
+        description += (
+            f"; {report.over_training_length} rows exceed the training max_length "
+            f"{effective_hyperparameters(plan, pair)['max_length']} and are left out of local training"
+        )
+    return dg.AssetCheckResult(
+        passed=passed,
+        description=description,
+        metadata={
+            "rows": report.rows,
+            "problems": len(problems),
+            "max_estimated_tokens": report.max_tokens,
+            "model_max_length": base.max_length,
+            "rows_over_model_length": over,
+            "rows_over_training_length": report.over_training_length,
+        },
+    )
+
+
+@dg.asset_check(
+    asset="tuning_dataset",
+    name="tuning_cost_within_budget",
+    partitions_def=PAIR_PARTITIONS,
+    blocking=True,
+    description="Estimated tuning cost (train tokens × epochs × price per 1M tokens) below the plan's budget.",
+)
+def tuning_cost_within_budget(context: dg.AssetCheckExecutionContext, store: ArtifactStore) -> dg.AssetCheckResult:
+    plan = default_plan()
+    pair = context.partition_key
+    report = tuning_data_report(store, plan, pair)
+    cost = cost_of(report, plan, pair)
+    budget = plan.cost.budget_usd
+    passed = cost <= budget and report.train_tokens > 0
+    return dg.AssetCheckResult(
+        passed=passed,
+        description=(
+            f"estimated ${cost:,.2f} for {report.train_tokens:,} train tokens "
+            f"{'within' if passed else 'OVER'} the ${budget:,.2f} budget (training_plan.yaml cost.budget_usd)"
+            if report.train_tokens
+            else f"{pair}: no train tokens to estimate ({summarise_problems(report.problems) or 'empty split'})"
+        ),
+        metadata={
+            "estimated_cost_usd": float(cost),
+            "budget_usd": float(budget),
+            "estimated_train_tokens": report.train_tokens,
+            "epochs": effective_hyperparameters(plan, pair)["epochs"],
+            "price_per_million_tokens_usd": float(plan.cost.price_per_million_tokens_usd),
+        },
+    )
+
+
+TUNING_DATA_CHECKS = [tuning_data_trainable, tuning_cost_within_budget]

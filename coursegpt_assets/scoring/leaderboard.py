@@ -1,0 +1,106 @@
+"""One agent's leaderboard as plain functions: every evaluated base model side by side, best per metric.
+
+Rows come from each pair's newest report.json; pairs without one are listed as not evaluated. The best
+model of a metric is the largest value (the smallest for the seed's "too long" flags); reports on
+another benchmark version or sample count are flagged, because their numbers are not comparable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from coursegpt_assets.core.names import split_pair
+from coursegpt_assets.scoring.agent_scores import LOWER_IS_BETTER
+from coursegpt_assets.scoring.report import bar_chart
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def leaderboard_rows(reports: dict[str, dict | None]) -> list[dict]:
+    """{pair: report.json or None} -> one row per pair, in the given (plan) order."""
+    rows = []
+    for pair, report in reports.items():
+        base_model = split_pair(pair)[1]
+        if report is None:
+            rows.append({"pair": pair, "base_model": base_model, "evaluated": False})
+            continue
+        inference = report.get("inference") or {}
+        rows.append({
+            "pair": pair, "base_model": base_model, "evaluated": True, "smoke": bool(report.get("smoke")),
+            "report_version": report.get("report_version"), "adapter_version": report.get("adapter_version"),
+            "benchmark_version": report.get("benchmark_version"), "samples": inference.get("samples"),
+            "backend": inference.get("backend"), "headline": dict(report.get("headline") or {}),
+        })
+    return rows
+
+
+def best_per_metric(rows: list[dict]) -> dict[str, dict]:
+    """{metric: {"base_models": [...], "value": v, "direction": "max"|"min"}} over the evaluated rows."""
+    metrics = list(dict.fromkeys(m for r in rows if r["evaluated"] for m in r["headline"]))
+    best = {}
+    for metric in metrics:
+        values = {r["base_model"]: _number(r["headline"].get(metric)) for r in rows if r["evaluated"]}
+        values = {k: v for k, v in values.items() if v is not None}
+        if not values:
+            continue
+        direction = "min" if metric in LOWER_IS_BETTER else "max"
+        top = (min if direction == "min" else max)(values.values())
+        best[metric] = {"base_models": [k for k, v in values.items() if v == top], "value": top,
+                        "direction": direction}
+    return best
+
+
+def comparability(rows: list[dict]) -> list[str]:
+    """Warnings when the evaluated reports did not all score the same benchmark rows."""
+    done = [r for r in rows if r["evaluated"]]
+    notes = []
+    for field in ("benchmark_version", "samples"):
+        seen = Counter(str(r.get(field)) for r in done)
+        if len(seen) > 1:
+            notes.append(f"reports differ in {field} ({', '.join(f'{k}: {v}' for k, v in seen.items())}): "
+                         "their numbers are not directly comparable")
+    return notes
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value).replace("|", "\\|")
+
+
+def leaderboard_markdown(agent: str, rows: list[dict], best: dict[str, dict], notes: list[str]) -> str:
+    metrics = list(dict.fromkeys(m for r in rows if r["evaluated"] for m in r["headline"]))
+    lines = [f"# Leaderboard: {agent}", "",
+             "| base model | samples | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for row in rows:
+        if not row["evaluated"]:
+            lines.append(f"| {row['base_model']} | not evaluated |" + " — |" * len(metrics))
+            continue
+        cells = []
+        for metric in metrics:
+            value = _number(row["headline"].get(metric))
+            text = _cell(value)
+            cells.append(f"**{text}**" if metric in best and row["base_model"] in best[metric]["base_models"] else text)
+        name = row["base_model"] + (" (smoke)" if row["smoke"] else "")
+        lines.append(f"| {name} | {_cell(row['samples'])} | " + " | ".join(cells) + " |")
+    lowest = [m for m, b in best.items() if b["direction"] == "min"]
+    lines += ["", "Bold: best per metric (highest" + (f"; lowest for {', '.join(lowest)}" if lowest else "") + ")."]
+    lines += [f"- Note: {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def leaderboard_chart(agent: str, rows: list[dict], path: Path) -> Path | None:
+    """Grouped bars: one group per headline metric, one bar per evaluated base model."""
+    done = [r for r in rows if r["evaluated"]]
+    metrics = list(dict.fromkeys(m for r in done for m in r["headline"]))
+    groups = {m: {r["base_model"]: _number(r["headline"].get(m)) for r in done} for m in metrics}
+    return bar_chart(groups, tuple(r["base_model"] for r in done), path, title=f"{agent} leaderboard")
