@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from coursegpt_assets.agents.base import normalise_text
+from coursegpt_assets.data.records import normalise_text
 from coursegpt_assets.defs.tuning.assets import CHARS_PER_TOKEN
 from dbt_style_checks.expressions import Expression, compile_expression
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from coursegpt_assets.agents import get_agent
-from coursegpt_assets.agents.base import RawRow, tuning_row
+from coursegpt_assets.agents.base import tuning_row
 from coursegpt_assets.core.settings import FIXTURES_DIR
+from coursegpt_assets.data.records import RawRow
 from coursegpt_assets.data.subset import bottom_k, row_batches, select_subset, source_batches
 
 AGENT = get_agent("math")

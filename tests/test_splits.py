@@ -47,7 +47,7 @@ def test_ratios_that_leave_no_training_data_are_rejected():
 def test_normalised_prompt_collapses_every_unicode_whitespace_like_the_regex():
     import re
 
-    from coursegpt_assets.agents.base import normalise_text
+    from coursegpt_assets.data.records import normalise_text
 
     spaces = "".join(c for c in map(chr, range(0x3000 + 1)) if re.fullmatch(r"\s", c))
     assert len(spaces) > 20  # ASCII, \x1c-\x1f, NBSP, the U+2000 block, ideographic space...

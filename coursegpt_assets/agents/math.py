@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from coursegpt_assets.agents.base import RawRow, normalise_text
 from coursegpt_assets.core.chat_templates import build_messages
+from coursegpt_assets.data.records import RawRow, normalise_text
 from coursegpt_assets.data.sources import iter_source
 from coursegpt_assets.data.subset import select_subset
 from coursegpt_assets.scoring.math_answers import extract_answer

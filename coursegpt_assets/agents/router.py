@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from coursegpt_assets.agents.base import RawRow, normalise_text
 from coursegpt_assets.core.chat_templates import build_messages
+from coursegpt_assets.data.records import RawRow, normalise_text
 from coursegpt_assets.data.sources import iter_source
 
 COMPLETION_KEYS = (

@@ -21,7 +21,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import dagster as dg
-from dagster._core.storage.dagster_run import RunsFilter
 
 from coursegpt_assets.core.names import split_pair
 from coursegpt_assets.defs.jobs import STAGES
@@ -63,7 +62,7 @@ class ProgressPrinter:
         self._stop = threading.Event()
 
     def poll(self) -> None:
-        runs = self.instance.get_runs(filters=RunsFilter(tags={INVOCATION_TAG: self.invocation}))
+        runs = self.instance.get_runs(filters=dg.RunsFilter(tags={INVOCATION_TAG: self.invocation}))
         for run in runs:
             partition = run.tags.get("dagster/partition", "")
             materialized: dict[str, dict] = {}

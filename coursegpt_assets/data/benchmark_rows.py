@@ -15,9 +15,10 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from coursegpt_assets.agents.base import Agent, normalise_text
+from coursegpt_assets.agents.base import Agent
 from coursegpt_assets.agents.router import tool_name
 from coursegpt_assets.core.settings import FIXTURES_DIR
+from coursegpt_assets.data.records import normalise_text
 from coursegpt_assets.data.splits import seeded_order
 from coursegpt_assets.scoring.math_answers import gold_answer, row_level
 

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from coursegpt_assets.agents.base import RawRow
+from coursegpt_assets.data.records import RawRow
 
 TABULAR_SUFFIXES = (".parquet",)
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -118,11 +118,11 @@ def locate(table: list[dict], line: int) -> tuple[str, int] | None:
 
 def download_gcs(uri: str, dest_dir: Path) -> Path:
     """Copy a gs:// object (or every object under a gs:// prefix) into dest_dir."""
-    from dagster_gcp import GCSResource
+    from google.cloud import storage  # what dagster-gcp's GCSResource builds; honours STORAGE_EMULATOR_HOST
 
     bucket_name, _, name = uri[len("gs://"):].partition("/")
     try:
-        client = GCSResource(project=os.environ.get("GOOGLE_CLOUD_PROJECT")).get_client()
+        client = storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT"))
         blobs = [b for b in client.list_blobs(bucket_name, prefix=name) if not b.name.endswith("/")]
         if not blobs:
             raise SourceError(f"{uri}: no objects found (check the bucket, prefix and credentials)")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from coursegpt_assets.agents.base import RawRow
+from coursegpt_assets.data.records import RawRow
 from coursegpt_assets.data.sources import (
     TABULAR_SUFFIXES,
     download_gcs,
