@@ -17,8 +17,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from coursegpt_assets.core.tokens import BYTES_PER_TOKEN, estimate_tokens
 from coursegpt_assets.data.records import normalise_text
-from coursegpt_assets.defs.tuning.assets import CHARS_PER_TOKEN
 from dbt_style_checks.expressions import Expression, compile_expression
 
 Rows = Sequence[Mapping]
@@ -214,15 +214,15 @@ def json_valid(rows: Rows, *, column_name: str, expect: str = "any", strip_think
 
 
 @generic_test("max_tokens", column_params=("columns",))
-def max_tokens(rows: Rows, *, columns: list[str], limit: int, chars_per_token: int = CHARS_PER_TOKEN) -> list[dict]:
+def max_tokens(rows: Rows, *, columns: list[str], limit: int, bytes_per_token: int = BYTES_PER_TOKEN) -> list[dict]:
     """Rows whose estimated token count over `columns` (joined) exceeds `limit`.
 
-    The estimate is the one tuning_dataset reports (characters / chars_per_token, rounded up).
+    The estimate is the one tuning_dataset, the length and cost checks and `coursegpt plan` use
+    (`core.tokens`: UTF-8 bytes / bytes_per_token, rounded up).
     """
     failing = []
     for r in rows:
-        chars = sum(len(str(r.get(c) or "")) for c in columns)
-        tokens = -(-chars // chars_per_token)
+        tokens = estimate_tokens("".join(str(r.get(c) or "") for c in columns), bytes_per_token)
         if tokens > limit:
             failing.append({**r, "_tokens": tokens, "_limit": limit})
     return failing

@@ -10,9 +10,9 @@ import pytest
 
 from coursegpt_assets.cli.main import main
 from coursegpt_assets.cli.runner import _runnable
-from coursegpt_assets.cli.status import estimated_cost
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.core.tokens import estimated_cost_usd as estimated_cost
 from resources.storage import ArtifactStore
 from tests.conftest import PROJECT_ROOT
 

@@ -134,7 +134,7 @@ def test_max_tokens_uses_the_tuning_estimate():
     assert gt.max_tokens(rows[:1], columns=["p", "c"], limit=20) == []  # 80 chars / 4 = 20 tokens
     failing = gt.max_tokens(rows, columns=["p", "c"], limit=20)
     assert [(r["id"], r["_tokens"]) for r in failing] == [("b", 21)]
-    assert gt.max_tokens(rows, columns=["p", "c"], limit=20, chars_per_token=5) == []
+    assert gt.max_tokens(rows, columns=["p", "c"], limit=20, bytes_per_token=5) == []
 
 
 def test_registering_a_new_kind_is_one_function(monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.names import split_pair
 from coursegpt_assets.core.plan import TrainingPlan, default_plan
-from coursegpt_assets.defs.tuning.assets import CHARS_PER_TOKEN
+from coursegpt_assets.core.tokens import estimate_tokens, estimated_cost_usd
 from resources.storage import ArtifactStore
 
 
@@ -61,15 +61,11 @@ def _hyperparameters_changed(plan: TrainingPlan, pair: str, trained: dict) -> bo
     return any(key in trained and trained[key] != value for key, value in wanted.items())
 
 
-def estimated_cost(train_tokens: int, epochs: int, price_per_million: float) -> float:
-    return train_tokens * epochs * price_per_million / 1_000_000
-
-
 def _split_tokens(store: ArtifactStore, agent: str, cache: dict[str, int | None]) -> int | None:
-    """A rough token count of the agent's train split (bytes / CHARS_PER_TOKEN), before any tuning data."""
+    """The agent's train split in estimated tokens (core.tokens), before any tuning data exists."""
     if agent not in cache:
         key = layout.split_records(agent, "train")
-        cache[agent] = (sum(-(-len(line) // CHARS_PER_TOKEN) for _, line in store.iter_lines(key))
+        cache[agent] = (sum(estimate_tokens(line) for _, line in store.iter_lines(key))
                         if store.exists(key) else None)
     return cache[agent]
 
@@ -95,7 +91,7 @@ def plan_rows(store: ArtifactStore, plan: TrainingPlan | None = None) -> list[li
         elif tokens is None:
             cost = f"materialise dataset_splits ({p.agent}) first"
         else:
-            usd = estimated_cost(tokens, epochs, price)
+            usd = estimated_cost_usd(tokens, epochs, price)
             cost = f"{usd:.2f} (from {source})" if usd >= 0.01 else f"<0.01 (from {source})"
         rows.append([p.key, model.hf_id, model.vertex_id or "-", model.family,
                      str(tokens) if tokens is not None else "-", cost])

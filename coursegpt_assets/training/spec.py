@@ -58,11 +58,6 @@ def adapter_version(
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def estimate_tokens(text: str) -> int:
-    """Billing-style token estimate without a tokenizer: about four UTF-8 bytes per token."""
-    return -(-len(text.encode("utf-8")) // 4)
-
-
 @dataclass(frozen=True)
 class AdapterRequest:
     """Everything that names and configures one adapter of one pair."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coursegpt_assets.core.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from coursegpt_assets.training.spec import estimate_tokens
+from coursegpt_assets.core.tokens import estimate_tokens
 
 REQUIRED_FIELDS = ("prompt", "completion", "text_prompt", "text_completion")
 _MAX_LISTED = 10
@@ -61,11 +61,6 @@ def inspect_rows(
         if count_tokens:
             report.train_tokens += tokens
     return report
-
-
-def estimated_cost_usd(train_tokens: int, epochs: int, price_per_million_tokens_usd: float) -> float:
-    """Supervised tuning bills the training tokens once per epoch."""
-    return train_tokens * epochs * price_per_million_tokens_usd / 1e6
 
 
 def summarise_problems(problems: list[str]) -> str:

@@ -12,15 +12,10 @@ from coursegpt_assets.core import layout
 from coursegpt_assets.core.chat_templates import family
 from coursegpt_assets.core.names import split_pair
 from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.core.tokens import estimate_tokens
 from coursegpt_assets.defs.common import OWNERS, ROW_COUNT, preview, read_upstream, uri, verify
 from coursegpt_assets.defs.partitions import AGENT_TO_PAIRS, PAIR_PARTITIONS
 from resources.storage import ArtifactStore
-
-CHARS_PER_TOKEN = 4  # a deliberately rough estimate; the tokenizer-exact count is taken at training time
-
-
-def estimate_tokens(text: str) -> int:
-    return -(-len(text) // CHARS_PER_TOKEN)
 
 
 def token_stats(rows: list[dict], max_length: int) -> dict[str, float]:

@@ -15,11 +15,11 @@ import dagster as dg
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.chat_templates import family
 from coursegpt_assets.core.plan import TrainingPlan, default_plan
+from coursegpt_assets.core.tokens import estimated_cost_usd
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from coursegpt_assets.training.spec import effective_hyperparameters
 from coursegpt_assets.training.validation import (
     TuningDataReport,
-    estimated_cost_usd,
     inspect_rows,
     summarise_problems,
 )
