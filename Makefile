@@ -29,7 +29,7 @@ dev: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/coursegpt home >/dev/null
-	$(BIN)/dagster definitions validate -w workspace.yaml
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 	$(BIN)/python -m dbt_style_checks.validate
 	$(BIN)/ruff check .
 
