@@ -21,7 +21,8 @@ import time
 import dagster as dg
 
 from coursegpt_assets.core import layout
-from coursegpt_assets.defs.adapters.assets import SUMMARY
+from coursegpt_assets.core.layout import SUMMARY_FILE as SUMMARY
+from coursegpt_assets.core.names import split_pair
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from resources.storage import ArtifactStore
 from schedules.adapter_scan import ScanCursor, scan
@@ -41,7 +42,7 @@ def build_store(root: str, n: int) -> ArtifactStore:
         for name in FILES:  # plain writes: building the fixture is not what is measured
             with open(os.path.join(root, folder, name), "wb") as fh:
                 fh.write(b"{}")
-        agent, base = pair.split("__")
+        agent, base = split_pair(pair)
         store.write_json(f"{folder}/{SUMMARY}", {"pair": pair, "agent": agent, "base_model": base,
                                                  "version": f"v{i:05d}", "steps": 8, "final_loss": 1.0})
     for pair in pairs:

@@ -31,6 +31,7 @@ from pydantic import Field
 from coursegpt_assets.core.chat_templates import render_template
 from coursegpt_assets.core.layout import ADAPTER_WEIGHTS as WEIGHTS_FILE
 from coursegpt_assets.core.layout import CHAT_TEMPLATE_FILE as TEMPLATE_FILE
+from coursegpt_assets.core.names import split_pair
 
 _VERTEX_LOCK = threading.RLock()  # aiplatform.init is process-global: init + predict happen under one lock
 
@@ -205,7 +206,7 @@ class OpenAICompatibleServer(Inference):
     require_listed: bool = Field(default=True, description="Fail unless GET /models lists the model name")
 
     def _model(self, request: GenerationRequest) -> str:
-        agent, _, base = request.pair.partition("__")
+        agent, base = split_pair(request.pair)
         return self.model.format(pair=request.pair, agent=agent, base_model=base,
                                  adapter_version=request.adapter_version)
 

@@ -11,13 +11,13 @@ from huggingface_hub import ModelCard
 from huggingface_hub import constants as hf_constants
 
 from coursegpt_assets.core import layout
+from coursegpt_assets.core.layout import card_manifest
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from coursegpt_assets.defs.publishing.assets import (
     CARD_CHECK,
     MODEL_CARD_ASSETS,
     MODEL_CARD_CHECKS,
-    card_manifest,
     model_card,
     published_adapter,
 )

@@ -10,7 +10,7 @@
     adapters/<pair>/latest.json                  pointer to the newest complete adapter version
     reports/<pair>/<version>/                    evaluation report; report.json is written last
     reports/<pair>/latest.json                   pointer to the newest report
-    cards/<pair>/README.md                       model card
+    cards/<pair>/README.md                       model card (+ card.json: the versions it describes, its sha256)
     leaderboards/<agent>/                        leaderboard.md, leaderboard.json, leaderboard.png
 """
 
@@ -108,6 +108,11 @@ def report_latest(pair: str) -> str:
 
 def card(pair: str) -> str:
     return f"cards/{pair}/README.md"
+
+
+def card_manifest(pair: str) -> str:
+    """Beside the card: which adapter and report it describes, and the card's hash."""
+    return f"cards/{pair}/card.json"
 
 
 def leaderboard_dir(agent: str) -> str:

@@ -23,6 +23,7 @@ from coursegpt_assets.core import layout, settings
 from coursegpt_assets.core.chat_templates import family
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.defs.adapters.vertex_export import collect_vertex_export, job_metadata
+from coursegpt_assets.defs.common import OWNERS, read_upstream
 from coursegpt_assets.defs.common import uri as uri_metadata
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from coursegpt_assets.defs.tuning.checks import cost_of, tuning_data_report
@@ -31,7 +32,6 @@ from coursegpt_assets.training.validation import summarise_problems, validate_ad
 from resources.storage import ArtifactStore
 from resources.tuning import Trainer
 
-OWNERS = ["team:ml-platform"]
 GROUP = "adapters"
 ADAPTER_CHECK = "adapter_matches_plan"
 _NUMERIC = ("steps", "final_loss", "eval_loss", "wall_time_s", "tokens_per_second", "train_examples",
@@ -41,10 +41,8 @@ _NUMERIC = ("steps", "final_loss", "eval_loss", "wall_time_s", "tokens_per_secon
 def _request(context, store: ArtifactStore, trainer: Trainer) -> AdapterRequest:
     plan = default_plan()
     pair = context.partition_key
-    key = layout.tuning_manifest(pair)
-    if not store.exists(key):
-        raise dg.Failure(f"{pair}: {store.uri(key)} is missing; materialise tuning_dataset for this pair first")
-    return adapter_request(plan, pair, store.read_json(key), trainer.backend_for(plan.base_model_for(pair)))
+    manifest = read_upstream(store, layout.tuning_manifest(pair), producer="tuning_dataset", partition=pair)
+    return adapter_request(plan, pair, manifest, trainer.backend_for(plan.base_model_for(pair)))
 
 
 def summary_metadata(summary: dict) -> dict:

@@ -15,6 +15,7 @@ import dagster as dg
 
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.chat_templates import family
+from coursegpt_assets.defs.common import read_upstream
 from coursegpt_assets.defs.common import uri as uri_metadata
 from resources.storage import ArtifactStore
 
@@ -53,11 +54,7 @@ def find_export(keys: list[str]) -> str:
 
 def collect_vertex_export(context, store: ArtifactStore, trainer, req, adir: str) -> None:
     """Copy the succeeded job's adapter into `adir`; fail with Vertex's own message when it did not succeed."""
-    record_key = f"{adir}/{layout.JOB_RECORD}"
-    if not store.exists(record_key):
-        raise dg.Failure(f"{req.pair}: no tuning job recorded at {store.uri(record_key)}; "
-                         "materialise tuning_job for this pair first")
-    record = store.read_json(record_key)
+    record = read_upstream(store, f"{adir}/{layout.JOB_RECORD}", producer="tuning_job", partition=req.pair)
     info = trainer.get_job(record["resource_name"])
     if not info.is_terminal:
         raise dg.Failure(f"{req.pair}: Vertex job {info.resource_name} is still {info.state}; the adapter sensor "

@@ -8,7 +8,6 @@ asset so a reviewer can read the card before anything leaves the machine.
 
 
 import hashlib
-import posixpath
 import tempfile
 from pathlib import Path
 
@@ -18,35 +17,13 @@ from coursegpt_assets.cards.builder import CardInputs, build_card, inputs_from_p
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.names import ADAPTER_VERSION_TAG
 from coursegpt_assets.core.plan import TrainingPlan, default_plan
-from coursegpt_assets.defs.common import uri
+from coursegpt_assets.defs.common import OWNERS, read_latest_version, read_upstream, uri
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from resources.hub import Hub, repo_id_for, stage_repo
 from resources.storage import ArtifactStore
 
-OWNERS = ["team:ml-platform"]
 PUBLISHING_GROUP = "publishing"
 CARD_CHECK = "card_is_valid"
-
-
-def card_manifest(pair: str) -> str:
-    """Beside the card: which adapter and report it describes, and the card's hash."""
-    return posixpath.join(posixpath.dirname(layout.card(pair)), "card.json")
-
-
-def _read_json(store: ArtifactStore, key: str, upstream: str, pair: str) -> dict:
-    try:
-        return store.read_json(key)
-    except FileNotFoundError:
-        raise dg.Failure(
-            description=f"{pair}: {store.uri(key)} is missing; materialise {upstream} for partition {pair} first"
-        ) from None
-
-
-def _latest(store: ArtifactStore, key: str, upstream: str, pair: str) -> str:
-    pointer = _read_json(store, key, upstream, pair)
-    if not isinstance(pointer, dict) or not pointer.get("version"):
-        raise dg.Failure(description=f"{pair}: {store.uri(key)} holds no 'version' (expected {{\"version\": ...}})")
-    return str(pointer["version"])
 
 
 def load_card_inputs(store: ArtifactStore, plan: TrainingPlan, pair: str, repo_id: str,
@@ -54,10 +31,12 @@ def load_card_inputs(store: ArtifactStore, plan: TrainingPlan, pair: str, repo_i
     """Read the newest report, the adapter it evaluated and the data manifests; refuse a stale pairing.
     `adapter_version` (a sensor-requested run's tag) replaces the newest adapter as the one to describe."""
     agent = plan.pair(pair).agent
-    report_version = _latest(store, layout.report_latest(pair), "evaluation_report", pair)
+    report_version = read_latest_version(store, layout.report_latest(pair), producer="evaluation_report",
+                                         partition=pair)
     report_dir = layout.report_dir(pair, report_version)
-    report = _read_json(store, layout.report_file(pair, report_version), "evaluation_report", pair)
-    adapter_version = adapter_version or _latest(store, layout.adapter_latest(pair), "adapter", pair)
+    report = read_upstream(store, layout.report_file(pair, report_version), producer="evaluation_report", partition=pair)
+    adapter_version = adapter_version or read_latest_version(store, layout.adapter_latest(pair), producer="adapter",
+                                                             partition=pair)
     evaluated = str(report.get("adapter_version"))
     if evaluated != adapter_version:
         raise dg.Failure(
@@ -67,7 +46,7 @@ def load_card_inputs(store: ArtifactStore, plan: TrainingPlan, pair: str, repo_i
             )
         )
     summary_key = layout.adapter_summary(pair, adapter_version)
-    summary = _read_json(store, summary_key, "adapter", pair)
+    summary = read_upstream(store, summary_key, producer="adapter", partition=pair)
     if str(summary.get("version", adapter_version)) != adapter_version or summary.get("pair", pair) != pair:
         raise dg.Failure(description=f"{pair}: {store.uri(summary_key)} describes another pair or version")
     try:
@@ -76,8 +55,9 @@ def load_card_inputs(store: ArtifactStore, plan: TrainingPlan, pair: str, repo_i
         report_md = ""
     inputs = inputs_from_plan(
         plan, pair, repo_id=repo_id, summary=summary, report=report, report_markdown=report_md,
-        tuning_manifest=_read_json(store, layout.tuning_manifest(pair), "tuning_dataset", pair),
-        splits_manifest=_read_json(store, layout.splits_manifest(agent), "dataset_splits", agent),
+        tuning_manifest=read_upstream(store, layout.tuning_manifest(pair), producer="tuning_dataset", partition=pair),
+        splits_manifest=read_upstream(store, layout.splits_manifest(agent), producer=f"dataset_splits for {agent}",
+                                      partition=agent),
     )
     versions = {"adapter_version": adapter_version, "report_version": report_version}
     return inputs, versions
@@ -107,7 +87,7 @@ def model_card(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.Ma
     text = build_card(inputs)
     sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
     card_uri = store.write_text(layout.card(pair), text, "text/markdown")
-    store.write_json(card_manifest(pair), {"pair": pair, "repo_id": repo_id, "card_sha256": sha, **versions})
+    store.write_json(layout.card_manifest(pair), {"pair": pair, "repo_id": repo_id, "card_sha256": sha, **versions})
     headline = inputs.report.get("headline") or {}
     context.log.info(f"{pair}: card for adapter {versions['adapter_version']} written to {card_uri}")
     return dg.MaterializeResult(
@@ -149,7 +129,7 @@ def card_is_valid(context: dg.AssetCheckExecutionContext, store: ArtifactStore) 
 def _card_to_publish(store: ArtifactStore, pair: str, repo_id: str, log) -> tuple[str, dict]:
     """The stored card, checked again (publishing may run apart from the check) and aimed at `repo_id`."""
     text = store.read_text(layout.card(pair))
-    manifest = _read_json(store, card_manifest(pair), "model_card", pair)
+    manifest = read_upstream(store, layout.card_manifest(pair), producer="model_card", partition=pair)
     if hashlib.sha256(text.encode("utf-8")).hexdigest() != manifest.get("card_sha256"):
         raise dg.Failure(description=f"{pair}: {store.uri(layout.card(pair))} changed since model_card wrote it; "
                                      f"re-materialise model_card for {pair} and review it")
