@@ -31,12 +31,15 @@ def load_card_inputs(store: ArtifactStore, plan: TrainingPlan, pair: str, repo_i
     """Read the newest report, the adapter it evaluated and the data manifests; refuse a stale pairing.
     `adapter_version` (a sensor-requested run's tag) replaces the newest adapter as the one to describe."""
     agent = plan.pair(pair).agent
-    report_version = read_latest_version(store, layout.report_latest(pair), producer="evaluation_report",
-                                         partition=pair)
+
+    def upstream(key: str, producer: str, *, latest: bool = False, partition: str = pair):
+        read = read_latest_version if latest else read_upstream
+        return read(store, key, producer=f"{producer} for partition {partition}", partition=partition)
+
+    report_version = upstream(layout.report_latest(pair), "evaluation_report", latest=True)
     report_dir = layout.report_dir(pair, report_version)
-    report = read_upstream(store, layout.report_file(pair, report_version), producer="evaluation_report", partition=pair)
-    adapter_version = adapter_version or read_latest_version(store, layout.adapter_latest(pair), producer="adapter",
-                                                             partition=pair)
+    report = upstream(layout.report_file(pair, report_version), "evaluation_report")
+    adapter_version = adapter_version or upstream(layout.adapter_latest(pair), "adapter", latest=True)
     evaluated = str(report.get("adapter_version"))
     if evaluated != adapter_version:
         raise dg.Failure(
@@ -46,7 +49,7 @@ def load_card_inputs(store: ArtifactStore, plan: TrainingPlan, pair: str, repo_i
             )
         )
     summary_key = layout.adapter_summary(pair, adapter_version)
-    summary = read_upstream(store, summary_key, producer="adapter", partition=pair)
+    summary = upstream(summary_key, "adapter")
     if str(summary.get("version", adapter_version)) != adapter_version or summary.get("pair", pair) != pair:
         raise dg.Failure(description=f"{pair}: {store.uri(summary_key)} describes another pair or version")
     try:
@@ -55,9 +58,8 @@ def load_card_inputs(store: ArtifactStore, plan: TrainingPlan, pair: str, repo_i
         report_md = ""
     inputs = inputs_from_plan(
         plan, pair, repo_id=repo_id, summary=summary, report=report, report_markdown=report_md,
-        tuning_manifest=read_upstream(store, layout.tuning_manifest(pair), producer="tuning_dataset", partition=pair),
-        splits_manifest=read_upstream(store, layout.splits_manifest(agent), producer=f"dataset_splits for {agent}",
-                                      partition=agent),
+        tuning_manifest=upstream(layout.tuning_manifest(pair), "tuning_dataset"),
+        splits_manifest=upstream(layout.splits_manifest(agent), "dataset_splits", partition=agent),
     )
     versions = {"adapter_version": adapter_version, "report_version": report_version}
     return inputs, versions
@@ -129,7 +131,8 @@ def card_is_valid(context: dg.AssetCheckExecutionContext, store: ArtifactStore) 
 def _card_to_publish(store: ArtifactStore, pair: str, repo_id: str, log) -> tuple[str, dict]:
     """The stored card, checked again (publishing may run apart from the check) and aimed at `repo_id`."""
     text = store.read_text(layout.card(pair))
-    manifest = read_upstream(store, layout.card_manifest(pair), producer="model_card", partition=pair)
+    manifest = read_upstream(store, layout.card_manifest(pair), producer=f"model_card for partition {pair}",
+                             partition=pair)
     if hashlib.sha256(text.encode("utf-8")).hexdigest() != manifest.get("card_sha256"):
         raise dg.Failure(description=f"{pair}: {store.uri(layout.card(pair))} changed since model_card wrote it; "
                                      f"re-materialise model_card for {pair} and review it")
