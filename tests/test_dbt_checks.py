@@ -47,6 +47,19 @@ def test_checks_are_partitioned_like_their_asset():
     assert {c.node_def.name for c in build_dbt_checks(only=["clean_examples"])} == {"clean_examples_data_tests"}
 
 
+def test_check_descriptions_state_the_assertion_and_render_arguments_cleanly():
+    descriptions = {(spec.asset_key.path[-1], spec.name): spec.description
+                    for checks in build_dbt_checks() for spec in checks.check_specs}
+    assert not [d for d in descriptions.values() if "None" in d]
+    # column-less tests list their arguments with no stray prefix
+    assert "[split_ratio(ratios={{ plan.split_ratios }}, tolerance=0.01), severity error" in \
+        descriptions["dataset_splits", "split_ratio"]
+    assert '[no_overlap(columns=["id"]), severity error' in descriptions["dataset_splits", "no_overlap_id"]
+    # without a schema.yml description, the generic test's assertion, naming the tested column
+    assert descriptions["clean_examples", "not_null_id"].startswith("Every row has a non-null `id`. [not_null(id),")
+    assert descriptions["clean_examples", "user_query_not_blank"].startswith("Every row satisfies `expression`.")
+
+
 def test_validate_module_exit_codes(tmp_path, capsys):
     assert validate.main([]) == 0
     assert "tests" in capsys.readouterr().out
