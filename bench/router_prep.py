@@ -36,7 +36,7 @@ from coursegpt_assets.agents.router import AGENT, validate
 from coursegpt_assets.core.settings import FIXTURES_DIR
 from coursegpt_assets.defs.data.assets import DATA_ASSETS
 from coursegpt_assets.defs.tuning.assets import tuning_dataset
-from resources.storage import ArtifactStore
+from resources.local_store import LocalStore
 
 PAIR = "router__llama31-8b"
 
@@ -75,7 +75,7 @@ def baseline(source: Path, out: Path) -> None:
 def pipeline(source: Path, root: Path, instance: dg.DagsterInstance | None = None) -> None:
     """The assets as a deployment runs them: on an instance that already exists (creating one is a
     SQLite schema migration, not data preparation; pass none to include it)."""
-    store = ArtifactStore(root=str(root))
+    store = LocalStore(root=str(root))
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     data = dg.materialize(DATA_ASSETS, partition_key="router", resources={"store": store}, instance=instance,
                           run_config={**quiet, "ops": {"raw_examples": {"config": {"source": str(source)}}}})

@@ -24,6 +24,7 @@ from coursegpt_assets.core import layout
 from coursegpt_assets.core.layout import SUMMARY_FILE as SUMMARY
 from coursegpt_assets.core.names import split_pair
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
+from resources.local_store import LocalStore
 from resources.storage import ArtifactStore
 from schedules.adapter_scan import ScanCursor, scan
 from schedules.sensors import new_adapter_sensor
@@ -33,7 +34,7 @@ FILES = ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "
 
 
 def build_store(root: str, n: int) -> ArtifactStore:
-    store = ArtifactStore(root=root)
+    store = LocalStore(root=root)
     pairs = PAIR_PARTITIONS.get_partition_keys()
     for i in range(n):
         pair = pairs[i % len(pairs)]

@@ -2,7 +2,8 @@
 
 Each test returns what dbt's compiled test query would return: the rows that violate it (empty = pass).
 Tests named after dbt's own (`unique`, `not_null`, `accepted_values`, `relationships`) keep dbt's
-semantics, nulls included: only `not_null` fails on null; the others ignore null values.
+semantics, nulls included: only `not_null` fails on null; the others ignore null values. A test's
+docstring opens with what it asserts (the check's description in the UI), then says what a failing row is.
 
 Adding a test kind is one function decorated with `@generic_test("<name>")`. Its keyword parameters are
 its YAML arguments (those without a default are required), a `column_name` parameter makes it a column
@@ -44,6 +45,11 @@ class GenericTest:
         return {n for n, p in self.parameters.items() if p.default is inspect.Parameter.empty}
 
     @property
+    def asserts(self) -> str:
+        """What the test asserts: the first line of its docstring."""
+        return (self.fn.__doc__ or "").strip().splitlines()[0]
+
+    @property
     def is_column_test(self) -> bool:
         return "column_name" in self.parameters
 
@@ -76,27 +82,35 @@ def _key(value):
 # -- dbt's built-in tests ----------------------------------------------------------------------------
 @generic_test("unique")
 def unique(rows: Rows, *, column_name: str) -> list[dict]:
-    """One row per non-null value that occurs more than once (dbt: `value_field, n_records`)."""
+    """Every non-null `column_name` value occurs once.
+
+    Fails with one row per repeated value (dbt: `value_field, n_records`)."""
     counts = Counter(_key(r.get(column_name)) for r in rows if r.get(column_name) is not None)
     return [{column_name: value, "n_records": n} for value, n in counts.items() if n > 1]
 
 
 @generic_test("not_null")
 def not_null(rows: Rows, *, column_name: str) -> list[dict]:
-    """Rows where the column is null or absent."""
+    """Every row has a non-null `column_name`.
+
+    Fails on the rows where it is null or absent."""
     return [r for r in rows if r.get(column_name) is None]
 
 
 @generic_test("accepted_values")
 def accepted_values(rows: Rows, *, column_name: str, values: list) -> list[dict]:
-    """Rows whose non-null value is not in `values`."""
+    """Every non-null `column_name` is one of `values`.
+
+    Fails on the rows whose value is not."""
     allowed = {_key(v) for v in values}
     return [r for r in rows if r.get(column_name) is not None and _key(r.get(column_name)) not in allowed]
 
 
 @generic_test("relationships", column_params=("column_name",))
 def relationships(rows: Rows, *, column_name: str, to: Rows, field: str) -> list[dict]:
-    """Rows whose non-null value has no match in `to`'s `field` (referential integrity)."""
+    """Every non-null `column_name` matches a `field` of `to` (referential integrity).
+
+    Fails on the rows whose value has no match."""
     parents = {_key(r.get(field)) for r in to if r.get(field) is not None}
     return [r for r in rows if r.get(column_name) is not None and _key(r.get(column_name)) not in parents]
 
@@ -104,7 +118,9 @@ def relationships(rows: Rows, *, column_name: str, to: Rows, field: str) -> list
 # -- dbt_utils / dbt_expectations style tests --------------------------------------------------------
 @generic_test("expression_is_true", column_params=())
 def expression_is_true(rows: Rows, *, expression: str | Expression) -> list[dict]:
-    """Rows where the row expression is not truthy; an expression that raises fails with `_error`."""
+    """Every row satisfies `expression`.
+
+    Fails on the rows where it is not truthy; where it raises, the row fails with `_error`."""
     expr = compile_expression(expression) if isinstance(expression, str) else expression
     failing = []
     for r in rows:
@@ -120,7 +136,9 @@ def expression_is_true(rows: Rows, *, expression: str | Expression) -> list[dict
 
 @generic_test("row_count_between", column_params=())
 def row_count_between(rows: Rows, *, min_value: int | None = None, max_value: int | None = None) -> list[dict]:
-    """One summary row when the row count falls outside [min_value, max_value] (bounds inclusive)."""
+    """The row count is within [`min_value`, `max_value`] (bounds inclusive, each optional).
+
+    Fails with one summary row when it is not."""
     n = len(rows)
     if (min_value is not None and n < min_value) or (max_value is not None and n > max_value):
         return [{"row_count": n, "min_value": min_value, "max_value": max_value}]
@@ -130,9 +148,10 @@ def row_count_between(rows: Rows, *, min_value: int | None = None, max_value: in
 # -- project tests -----------------------------------------------------------------------------------
 @generic_test("not_in", column_params=("column_name",))
 def not_in(rows: Rows, *, column_name: str, to: Rows, field: str, normalise: bool = False) -> list[dict]:
-    """Rows whose value DOES appear in `to`'s `field` (the negation of `relationships`): leakage guard.
+    """No non-null `column_name` appears in `to`'s `field` (the negation of `relationships`): a leakage guard.
 
-    With `normalise`, values are compared lower-cased with whitespace collapsed, as the splits do.
+    Fails on the rows whose value does. With `normalise`, values are compared lower-cased with whitespace
+    collapsed, as the splits do.
     """
     fold = normalise_text if normalise else _key
     others = {fold(r.get(field)) for r in to if r.get(field) is not None}
@@ -141,9 +160,9 @@ def not_in(rows: Rows, *, column_name: str, to: Rows, field: str, normalise: boo
 
 @generic_test("split_ratio", takes="splits", column_params=())
 def split_ratio(splits: Splits, *, ratios: Mapping[str, float], tolerance: float = 0.01) -> list[dict]:
-    """Splits whose row count is off the planned share by more than tolerance·n records.
+    """Every split's row count is within `tolerance`·n records of its planned share in `ratios`.
 
-    Counts are floored per held-out split (the seed's rule), so at least k-1 records of slack are
+    Fails with one row per split that is off. Counts are floored per held-out split (the seed's rule), so at least k-1 records of slack are
     always allowed (k = number of splits) or small smoke subsets would fail on rounding alone.
     """
     n = sum(len(rows) for rows in splits.values())
@@ -163,7 +182,9 @@ def split_ratio(splits: Splits, *, ratios: Mapping[str, float], tolerance: float
 
 @generic_test("no_overlap", takes="splits", column_params=("columns",))
 def no_overlap(splits: Splits, *, columns: list[str], normalise: bool = False) -> list[dict]:
-    """Values of any of `columns` that appear in more than one split (one row per leaked value)."""
+    """No value of any of `columns` appears in more than one split.
+
+    Fails with one row per leaked value."""
     fold = normalise_text if normalise else _key
     failing = []
     for column in columns:
@@ -185,9 +206,9 @@ def no_overlap(splits: Splits, *, columns: list[str], normalise: bool = False) -
 
 @generic_test("json_valid")
 def json_valid(rows: Rows, *, column_name: str, expect: str = "any", strip_think: bool = False) -> list[dict]:
-    """Rows whose non-null value is not a JSON string (of `expect`: any, object or array).
+    """Every non-null `column_name` is a JSON string (of `expect`: any, object or array).
 
-    `strip_think` drops a leading `<think>…</think>` block first (router completions with think wrapping).
+    Fails on the rows whose value is not. `strip_think` drops a leading `<think>…</think>` block first (router completions with think wrapping).
     """
     kinds = {"any": object, "object": dict, "array": list}
     if expect not in kinds:
@@ -215,10 +236,10 @@ def json_valid(rows: Rows, *, column_name: str, expect: str = "any", strip_think
 
 @generic_test("max_tokens", column_params=("columns",))
 def max_tokens(rows: Rows, *, columns: list[str], limit: int, bytes_per_token: int = BYTES_PER_TOKEN) -> list[dict]:
-    """Rows whose estimated token count over `columns` (joined) exceeds `limit`.
+    """No row's estimated token count over `columns` (joined) exceeds `limit`.
 
-    The estimate is the one tuning_dataset, the length and cost checks and `coursegpt plan` use
-    (`core.tokens`: UTF-8 bytes / bytes_per_token, rounded up).
+    Fails on the rows whose count does. The estimate is the one tuning_dataset, the length and cost checks
+    and `coursegpt plan` use (`core.tokens`: UTF-8 bytes / bytes_per_token, rounded up).
     """
     failing = []
     for r in rows:

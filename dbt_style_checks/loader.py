@@ -32,12 +32,14 @@ def build_dbt_checks(schema_path: str | Path | None = None, *, only: Iterable[st
 
 
 def _describe(t: TestSpec) -> str:
-    args = ", ".join(f"{k}={_text(v)}" for k, v in t.arguments.items() if k != "column_name")
-    target = f"{t.test.name}({t.column}{', ' if t.column and args else ''}{args})"
+    """What the check asserts (schema.yml's description, else the test's, naming the column), then the call,
+    its scope and severity."""
+    asserts = t.test.asserts.replace("`column_name`", f"`{t.column}`") if t.column else t.test.asserts
+    args = [f"{k}={_text(v)}" for k, v in t.arguments.items() if k != "column_name"]
+    target = f"{t.test.name}({', '.join([t.column, *args] if t.column else args)})"
     scope = f" on partitions {', '.join(t.partitions)}" if t.partitions else ""
     gate = " Blocking: a failure stops downstream assets." if t.blocking else ""
-    doc = (t.test.fn.__doc__ or "").strip().splitlines()[0]
-    return f"{t.description or doc} [{target}{scope}, severity {t.severity}, {t.location}]{gate}"
+    return f"{t.description or asserts} [{target}{scope}, severity {t.severity}, {t.location}]{gate}"
 
 
 def _text(value) -> str:

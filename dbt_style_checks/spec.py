@@ -161,6 +161,35 @@ class _Reader:
                                      f"(known: {', '.join(sorted(known))}){hint}")
 
     def test(self, entry, line: int, source: AssetSource, column: str | None, col_partitions) -> None:
+        """Compile one test entry into a TestSpec, or record why it cannot be."""
+        parsed = self.test_entry(entry, line)
+        if parsed is None:
+            return None
+        kind, body = parsed
+        generic = GENERIC_TESTS[kind]
+        config = body.get("config") or LineDict(line=body.line)
+        if not isinstance(config, LineDict):
+            return self.error(body.line_of("config"), f"{kind}: config must be a mapping")
+        args = self.test_arguments(kind, generic, body, line, source, column)
+        if args is None:
+            return None
+        severity, blocking, partitions, split = self.test_config(kind, config, source, col_partitions)
+        referenced = self.arguments(kind, generic, args, body, source, partitions)
+        where = self.expression(config.get("where"), config.line_of("where"), kind) if "where" in config else None
+        if where is not None:
+            referenced |= where.columns
+        self.known_columns(source, sorted(referenced), partitions, line)
+        if config.get("enabled", True) is False:
+            return None
+        self.tests.append(TestSpec(
+            asset=source.name, column=column, test=generic, arguments=args, name=_check_name(body, kind, referenced),
+            severity=severity, blocking=bool(blocking), warn_if=self.threshold(config, "warn_if", kind),
+            error_if=self.threshold(config, "error_if", kind), where=where, partitions=partitions, split=split,
+            description=body.get("description"), location=f"{self.path}:{line}", columns=frozenset(referenced),
+        ))
+
+    def test_entry(self, entry, line: int) -> tuple[str, LineDict] | None:
+        """(test name, its mapping) from any of the shapes dbt accepts: a name, `{test: {...}}`, `{test_name: ...}`."""
         if isinstance(entry, str):
             kind, body = entry, LineDict(line=line)
         elif isinstance(entry, LineDict) and "test_name" in entry:
@@ -175,14 +204,14 @@ class _Reader:
             return self.error(line, f"unknown test {kind!r} (known: {', '.join(sorted(GENERIC_TESTS))})")
         if not isinstance(body, LineDict):
             return self.error(line, f"{kind}: expected a mapping of arguments")
-        generic = GENERIC_TESTS[kind]
+        return kind, body
+
+    def test_arguments(self, kind, generic: GenericTest, body: LineDict, line: int, source: AssetSource,
+                       column: str | None) -> dict | None:
+        """The test's arguments (inline or under `arguments:`, plus its column); None when it cannot apply here."""
         meta = {"name", "description", "config", "arguments", "test_name"}
         args = dict(body.get("arguments") or {})
         args.update({k: v for k, v in body.items() if k not in meta})
-        config = body.get("config") or LineDict(line=body.line)
-        if not isinstance(config, LineDict):
-            return self.error(body.line_of("config"), f"{kind}: config must be a mapping")
-        location = f"{self.path}:{line}"
         if column is not None:
             if not generic.is_column_test:
                 return self.error(line, f"{kind} is an asset-level test; list it under the model's data_tests")
@@ -193,6 +222,10 @@ class _Reader:
             self.error(_arg_line(body, key), f"{kind}: unknown argument {key!r} (arguments: {', '.join(generic.parameters)})")
         for key in generic.required - set(args):
             self.error(line, f"{kind}: missing required argument {key!r}")
+        return args
+
+    def test_config(self, kind, config: LineDict, source: AssetSource, col_partitions):
+        """(severity, blocking, partitions, split) from the test's `config:`, each checked."""
         for key in set(config) - CONFIG_KEYS:
             self.error(config.line_of(key), f"{kind}: unknown config key {key!r} (known: {', '.join(sorted(CONFIG_KEYS))})")
         severity = str(config.get("severity", "error")).lower()
@@ -207,22 +240,7 @@ class _Reader:
         split = config.get("split")
         if split is not None and split not in (source.splits or ()):
             self.error(config.line_of("split"), f"{kind}: split {split!r} is not a split of {source.name}")
-        referenced = self.arguments(kind, generic, args, body, source, partitions)
-        where = self.expression(config.get("where"), config.line_of("where"), kind) if "where" in config else None
-        if where is not None:
-            referenced |= where.columns
-        self.known_columns(source, sorted(referenced), partitions, line)
-        if config.get("enabled", True) is False:
-            return None
-        name = body.get("name") or "_".join([kind, *sorted(c for c in referenced if c)])
-        if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)):
-            name = re.sub(r"[^A-Za-z0-9_]", "_", str(name))
-        self.tests.append(TestSpec(
-            asset=source.name, column=column, test=generic, arguments=args, name=name, severity=severity,
-            blocking=bool(blocking), warn_if=self.threshold(config, "warn_if", kind),
-            error_if=self.threshold(config, "error_if", kind), where=where, partitions=partitions, split=split,
-            description=body.get("description"), location=location, columns=frozenset(referenced),
-        ))
+        return severity, blocking, partitions, split
 
     def arguments(self, kind, generic: GenericTest, args: dict, body: LineDict, source, partitions) -> set[str]:
         referenced: set[str] = set()
@@ -278,6 +296,14 @@ class _Reader:
             self.error(config.line_of(key), f"{kind}: {key} {config[key]!r} is not a condition like '>10' or '!=0'")
             return Threshold("!=", 0)
         return Threshold(m.group(1), int(m.group(2)))
+
+
+def _check_name(body: LineDict, kind: str, referenced: set[str]) -> str:
+    """The test's `name:`, else `<test>_<columns>`; characters a check name cannot hold become `_`."""
+    name = body.get("name") or "_".join([kind, *sorted(c for c in referenced if c)])
+    if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)):
+        name = re.sub(r"[^A-Za-z0-9_]", "_", str(name))
+    return name
 
 
 def _arg_line(body: LineDict, key: str) -> int:

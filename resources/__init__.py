@@ -1,9 +1,10 @@
 """Resources with a local default and a cloud implementation, picked once per environment.
 
-    local (default)  ArtifactStore on a folder, LocalTrainer (TRL + PEFT), LocalGenerator (transformers +
+    local (default)  LocalStore (a folder), LocalTrainer (TRL + PEFT), LocalGenerator (transformers +
                      PEFT), LocalHub folder
-    gcp              ArtifactStore on gs://, VertexTrainer (Vertex AI PEFT tuning), VertexEndpoint (online
+    gcp              GcsStore (gs://), VertexTrainer (Vertex AI PEFT tuning), VertexEndpoint (online
                      prediction; local generation for pairs without a Vertex model), HfHub (token from HF_TOKEN)
+The store follows COURSEGPT_STORE in either environment (`store_for`: gs:// is GcsStore).
 COURSEGPT_INFERENCE_URL (either environment) evaluates through an OpenAI-compatible server instead
 (vLLM with --lora-modules, Ollama), its key from COURSEGPT_INFERENCE_API_KEY when set.
 
@@ -17,8 +18,10 @@ import os
 import dagster as dg
 
 from coursegpt_assets.core.settings import Settings
+from resources.gcs_store import GcsStore
 from resources.hub import HfHub, LocalHub
 from resources.inference import LocalGenerator, OpenAICompatibleServer, VertexEndpoint
+from resources.local_store import LocalStore
 from resources.storage import ArtifactStore
 from resources.tuning import LocalTrainer, VertexTrainer
 from resources.vertex_tuning import VertexTuning
@@ -34,18 +37,24 @@ def _env(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
+def store_for(root: str, **options) -> ArtifactStore:
+    """GcsStore for `gs://bucket/prefix`, else LocalStore; `options` are the backend's other fields."""
+    backend = GcsStore if root.startswith("gs://") else LocalStore
+    return backend(root=root, **options)
+
+
 def resources_for(settings: Settings) -> dict:
     if settings.is_gcp:
         project = _env("GOOGLE_CLOUD_PROJECT")
         return {
-            "store": ArtifactStore(root=settings.store, gcs_project=project),
+            "store": store_for(settings.store, gcs_project=project),
             "trainer": VertexTrainer(vertex=VertexTuning(project=project)),
             "inference": _server(settings) if settings.inference_url else VertexEndpoint(),
             "hub": HfHub(token=_env("HF_TOKEN"), private=os.environ.get("COURSEGPT_HUB_PRIVATE", "1") != "0",
                          dry_run=os.environ.get("COURSEGPT_HUB_DRY_RUN", "0") == "1"),
         }
     return {
-        "store": ArtifactStore(root=settings.store),
+        "store": store_for(settings.store),
         "trainer": LocalTrainer(),
         "inference": _server(settings) if settings.inference_url else LocalGenerator(),
         "hub": LocalHub(),

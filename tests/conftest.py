@@ -51,9 +51,9 @@ def isolated_home(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def store(tmp_path):
-    from resources.storage import ArtifactStore
+    from resources.local_store import LocalStore
 
-    return ArtifactStore(root=str(tmp_path / "store"))
+    return LocalStore(root=str(tmp_path / "store"))
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from coursegpt_assets.cli.runner import _runnable
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.core.tokens import estimated_cost_usd as estimated_cost
+from resources.local_store import LocalStore
 from resources.storage import ArtifactStore
 from tests.conftest import PROJECT_ROOT
 
@@ -22,7 +23,7 @@ TINY = [f"{a}__tiny-llama" for a in AGENTS]
 
 @pytest.fixture
 def home_store(isolated_home) -> ArtifactStore:
-    return ArtifactStore(root=str(isolated_home / "store"))
+    return LocalStore(root=str(isolated_home / "store"))
 
 
 def table(out: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ from dbt_style_checks import validate
 from dbt_style_checks.catalog import SOURCES
 from dbt_style_checks.loader import MAX_FAILING_ROWS, PartitionData, build_dbt_checks, run_test
 from dbt_style_checks.spec import SchemaError, load_schema
+from resources.local_store import LocalStore
 from resources.storage import ArtifactStore
 
 PAIR = "router__tiny-llama"
@@ -44,6 +45,19 @@ def test_checks_are_partitioned_like_their_asset():
             expected = PAIR_PARTITIONS if spec.asset_key.path[-1] == "tuning_dataset" else AGENT_PARTITIONS
             assert spec.partitions_def == expected
     assert {c.node_def.name for c in build_dbt_checks(only=["clean_examples"])} == {"clean_examples_data_tests"}
+
+
+def test_check_descriptions_state_the_assertion_and_render_arguments_cleanly():
+    descriptions = {(spec.asset_key.path[-1], spec.name): spec.description
+                    for checks in build_dbt_checks() for spec in checks.check_specs}
+    assert not [d for d in descriptions.values() if "None" in d]
+    # column-less tests list their arguments with no stray prefix
+    assert "[split_ratio(ratios={{ plan.split_ratios }}, tolerance=0.01), severity error" in \
+        descriptions["dataset_splits", "split_ratio"]
+    assert '[no_overlap(columns=["id"]), severity error' in descriptions["dataset_splits", "no_overlap_id"]
+    # without a schema.yml description, the generic test's assertion, naming the tested column
+    assert descriptions["clean_examples", "not_null_id"].startswith("Every row has a non-null `id`. [not_null(id),")
+    assert descriptions["clean_examples", "user_query_not_blank"].startswith("Every row satisfies `expression`.")
 
 
 def test_validate_module_exit_codes(tmp_path, capsys):
@@ -210,7 +224,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
 def good_store(tmp_path_factory) -> Path:
     """The router data path materialised for real from the shipped fixture, plus a benchmark of the test split."""
     root = tmp_path_factory.mktemp("good_store")
-    store = ArtifactStore(root=str(root))
+    store = LocalStore(root=str(root))
     with dg.instance_for_test() as instance:
         dg.materialize(DATA_ASSETS, partition_key="router", resources={"store": store}, instance=instance)
         dg.materialize([*DATA_ASSETS, *TUNING_DATA_ASSETS], selection=["tuning_dataset"], partition_key=PAIR,
@@ -221,7 +235,7 @@ def good_store(tmp_path_factory) -> Path:
 
 def _copy(good_store: Path, tmp_path: Path) -> ArtifactStore:
     shutil.copytree(good_store, tmp_path / "store")
-    return ArtifactStore(root=str(tmp_path / "store"))
+    return LocalStore(root=str(tmp_path / "store"))
 
 
 def _results(store: ArtifactStore, asset: str, partition: str) -> dict[str, dg.AssetCheckResult]:
@@ -233,7 +247,7 @@ def _results(store: ArtifactStore, asset: str, partition: str) -> dict[str, dg.A
     ("clean_examples", "router"), ("dataset_splits", "router"), ("tuning_dataset", PAIR), ("benchmark", "router"),
 ])
 def test_every_test_passes_on_the_real_router_path(good_store, asset, partition):
-    results = _results(ArtifactStore(root=str(good_store)), asset, partition)
+    results = _results(LocalStore(root=str(good_store)), asset, partition)
     failed = {name: r.description for name, r in results.items() if not r.passed}
     # the smoke trainer's max_length truncates long router rows: reported as a warning, never blocking
     assert set(failed) <= {"max_tokens_training_length"}, failed
@@ -343,7 +357,7 @@ def test_schema_out_of_date_with_the_data_fails_loudly(good_store, tmp_path):
 
 # -- in a Dagster run -------------------------------------------------------------------------------------
 def test_blocking_failure_stops_the_downstream_asset_in_the_same_run(tmp_path):
-    store = ArtifactStore(root=str(tmp_path / "store"))
+    store = LocalStore(root=str(tmp_path / "store"))
     valid = [r.record for r in iter_jsonl_file(FIXTURES_DIR / "router.jsonl") if r.record and not validate_router(r.record)]
     store.write_jsonl(layout.raw_records("router"), [{"line": i + 1, "record": r} for i, r in enumerate(valid[:6])])
     store.write_json(layout.raw_manifest("router"), {"source": "crafted", "rows": 6})

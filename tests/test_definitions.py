@@ -60,6 +60,6 @@ def test_definitions_load_in_the_gcp_environment_without_heavy_imports(tmp_path)
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
-    assert loaded["types"] == {"store": "ArtifactStore", "trainer": "VertexTrainer", "inference": "VertexEndpoint",
+    assert loaded["types"] == {"store": "GcsStore", "trainer": "VertexTrainer", "inference": "VertexEndpoint",
                                "hub": "HfHub"}
     assert loaded["heavy"] == []

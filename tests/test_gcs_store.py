@@ -19,7 +19,9 @@ from coursegpt_assets.defs.data.assets import DATA_ASSETS, raw_examples
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from coursegpt_assets.defs.publishing.assets import MODEL_CARD_ASSETS, MODEL_CARD_CHECKS, card_manifest
 from coursegpt_assets.defs.tuning.assets import tuning_dataset
+from resources.gcs_store import GcsStore
 from resources.hub import LocalHub
+from resources.local_store import LocalStore
 from resources.storage import ArtifactStore, StoreError
 from tests.conftest import step_failure_text
 from tests.fakes.gcs_emulator import PREFIX
@@ -51,7 +53,7 @@ def test_router_path_on_gcs_writes_what_the_local_store_writes(gcs_emulator, gcs
     source.upload_from_filename(str(FIXTURES_DIR / "router.jsonl"))
     monkeypatch.setenv("COURSEGPT_ROUTER_SOURCE", f"gs://{gcs_emulator.bucket}/sources/router.jsonl")
     gcs_results = run_router_path(gcs_store)
-    local = ArtifactStore(root=str(tmp_path / "local-store"))
+    local = LocalStore(root=str(tmp_path / "local-store"))
     run_router_path(local, {"ops": {"raw_examples": {"config": {"source": str(FIXTURES_DIR / "router.jsonl")}}}})
 
     root = f"gs://{gcs_emulator.bucket}/{PREFIX}/"
@@ -136,7 +138,7 @@ def test_card_and_publish_read_the_adapter_and_report_from_gcs(gcs_emulator, gcs
 
 # -- outages ---------------------------------------------------------------------------------------------
 def test_outage_in_the_middle_of_a_stream_fails_cleanly_and_rematerialises(gcs_emulator, tmp_path):
-    store = ArtifactStore(root=os.environ["COURSEGPT_STORE"], retry_deadline_s=FAST_FAIL_S)
+    store = GcsStore(root=os.environ["COURSEGPT_STORE"], retry_deadline_s=FAST_FAIL_S)
     records_key, manifest_key = layout.raw_records("router"), layout.raw_manifest("router")
     assert dg.materialize([raw_examples], partition_key="router", resources={"store": store}).success
     before = {k: store.read_bytes(k) for k in store.list_keys()}
@@ -183,7 +185,7 @@ def test_outage_in_the_middle_of_a_stream_fails_cleanly_and_rematerialises(gcs_e
 
 
 def test_outage_between_adapter_files_leaves_the_published_version_intact(gcs_emulator, tmp_path, monkeypatch):
-    store = ArtifactStore(root=os.environ["COURSEGPT_STORE"], retry_deadline_s=FAST_FAIL_S)
+    store = GcsStore(root=os.environ["COURSEGPT_STORE"], retry_deadline_s=FAST_FAIL_S)
     pair = "router__tiny-llama"
     v1, v2 = layout.adapter_dir(pair, "v1"), layout.adapter_dir(pair, "v2")
     old = adapter_folder(tmp_path / "v1", seed=1)

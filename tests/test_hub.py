@@ -11,6 +11,7 @@ from huggingface_hub import constants as hf_constants
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.plan import default_plan
 from resources.hub import HfHub, HubError, LocalHub, repo_id_for, stage_repo
+from resources.local_store import LocalStore
 from resources.storage import ArtifactStore
 from tests.fakes.hub_server import FakeHub
 from tests.fakes.publish_artifacts import ADAPTER_VERSION, adapter_file, write_upstream
@@ -26,7 +27,7 @@ REPO_FILES = ["README.md", "adapter_config.json", "adapter_model.safetensors", "
 
 @pytest.fixture
 def store(tmp_path) -> ArtifactStore:
-    s = ArtifactStore(root=str(tmp_path / "store"))
+    s = LocalStore(root=str(tmp_path / "store"))
     write_upstream(s, PAIR, base_dir=str(tmp_path / "base" / "tiny-llama"))
     return s
 

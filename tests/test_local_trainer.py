@@ -27,7 +27,7 @@ from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from coursegpt_assets.defs.tuning.checks import TUNING_DATA_CHECKS
 from coursegpt_assets.training.spec import effective_hyperparameters
 from coursegpt_assets.training.validation import validate_adapter
-from resources.storage import ArtifactStore
+from resources.local_store import LocalStore
 from resources.tuning import LocalTrainer
 from tests.conftest import step_failure_text
 from tests.fakes.tuning_store import plan_with_smoke_max_length, write_tuning_data
@@ -53,7 +53,7 @@ def trained(tmp_path_factory):
         mp.setenv("COURSEGPT_PLAN", str(plan_with_smoke_max_length(home, 1024)))
         default_plan.cache_clear()
         default_plan()  # cached for this module; cleared again below
-        store = ArtifactStore(root=str(home / "store"))
+        store = LocalStore(root=str(home / "store"))
         manifest = write_tuning_data(store, PAIR)
         instance = dg.DagsterInstance.ephemeral()
         result = run(store, instance)
@@ -119,7 +119,7 @@ def test_unchanged_input_is_not_retrained(trained):
 
 def test_tampered_adapter_config_fails_the_blocking_check(trained, tmp_path):
     shutil.copytree(trained.store.root, tmp_path / "store")
-    store = ArtifactStore(root=str(tmp_path / "store"))
+    store = LocalStore(root=str(tmp_path / "store"))
     config = store.read_json(f"{trained.adir}/adapter_config.json")
     store.write_json(f"{trained.adir}/adapter_config.json", {**config, "r": 8, "target_modules": ["q_proj"]})
     store.delete(layout.adapter_latest(PAIR))
@@ -147,7 +147,7 @@ def test_missing_lora_tensors_are_reported(trained, tmp_path):
 
 
 def test_adapter_without_training_asks_for_tuning_job(tmp_path):
-    store = ArtifactStore(root=str(tmp_path / "store"))
+    store = LocalStore(root=str(tmp_path / "store"))
     write_tuning_data(store, PAIR)
     result = run(store, dg.DagsterInstance.ephemeral(), selection=[adapter], raise_on_error=False)
     assert not result.success
@@ -155,7 +155,7 @@ def test_adapter_without_training_asks_for_tuning_job(tmp_path):
 
 
 def test_bad_tuning_row_fails_the_child_with_its_line(tmp_path):
-    store = ArtifactStore(root=str(tmp_path / "store"))
+    store = LocalStore(root=str(tmp_path / "store"))
     from tests.fakes.tuning_store import router_rows
 
     rows = router_rows("tiny")[:12]

@@ -22,6 +22,7 @@ from coursegpt_assets.defs.publishing.assets import (
     published_adapter,
 )
 from resources.hub import HfHub, LocalHub
+from resources.local_store import LocalStore
 from resources.storage import ArtifactStore
 from tests.conftest import step_failure_text
 from tests.fakes.hub_server import FakeHub
@@ -37,7 +38,7 @@ UPSTREAM = [dg.AssetSpec("evaluation_report", partitions_def=PAIR_PARTITIONS),
 
 @pytest.fixture
 def store(tmp_path) -> ArtifactStore:
-    s = ArtifactStore(root=str(tmp_path / "store"))
+    s = LocalStore(root=str(tmp_path / "store"))
     write_upstream(s, PAIR, base_dir=str(tmp_path / "base" / "tiny-llama"))
     return s
 
@@ -112,7 +113,7 @@ def test_blocking_check_stops_publishing_in_the_same_run(store, tmp_path, monkey
 
 
 def test_card_refuses_a_report_of_another_adapter_version(tmp_path):
-    store = ArtifactStore(root=str(tmp_path / "store"))
+    store = LocalStore(root=str(tmp_path / "store"))
     write_upstream(store, PAIR, report_adapter_version="20261101T000000Z-000000")
     result = run(store, selection=["model_card"])
     assert not result.success
@@ -122,7 +123,7 @@ def test_card_refuses_a_report_of_another_adapter_version(tmp_path):
 
 
 def test_missing_upstream_names_the_asset_to_materialise(tmp_path):
-    result = run(ArtifactStore(root=str(tmp_path / "empty")), selection=["model_card"])
+    result = run(LocalStore(root=str(tmp_path / "empty")), selection=["model_card"])
     assert not result.success
     assert "materialise evaluation_report for partition router__tiny-llama first" in step_failure_text(result)
 

@@ -1,5 +1,6 @@
 import pytest
 
+from resources.gcs_store import GcsStore
 from resources.storage import ArtifactStore, StoreError
 
 
@@ -58,7 +59,7 @@ def test_upload_dir_writes_the_marker_last(store, tmp_path):
 
 
 def test_gcs_uri_shape():
-    s = ArtifactStore(root="gs://bucket/some/prefix")
+    s = GcsStore(root="gs://bucket/some/prefix")
     assert s.uri("datasets/router/x.jsonl") == "gs://bucket/some/prefix/datasets/router/x.jsonl"
 
 

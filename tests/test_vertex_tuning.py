@@ -13,7 +13,7 @@ import pytest
 
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.plan import default_plan
-from resources.storage import ArtifactStore
+from resources.gcs_store import GcsStore
 from resources.vertex_tuning import (
     LABEL_VALUE,
     TuningJobInfo,
@@ -84,7 +84,7 @@ def staged_request(pair: str = PAIR, data_version: str = "v1") -> dict:
     plan = default_plan()
     agent, model = pair.split("__")
     hp = plan.hyperparameters
-    store = ArtifactStore(root=f"gs://{BUCKET}/forge")
+    store = GcsStore(root=f"gs://{BUCKET}/forge")
     rows = [{"prompt": f"question {i}", "completion": f"answer {i}"} for i in range(3)]
     train_uri, _, _ = store.write_jsonl(layout.tuning_records(pair, "train"), rows)
     validation_uri, _, _ = store.write_jsonl(layout.tuning_records(pair, "validation"), rows[:1])

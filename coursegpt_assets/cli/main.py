@@ -81,9 +81,9 @@ def cmd_run(args) -> int:
 def cmd_status(args) -> int:
     from coursegpt_assets.cli.status import pair_status, print_table
     from coursegpt_assets.core import settings
-    from resources.storage import ArtifactStore
+    from resources import store_for
 
-    store = ArtifactStore(root=settings.current().store)
+    store = store_for(settings.current().store)
     rows = [list(r.values()) for r in pair_status(store)]
     print_table(["pair", "data", "adapter", "report", "stale"], rows)
     return 0
@@ -92,9 +92,9 @@ def cmd_status(args) -> int:
 def cmd_plan(args) -> int:
     from coursegpt_assets.cli.status import plan_rows, print_table
     from coursegpt_assets.core import settings
-    from resources.storage import ArtifactStore
+    from resources import store_for
 
-    store = ArtifactStore(root=settings.current().store)
+    store = store_for(settings.current().store)
     print_table(["pair", "hf id", "vertex id", "family", "train tokens (est.)", "est. cost USD"], plan_rows(store))
     from coursegpt_assets.core.plan import default_plan
 

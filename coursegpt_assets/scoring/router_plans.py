@@ -16,6 +16,7 @@ import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from coursegpt_assets.scoring.router_thresholds import judge_thresholds, load_thresholds
@@ -179,28 +180,25 @@ def gold_flags(gold: dict[str, Any]) -> dict[str, bool]:
     }
 
 
-def score_sample(gold: dict[str, Any], pred: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One sample's metrics (bools, fractions, counts) and debug details, as the seed defined them."""
-    metrics: dict[str, Any] = {"json_valid": pred is not None}
-    debug: dict[str, Any] = {}
-    if pred is None:
-        return metrics, debug
-    gold_plan = _as_list(gold.get("route_plan", []))
-    pred_plan_raw = pred.get("route_plan", [])
+def _route_metrics(gold_plan: list[Any], pred_plan_raw: Any) -> dict[str, Any]:
+    """How the predicted route plan matches the gold one: exactly, in length, by end tools, by tool set."""
     pred_plan = _as_list(pred_plan_raw)
     gold_tools, pred_tools = tool_sequence(gold_plan), tool_sequence(pred_plan)
-    gold_metrics, pred_metrics = gold.get("metrics", {}), pred.get("metrics", {})
-
-    metrics["route_plan_exact"] = pred_plan_raw == gold_plan
-    metrics["route_length_match"] = len(pred_plan) == len(gold_plan)
-    metrics["route_first_tool_match"] = (pred_tools[:1] or [None]) == (gold_tools[:1] or [None])
-    metrics["route_last_tool_match"] = (pred_tools[-1:] or [None]) == (gold_tools[-1:] or [None])
     gold_set, pred_set = set(gold_tools), set(pred_tools)
     common = len(gold_set & pred_set)
-    metrics["route_tool_precision"] = common / len(pred_set) if pred_set else 1.0
-    metrics["route_tool_recall"] = common / len(gold_set) if gold_set else 1.0
+    return {
+        "route_plan_exact": pred_plan_raw == gold_plan,
+        "route_length_match": len(pred_plan) == len(gold_plan),
+        "route_first_tool_match": (pred_tools[:1] or [None]) == (gold_tools[:1] or [None]),
+        "route_last_tool_match": (pred_tools[-1:] or [None]) == (gold_tools[-1:] or [None]),
+        "route_tool_precision": common / len(pred_set) if pred_set else 1.0,
+        "route_tool_recall": common / len(gold_set) if gold_set else 1.0,
+    }
 
-    metrics["metrics_keys_match"] = _key_set(pred_metrics) == _key_set(gold_metrics)
+
+def _metrics_block_metrics(gold_metrics: Any, pred_metrics: Any) -> dict[str, Any]:
+    """The `metrics` block: same keys, list-valued primary/secondary, optional fields of the gold's type."""
+    metrics: dict[str, Any] = {"metrics_keys_match": _key_set(pred_metrics) == _key_set(gold_metrics)}
     for key in ("primary", "secondary"):
         metrics[f"metrics_{key}_list"] = _value_type(pred_metrics, key) == "list"
         value = pred_metrics.get(key) if isinstance(pred_metrics, dict) else None
@@ -209,38 +207,64 @@ def score_sample(gold: dict[str, Any], pred: dict[str, Any] | None) -> tuple[dic
         expected = _value_type(gold_metrics, key)
         if expected != "missing":
             metrics[f"{key}_retained"] = _value_type(pred_metrics, key) == expected
+    return metrics
 
+
+def _follow_up_metrics(pred: dict[str, Any], gold_tools: list[str]) -> dict[str, Any]:
+    """The todo list, artifacts, acceptance criteria and handoff plan, against the gold route's tools."""
     todo_list = _as_list(pred.get("todo_list"))
-    metrics["todo_tool_alignment"] = _todo_alignment(todo_list, gold_tools)
-    metrics["todo_covers_all_tools"] = _todo_covers(todo_list, gold_tools)
     artifacts, acceptance = pred.get("expected_artifacts", []), pred.get("acceptance_criteria", [])
-    metrics["expected_artifacts_nonempty"] = isinstance(artifacts, list) and len(artifacts) > 0
-    metrics["acceptance_criteria_nonempty"] = isinstance(acceptance, list) and len(acceptance) > 0
     handoff = pred.get("handoff_plan", "")
     handoff = handoff if isinstance(handoff, str) else ""
-    if gold_tools:
-        metrics["handoff_tools_covered"] = all(tool.lower() in handoff.lower() for tool in gold_tools)
-    else:
-        metrics["handoff_tools_covered"] = bool(handoff)
-    metrics["handoff_router_qa"] = "router qa" in handoff.lower()
+    return {
+        "todo_tool_alignment": _todo_alignment(todo_list, gold_tools),
+        "todo_covers_all_tools": _todo_covers(todo_list, gold_tools),
+        "expected_artifacts_nonempty": isinstance(artifacts, list) and len(artifacts) > 0,
+        "acceptance_criteria_nonempty": isinstance(acceptance, list) and len(acceptance) > 0,
+        "handoff_tools_covered": (all(tool.lower() in handoff.lower() for tool in gold_tools) if gold_tools
+                                  else bool(handoff)),
+        "handoff_router_qa": "router qa" in handoff.lower(),
+    }
 
-    metrics["total_token_count"] = _count_tokens(pred)
+
+def _size_metrics(gold: dict[str, Any], pred: dict[str, Any]) -> dict[str, Any]:
+    """The prediction's word count, and its JSON length against the gold's."""
     gold_json, pred_json = json.dumps(gold, sort_keys=True), json.dumps(pred, sort_keys=True)
     ratio = len(pred_json) / len(gold_json) if gold_json else 1.0
-    metrics["length_ratio"] = ratio
-    metrics["length_ratio_gt_1.1"] = ratio > 1.1
-    metrics["length_ratio_gt_1.25"] = ratio > 1.25
-    metrics["length_ratio_lt_0.9"] = ratio < 0.9
+    return {
+        "total_token_count": _count_tokens(pred),
+        "length_ratio": ratio,
+        "length_ratio_gt_1.1": ratio > 1.1,
+        "length_ratio_gt_1.25": ratio > 1.25,
+        "length_ratio_lt_0.9": ratio < 0.9,
+    }
 
+
+def _debug_details(metrics: dict[str, Any], gold: dict[str, Any], pred: dict[str, Any]) -> dict[str, Any]:
+    """What a reviewer needs to see for each failed check: the predicted and gold values."""
+    debug: dict[str, Any] = {}
     if not metrics["route_plan_exact"]:
-        debug["route_plan_pred"] = pred_plan_raw
-        debug["route_plan_gold"] = gold_plan
+        debug["route_plan_pred"] = pred.get("route_plan", [])
+        debug["route_plan_gold"] = _as_list(gold.get("route_plan", []))
     if not metrics["metrics_keys_match"]:
-        debug["metrics_keys_pred"] = sorted(_key_set(pred_metrics))
-        debug["metrics_keys_gold"] = sorted(_key_set(gold_metrics))
+        debug["metrics_keys_pred"] = sorted(_key_set(pred.get("metrics", {})))
+        debug["metrics_keys_gold"] = sorted(_key_set(gold.get("metrics", {})))
     if metrics["todo_tool_alignment"] < 1.0:
-        debug["todo_list"] = todo_list
-    return metrics, debug
+        debug["todo_list"] = _as_list(pred.get("todo_list"))
+    return debug
+
+
+def score_sample(gold: dict[str, Any], pred: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One sample's metrics (bools, fractions, counts) and debug details, as the seed defined them."""
+    metrics: dict[str, Any] = {"json_valid": pred is not None}
+    if pred is None:
+        return metrics, {}
+    gold_plan = _as_list(gold.get("route_plan", []))
+    metrics.update(_route_metrics(gold_plan, pred.get("route_plan", [])))
+    metrics.update(_metrics_block_metrics(gold.get("metrics", {}), pred.get("metrics", {})))
+    metrics.update(_follow_up_metrics(pred, tool_sequence(gold_plan)))
+    metrics.update(_size_metrics(gold, pred))
+    return metrics, _debug_details(metrics, gold, pred)
 
 
 class _Bucket:
@@ -292,6 +316,93 @@ def _row_id(row: Any, index: int) -> str:
     return str(index)
 
 
+@dataclass(frozen=True)
+class _ScoredRow:
+    """One row scored strictly (the seed's semantics) and leniently."""
+
+    gold: dict[str, Any]
+    metrics: dict[str, Any]
+    debug: dict[str, Any]
+    lenient_metrics: dict[str, Any]
+    parse_error: str | None
+    strict_parsed: bool
+    lenient_parsed: bool
+
+
+def _score_row(index: int, row: Any, pred_row: Any) -> _ScoredRow:
+    try:
+        gold = load_gold_row(row)
+    except ValueError as exc:
+        raise ValueError(f"gold row {index}: {exc}") from exc
+    try:
+        pred, parse_error = parse_strict(pred_row), None
+    except (ValueError, TypeError) as exc:
+        pred, parse_error = None, f"Failed to parse prediction: {exc}"
+    metrics, debug = score_sample(gold, pred)
+    if parse_error:
+        debug["error"] = parse_error
+    loose = pred if pred is not None else parse_lenient(pred_row)
+    loose_metrics = metrics if loose is pred else score_sample(gold, loose)[0]
+    return _ScoredRow(gold, metrics, debug, loose_metrics, parse_error, pred is not None, loose is not None)
+
+
+class _Tally:
+    """What score_router gathers over the rows: bucket means, parse counts, error and failure examples."""
+
+    def __init__(self, max_error_examples: int) -> None:
+        self.strict: dict[str, _Bucket] = {"overall": _Bucket()}
+        self.lenient: dict[str, _Bucket] = {"overall": _Bucket()}
+        self.by_category: dict[str, _Bucket] = {}
+        self.errors: list[dict[str, Any]] = []
+        self.ranked: list[tuple[float, int, dict[str, Any]]] = []
+        self.strict_ok = self.lenient_ok = 0
+        self.max_error_examples = max_error_examples
+
+    def add(self, index: int, row: Any, scored: _ScoredRow, row_categories: Iterable[Any] | None) -> None:
+        self.strict_ok += scored.strict_parsed
+        self.lenient_ok += scored.lenient_parsed
+        flags = gold_flags(scored.gold)
+        for name in ("overall", *[flag for flag in SEED_BUCKETS if flags[flag]]):
+            self.strict.setdefault(name, _Bucket()).add(scored.metrics)
+            self.lenient.setdefault(name, _Bucket()).add(scored.lenient_metrics)
+        for category in row_categories or []:
+            self.by_category.setdefault(str(category), _Bucket()).add(scored.metrics)
+        self._add_examples(index, row, scored)
+
+    def _add_examples(self, index: int, row: Any, scored: _ScoredRow) -> None:
+        if scored.debug and len(self.errors) < self.max_error_examples:
+            prompt = _row_field(row, "prompt")
+            self.errors.append({
+                "index": index,
+                "prompt_preview": (prompt if isinstance(prompt, str) else "")[:140],
+                "details": scored.debug,
+            })
+        quality, reasons = _sample_quality(scored.metrics)
+        if reasons:
+            if scored.parse_error:
+                reasons = [scored.parse_error] + (["lenient parse recovers it"] if scored.lenient_parsed else [])
+            self.ranked.append((quality, index, {"index": index, "id": _row_id(row, index), "score": quality,
+                                                 "reasons": reasons}))
+
+    def report(self, samples: int, rules: dict[str, Any], max_failure_examples: int) -> dict[str, Any]:
+        rendered = _render(self.strict)
+        ranked = sorted(self.ranked, key=lambda item: (item[0], item[1]))
+        return {
+            "metrics": rendered,
+            "lenient": _render(self.lenient),
+            "by_category": _render(self.by_category),
+            "parse": {
+                "samples": samples,
+                "strict_parsed": self.strict_ok,
+                "lenient_parsed": self.lenient_ok,
+                "recovered_by_lenient": self.lenient_ok - self.strict_ok,
+            },
+            "thresholds": judge_thresholds(rendered, rules),
+            "error_samples": self.errors,
+            "failure_examples": [entry for _, _, entry in ranked[:max_failure_examples]],
+        }
+
+
 def score_router(
     golds: list[Any],
     predictions: list[Any],
@@ -310,64 +421,9 @@ def score_router(
         raise ValueError(f"gold has {len(golds)} rows but predictions have {len(predictions)}; row i must pair with row i")
     if categories is not None and len(categories) != len(golds):
         raise ValueError(f"categories has {len(categories)} entries for {len(golds)} gold rows")
-    strict: dict[str, _Bucket] = {"overall": _Bucket()}
-    lenient: dict[str, _Bucket] = {"overall": _Bucket()}
-    by_category: dict[str, _Bucket] = {}
-    errors: list[dict[str, Any]] = []
-    ranked: list[tuple[float, int, dict[str, Any]]] = []
-    strict_ok = lenient_ok = 0
+    tally = _Tally(max_error_examples)
     for index, (row, pred_row) in enumerate(zip(golds, predictions, strict=True)):
-        try:
-            gold = load_gold_row(row)
-        except ValueError as exc:
-            raise ValueError(f"gold row {index}: {exc}") from exc
-        try:
-            pred, parse_error = parse_strict(pred_row), None
-        except (ValueError, TypeError) as exc:
-            pred, parse_error = None, f"Failed to parse prediction: {exc}"
-        metrics, debug = score_sample(gold, pred)
-        if parse_error:
-            debug["error"] = parse_error
-        loose = pred if pred is not None else parse_lenient(pred_row)
-        loose_metrics = metrics if loose is pred else score_sample(gold, loose)[0]
-        strict_ok += pred is not None
-        lenient_ok += loose is not None
-
-        flags = gold_flags(gold)
-        for name in ("overall", *[flag for flag in SEED_BUCKETS if flags[flag]]):
-            strict.setdefault(name, _Bucket()).add(metrics)
-            lenient.setdefault(name, _Bucket()).add(loose_metrics)
         row_categories = categories[index] if categories is not None else _row_field(row, "categories")
-        for category in row_categories or []:
-            by_category.setdefault(str(category), _Bucket()).add(metrics)
-
-        if debug and len(errors) < max_error_examples:
-            prompt = _row_field(row, "prompt")
-            errors.append({
-                "index": index,
-                "prompt_preview": (prompt if isinstance(prompt, str) else "")[:140],
-                "details": debug,
-            })
-        quality, reasons = _sample_quality(metrics)
-        if reasons:
-            if parse_error:
-                reasons = [parse_error] + (["lenient parse recovers it"] if loose is not None else [])
-            ranked.append((quality, index, {"index": index, "id": _row_id(row, index), "score": quality, "reasons": reasons}))
-
-    rendered = _render(strict)
-    ranked.sort(key=lambda item: (item[0], item[1]))
+        tally.add(index, row, _score_row(index, row, pred_row), row_categories)
     rules = load_thresholds() if thresholds is None else thresholds
-    return {
-        "metrics": rendered,
-        "lenient": _render(lenient),
-        "by_category": _render(by_category),
-        "parse": {
-            "samples": len(golds),
-            "strict_parsed": strict_ok,
-            "lenient_parsed": lenient_ok,
-            "recovered_by_lenient": lenient_ok - strict_ok,
-        },
-        "thresholds": judge_thresholds(rendered, rules),
-        "error_samples": errors,
-        "failure_examples": [entry for _, _, entry in ranked[:max_failure_examples]],
-    }
+    return tally.report(len(golds), rules, max_failure_examples)

@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -145,38 +146,26 @@ def _dataset(pairs: list[tuple[str, str]]):
     return Dataset.from_list([{"prompt": p, "completion": c} for p, c in pairs])
 
 
-def train(extras: dict, pipes) -> dict:
-    """Train one adapter into `extras["output_dir"]`; returns the training summary."""
-    import datasets
-    import torch
-    import transformers
-    from peft import LoraConfig
-    from transformers import AutoTokenizer
-    from transformers.trainer_callback import PrinterCallback
-    from trl import SFTTrainer
+@dataclass(frozen=True)
+class Examples:
+    """The prompt/completion pairs that train and validate, and how many training rows were too long."""
 
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    hp = extras["hyperparameters"]
-    out = Path(extras["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    wall_start = time.perf_counter()
-    device = pick_device(extras.get("device", "auto"))
-    plan = device_plan(cuda=device == "cuda")
-    end_of_turn = extras["end_of_turn"]
-    transformers.set_seed(hp["seed"])
+    train: list[tuple[str, str]]
+    validation: list[tuple[str, str]]
+    dropped: int
 
-    tokenizer = AutoTokenizer.from_pretrained(extras["base_model_path"])
-    tokenizer.chat_template = extras["chat_template"]
+
+def load_examples(extras: dict, tokenizer, pipes) -> Examples:
+    """Read the tuning files and do once the preparation SFTTrainer would apply: drop rows longer than
+    max_length (truncating would cut the end-of-turn label or the instruction), and refuse a terminator
+    that would not be trained."""
+    hp, end_of_turn = extras["hyperparameters"], extras["end_of_turn"]
     train_rows = read_rows(extras["train_path"])
     val_rows = read_rows(extras["validation_path"]) if extras.get("validation_path") else []
     if not train_rows:
         raise ValueError(f"{extras['train_path']}: no training rows")
     train_pairs = [prepare_pair(tokenizer, r["text_prompt"], r["text_completion"], end_of_turn) for r in train_rows]
     val_pairs = [prepare_pair(tokenizer, r["text_prompt"], r["text_completion"], end_of_turn) for r in val_rows]
-
-    # The preparation SFTTrainer applies, done once here: drop rows longer than max_length (truncating would
-    # cut the end-of-turn label or the instruction), and refuse a terminator that would not be trained.
     train_pairs, dropped = fit_to_length(tokenizer, train_pairs, hp["max_length"], end_of_turn, extras["train_path"])
     val_pairs, _ = fit_to_length(tokenizer, val_pairs, hp["max_length"], end_of_turn, extras["validation_path"])
     train_pairs = train_pairs[: hp.get("max_train_examples") or None]
@@ -186,11 +175,16 @@ def train(extras: dict, pipes) -> dict:
             f"{dropped} of {dropped + len(train_pairs)} training examples exceed max_length {hp['max_length']} "
             "tokens and are left out"
         )
-    pipes.log.info(
-        f"training {extras['pair']} on {device}: {len(train_pairs)} train / {len(val_pairs)} validation examples, "
-        f"base {extras['base_model_id']}"
-    )
+    return Examples(train_pairs, val_pairs, dropped)
 
+
+def build_trainer(extras: dict, plan: DevicePlan, tokenizer, examples: Examples, scratch: Path, callback):
+    """SFTTrainer on the base model with the plan's LoRA config; progress goes through `callback` only."""
+    from peft import LoraConfig
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTTrainer
+
+    hp = extras["hyperparameters"]
     model = load_base_model(extras["base_model_path"], plan)
     lora = LoraConfig(
         r=hp["lora_rank"],
@@ -200,25 +194,21 @@ def train(extras: dict, pipes) -> dict:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    history: list[dict] = []
-    clock = [time.perf_counter(), 0.0]
-    scratch = out.parent / f".{out.name}.trainer"
     trainer = SFTTrainer(
         model=model,
-        args=sft_arguments(hp, plan, end_of_turn, str(scratch)),
-        train_dataset=_dataset(train_pairs),
-        eval_dataset=_dataset(val_pairs) if val_pairs else None,
+        args=sft_arguments(hp, plan, extras["end_of_turn"], str(scratch)),
+        train_dataset=_dataset(examples.train),
+        eval_dataset=_dataset(examples.validation) if examples.validation else None,
         processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[make_progress_callback(pipes, history, clock)],
+        callbacks=[callback],
     )
     trainer.remove_callback(PrinterCallback)  # progress goes through Pipes, not raw dicts on stdout
-    result = trainer.train()
-    eval_loss = trainer.evaluate()["eval_loss"] if val_pairs else None
-    if eval_loss is not None:
-        pipes.log.info(f"validation loss {eval_loss:.4f} on {len(val_pairs)} examples")
+    return trainer
 
-    # Save: adapter named by its logical base id (never a local path), tokenizer, the exact template.
+
+def save_adapter(trainer, out: Path, extras: dict, history: list[dict], eval_loss: float | None) -> None:
+    """The adapter named by its logical base id (never a local path), tokenizer, the exact template, loss curve."""
     trainer.save_model(str(out))
     name_base_model(out / ADAPTER_CONFIG, extras["base_model_id"])
     for leftover in ("README.md", "training_args.bin"):  # PEFT's stub card (the model_card asset writes one)
@@ -226,20 +216,31 @@ def train(extras: dict, pipes) -> dict:
     (out / CHAT_TEMPLATE_FILE).write_text(extras["chat_template"], encoding="utf-8")
     plot_loss_curve(history, out / LOSS_CURVE_FILE, title=f"{extras['pair']} ({extras['version']})", eval_loss=eval_loss)
 
+
+def hyperparameters_used(hp: dict, plan: DevicePlan, trainer, end_of_turn: str) -> dict:
+    """The plan's hyperparameters plus what the device plan and the trainer chose."""
+    optim = trainer.args.optim
+    return {
+        **hp,
+        "optimizer": optim.value if hasattr(optim, "value") else str(optim),
+        "precision": plan.precision,
+        "quantization": plan.quantization,
+        "gradient_checkpointing": plan.gradient_checkpointing,
+        "completion_only_loss": True,
+        "eos_token": end_of_turn,
+        "lr_scheduler": "linear",
+    }
+
+
+def training_summary(extras: dict, device: str, used: dict, trainer, result, history: list[dict],
+                     eval_loss: float | None, examples: Examples, wall_start: float) -> dict:
+    """What `training_summary.json` records: the run's inputs, losses, sizes, speed and library versions."""
+    import torch
+    import transformers
+
     runtime = float(result.metrics.get("train_runtime", 0.0)) or 1e-9
     total_tokens = history[-1]["num_tokens"] if history else 0
-    final_loss = history[-1]["loss"] if history else float(result.training_loss)
-    used = dict(hp)
-    used.update(
-        optimizer=trainer.args.optim.value if hasattr(trainer.args.optim, "value") else str(trainer.args.optim),
-        precision=plan.precision,
-        quantization=plan.quantization,
-        gradient_checkpointing=plan.gradient_checkpointing,
-        completion_only_loss=True,
-        eos_token=end_of_turn,
-        lr_scheduler="linear",
-    )
-    summary = {
+    return {
         "pair": extras["pair"],
         "agent": extras["agent"],
         "base_model": extras["base_model"],
@@ -253,24 +254,61 @@ def train(extras: dict, pipes) -> dict:
         "hyperparameters": used,
         "steps": int(result.global_step),
         "epochs_completed": float(trainer.state.epoch or 0.0),
-        "final_loss": final_loss,
+        "final_loss": history[-1]["loss"] if history else float(result.training_loss),
         "train_loss_mean": float(result.training_loss),
         "eval_loss": eval_loss,
         "loss_history": [{"step": p["step"], "loss": p["loss"]} for p in history],
         "wall_time_s": round(time.perf_counter() - wall_start, 3),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),  # orders adapters found by the sensor
         "train_runtime_s": round(runtime, 3),
-        "train_examples": len(train_pairs),
-        "validation_examples": len(val_pairs),
-        "dropped_examples": int(dropped),
+        "train_examples": len(examples.train),
+        "validation_examples": len(examples.validation),
+        "dropped_examples": int(examples.dropped),
         "smoke": bool(extras.get("smoke", False)),
         "tokens_trained": int(total_tokens),
         "tokens_per_second": total_tokens / runtime,
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
     }
-    if not math.isfinite(final_loss):
-        raise FloatingPointError(f"{extras['pair']}: final training loss is {final_loss}; the adapter is not saved")
+
+
+def train(extras: dict, pipes) -> dict:
+    """Train one adapter into `extras["output_dir"]`; returns the training summary."""
+    import datasets
+    import transformers
+    from transformers import AutoTokenizer
+
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    hp = extras["hyperparameters"]
+    out = Path(extras["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    wall_start = time.perf_counter()
+    device = pick_device(extras.get("device", "auto"))
+    plan = device_plan(cuda=device == "cuda")
+    transformers.set_seed(hp["seed"])
+
+    tokenizer = AutoTokenizer.from_pretrained(extras["base_model_path"])
+    tokenizer.chat_template = extras["chat_template"]
+    examples = load_examples(extras, tokenizer, pipes)
+    pipes.log.info(
+        f"training {extras['pair']} on {device}: {len(examples.train)} train / {len(examples.validation)} "
+        f"validation examples, base {extras['base_model_id']}"
+    )
+    history: list[dict] = []
+    scratch = out.parent / f".{out.name}.trainer"
+    progress = make_progress_callback(pipes, history, [time.perf_counter(), 0.0])
+    trainer = build_trainer(extras, plan, tokenizer, examples, scratch, progress)
+    result = trainer.train()
+    eval_loss = trainer.evaluate()["eval_loss"] if examples.validation else None
+    if eval_loss is not None:
+        pipes.log.info(f"validation loss {eval_loss:.4f} on {len(examples.validation)} examples")
+
+    save_adapter(trainer, out, extras, history, eval_loss)
+    used = hyperparameters_used(hp, plan, trainer, extras["end_of_turn"])
+    summary = training_summary(extras, device, used, trainer, result, history, eval_loss, examples, wall_start)
+    if not math.isfinite(summary["final_loss"]):
+        raise FloatingPointError(f"{extras['pair']}: final training loss is {summary['final_loss']}; the adapter is not saved")
     shutil.rmtree(scratch, ignore_errors=True)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return summary
