@@ -13,11 +13,12 @@ import dagster as dg
 import pytest
 
 from coursegpt_assets.core import layout
+from coursegpt_assets.core.layout import card_manifest
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.core.settings import FIXTURES_DIR
 from coursegpt_assets.defs.data.assets import DATA_ASSETS, raw_examples
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
-from coursegpt_assets.defs.publishing.assets import MODEL_CARD_ASSETS, MODEL_CARD_CHECKS, card_manifest
+from coursegpt_assets.defs.publishing.assets import MODEL_CARD_ASSETS, MODEL_CARD_CHECKS
 from coursegpt_assets.defs.tuning.assets import tuning_dataset
 from resources.gcs_store import GcsStore
 from resources.hub import LocalHub
