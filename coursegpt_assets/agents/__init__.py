@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from coursegpt_assets.agents.base import Agent
+from coursegpt_assets.agents.base import Agent, protocol_members
 from coursegpt_assets.core.plan import PlanError, TrainingPlan, default_plan
 
 
@@ -29,4 +29,7 @@ def get_agent(name: str, plan: TrainingPlan | None = None) -> Agent:
     agent = getattr(module, "AGENT", None)
     if agent is None:
         raise PlanError(f"{where} defines no AGENT (the object implementing coursegpt_assets.agents.base.Agent)")
+    missing = [member for member in protocol_members() if not hasattr(agent, member)]
+    if missing:
+        raise PlanError(f"{where}: AGENT lacks {', '.join(missing)} (see coursegpt_assets.agents.base.Agent)")
     return agent
