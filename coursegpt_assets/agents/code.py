@@ -100,6 +100,7 @@ class CodeAgent:
     headline_metrics = evaluation.HEADLINE
     lower_is_better = frozenset()
     thresholds_path = None
+    score_command = evaluation.SCORE_COMMAND
     intended_use = (
         "The code agent of CourseGPT-Pro: it writes Python solutions with explanations for programming "
         "exercises. Run generated code only in a sandbox and test it before use."

@@ -97,6 +97,7 @@ class MathAgent:
     headline_metrics = evaluation.HEADLINE
     lower_is_better = frozenset()
     thresholds_path = None
+    score_command = evaluation.SCORE_COMMAND
     intended_use = (
         "The math tutor of CourseGPT-Pro: it solves problems step by step and states a final answer. "
         "Check final answers independently before grading students with them."

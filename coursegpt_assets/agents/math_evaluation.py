@@ -1,4 +1,4 @@
-"""How the math agent is evaluated: its benchmark rows and their score.
+"""How the math agent is evaluated: its benchmark rows, their score, and `coursegpt score math`.
 
 Benchmark rows come from cloze / single-choice / GSM8K-style files (configurable) plus the held-out
 validation split; scores are final-answer accuracy (math-verify) and the seed's exact match, per level,
@@ -13,12 +13,14 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from coursegpt_assets.agents.base import Agent
+from coursegpt_assets.agents.base import Agent, ScoreCommand
 from coursegpt_assets.core.settings import FIXTURES_DIR
 from coursegpt_assets.data.benchmark_rows import BenchmarkError
 from coursegpt_assets.scoring.agent_scores import AgentScore, preview, row_id
-from coursegpt_assets.scoring.math_answers import gold_answer, row_level
+from coursegpt_assets.scoring.files import check_pairing, objects, read_jsonl, text_table, write_report
+from coursegpt_assets.scoring.math_answers import gold_answer, prediction_text, row_level, score_math
 
 MATH_BENCHMARKS_VARIABLE = "COURSEGPT_MATH_BENCHMARKS"
 DEFAULT_MATH_BENCHMARKS = FIXTURES_DIR / "benchmarks" / "math"
@@ -145,3 +147,53 @@ def benchmark_score(rows: list[dict], completions: list[str]) -> AgentScore:
         plot_metrics=HEADLINE, failures=failures[:10],
         extra={"by_topic": metrics["by_topic"]}, raw=report,
     )
+
+
+# -- `coursegpt score math` --------------------------------------------------------------------------
+def score_math_files(benchmark_paths: list[str], predictions_path: str, out_path: str) -> dict[str, Any]:
+    """Score a math predictions file against one or more benchmark files (concatenated in order)."""
+    rows: list[dict[str, Any]] = []
+    labels: list[str] = []
+    for path in benchmark_paths:
+        numbered = read_jsonl(path)
+        file_rows = objects(path, numbered)
+        for (line, _), row in zip(numbered, file_rows, strict=True):  # name path:line before scoring
+            try:
+                gold_answer(row)
+            except ValueError as e:
+                raise ValueError(f"{path}:{line}: {e}") from None
+        rows += file_rows
+        labels += [Path(path).stem] * len(file_rows)
+    numbered_predictions = read_jsonl(predictions_path)
+    for line, prediction in numbered_predictions:
+        try:
+            prediction_text(prediction, line)
+        except ValueError as e:
+            raise ValueError(f"{predictions_path}:{line}: {str(e).split(': ', 1)[-1]}") from None
+    predictions = [row for _, row in numbered_predictions]
+    check_pairing(" + ".join(map(str, benchmark_paths)), rows, predictions_path, predictions)
+    report = score_math(rows, predictions, file_labels=labels)
+    report["config"] = {"benchmark": [str(p) for p in benchmark_paths], "predictions": str(predictions_path),
+                        "total_samples": len(rows)}
+    write_report(out_path, report)
+    return report
+
+
+def math_summary(report: dict[str, Any]) -> str:
+    metrics = report["metrics"]
+    rows = [["overall", "all", *metrics["overall"].values()]]
+    rows += [["level", name, *values.values()] for name, values in metrics["by_level"].items()]
+    rows += [["file", name, *values.values()] for name, values in metrics["by_file"].items()]
+    return text_table(["group", "name", "samples", "accuracy", "seed_exact_match"], rows)
+
+
+SCORE_COMMAND = ScoreCommand(
+    help="final-answer accuracy overall, per level, file and topic",
+    arguments=(
+        ("--benchmark", {"required": True, "nargs": "+", "help": "benchmark JSONL file(s), concatenated in order"}),
+        ("--predictions", {"required": True, "help": 'JSONL: {"completion": text} rows'}),
+        ("--out", {"required": True, "help": "report JSON to write"}),
+    ),
+    score=lambda a: score_math_files(a.benchmark, a.predictions, a.out),
+    summary=math_summary,
+)

@@ -148,6 +148,7 @@ class RouterAgent:
     headline_metrics = evaluation.HEADLINE
     lower_is_better = evaluation.LOWER_IS_BETTER
     thresholds_path = DEFAULT_THRESHOLDS_PATH
+    score_command = evaluation.SCORE_COMMAND
     intended_use = (
         "The router agent of CourseGPT-Pro: given a student's request it emits a strict-JSON route plan "
         "(route_plan, route_rationale, expected_artifacts, thinking_outline, handoff_plan, todo_list, "

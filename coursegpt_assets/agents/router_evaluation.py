@@ -1,4 +1,4 @@
-"""How the router agent is evaluated: its benchmark rows and their score.
+"""How the router agent is evaluated: its benchmark rows, their score, and `coursegpt score router`.
 
 Benchmark rows are the test split plus the "hard" validation rows (those in at least one category), each
 with the seed's prompt/completion and its `categories`. Scores are the seed's schema-aware route-plan
@@ -8,11 +8,14 @@ metrics, judged against the router's thresholds.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
-from coursegpt_assets.agents.base import Agent
+from coursegpt_assets.agents.base import Agent, ScoreCommand
 from coursegpt_assets.data.splits import seeded_order
 from coursegpt_assets.scoring.agent_scores import AgentScore, preview, row_id
-from coursegpt_assets.scoring.router_plans import tool_sequence
+from coursegpt_assets.scoring.files import check_pairing, objects, read_jsonl, text_table, write_report
+from coursegpt_assets.scoring.router_plans import load_gold_row, score_router, tool_sequence
+from coursegpt_assets.scoring.router_thresholds import DEFAULT_THRESHOLDS_PATH, load_thresholds
 
 HEADLINE = (
     "json_valid", "route_plan_exact", "route_tool_precision", "route_tool_recall", "route_first_tool_match",
@@ -25,6 +28,8 @@ ROUTER_CATEGORIES = (
     "math_first", "four_step", "has_guidance", "has_computation", "advanced",
     "non_canonical_route", "math_multi_pass", "math_backstop",
 )
+_SUMMARY_COLUMNS = ("json_valid", "route_plan_exact", "route_tool_precision", "route_tool_recall",
+                    "todo_tool_alignment", "handoff_tools_covered")
 
 
 # -- benchmark rows ----------------------------------------------------------------------------------
@@ -100,3 +105,55 @@ def benchmark_score(rows: list[dict], completions: list[str]) -> AgentScore:
         extra={"lenient": report["lenient"], "parse": report["parse"], "by_category": report["by_category"]},
         raw=report,
     )
+
+
+# -- `coursegpt score router` ------------------------------------------------------------------------
+def score_router_files(gold_path: str, predictions_path: str, out_path: str,
+                       thresholds_path: str | None = None) -> dict[str, Any]:
+    """Score a router predictions file against a gold benchmark file and write the report."""
+    gold_rows = read_jsonl(gold_path)
+    golds = objects(gold_path, gold_rows)
+    for line_no, row in gold_rows:
+        try:
+            load_gold_row(row)
+        except ValueError as exc:
+            raise ValueError(f"{gold_path}:{line_no}: {exc}") from None
+    predictions = [row for _, row in read_jsonl(predictions_path)]
+    check_pairing(gold_path, golds, predictions_path, predictions)
+    thresholds = load_thresholds(thresholds_path)
+    report = {
+        "config": {
+            "gold_path": str(gold_path),
+            "pred_path": str(predictions_path),
+            "total_samples": len(golds),
+            "thresholds_path": str(thresholds_path or DEFAULT_THRESHOLDS_PATH),
+        },
+        **score_router(golds, predictions, thresholds=thresholds),
+    }
+    write_report(out_path, report)
+    return report
+
+
+def router_summary(report: dict[str, Any]) -> str:
+    rows = [[bucket, values["samples"], *(values.get(name) for name in _SUMMARY_COLUMNS)]
+            for bucket, values in sorted(report["metrics"].items(), key=lambda item: item[0] != "overall")]
+    verdicts, parse = report["thresholds"], report["parse"]
+    return "\n".join([
+        text_table(["bucket", "samples", *_SUMMARY_COLUMNS], rows),
+        f"strict JSON {parse['strict_parsed']}/{parse['samples']}, lenient {parse['lenient_parsed']}/{parse['samples']}"
+        f" ({parse['recovered_by_lenient']} lost to formatting alone)",
+        f"thresholds: {verdicts['passed']} pass, {verdicts['failed']} fail, {verdicts['missing']} missing",
+    ])
+
+
+SCORE_COMMAND = ScoreCommand(
+    help="schema-aware router metrics (the seed's), lenient block, thresholds",
+    arguments=(
+        ("--gold", {"required": True, "help": "benchmark JSONL: prompt/completion[/categories] rows"}),
+        ("--predictions", {"required": True, "help": 'JSONL: {"completion": text} rows or router objects'}),
+        ("--out", {"required": True, "help": "report JSON to write"}),
+        ("--thresholds", {"default": None, "help": "thresholds JSON (default: the project's)"}),
+    ),
+    score=lambda a: score_router_files(a.gold, a.predictions, a.out, a.thresholds),
+    summary=router_summary,
+)
