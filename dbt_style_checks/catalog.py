@@ -1,21 +1,20 @@
 """What schema.yml may test: each asset's partitions, how to read one partition from the store, and its columns.
 
-Columns come from the code that writes the rows (an agent module's `COLUMNS`, or its `REQUIRED_TYPES`
-and `OPTIONAL_TYPES`; the tuning row shape of `agents.base.tuning_row`), so a schema.yml typo is caught
-at load time. An agent whose module exposes neither (and the benchmark, whose row shape differs per agent)
-has no known columns: references to them are checked at run time only (a column absent from every row
-fails the check).
+Columns come from the code that writes the rows (the agent's `columns`; the tuning row shape of
+`agents.base.tuning_row`), so a schema.yml typo is caught at load time. An agent whose `columns` is None
+(and the benchmark, whose row shape differs per agent) has no known columns: references to them are
+checked at run time only (a column absent from every row fails the check).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 
 import dagster as dg
 
+from coursegpt_assets.agents import get_agent
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.names import is_pair_key, split_pair
 from coursegpt_assets.core.plan import default_plan
@@ -27,17 +26,9 @@ TUNING_COLUMNS = frozenset({"id", "prompt", "completion", "messages", "text_prom
 
 @cache
 def record_columns(agent: str) -> frozenset[str] | None:
-    """Columns of the agent's clean records, from its module; None when the module does not say."""
-    try:
-        module = importlib.import_module(f"coursegpt_assets.agents.{agent}")
-    except ModuleNotFoundError as e:
-        if e.name != f"coursegpt_assets.agents.{agent}":
-            raise
-        return None
-    if getattr(module, "COLUMNS", None):
-        return frozenset(module.COLUMNS) | {"id"}
-    typed = {**getattr(module, "REQUIRED_TYPES", {}), **getattr(module, "OPTIONAL_TYPES", {})}
-    return frozenset(typed) | {"id"} if typed else None
+    """Columns of the agent's clean records (every record also has its `id`); None when the agent does not say."""
+    columns = get_agent(agent).columns
+    return frozenset(columns) | {"id"} if columns is not None else None
 
 
 @dataclass(frozen=True)
@@ -84,7 +75,7 @@ SOURCES: dict[str, AssetSource] = {
     for s in (
         AssetSource("clean_examples", "agent", None, layout.clean_records, record_columns),
         AssetSource("dataset_splits", "agent", layout.SPLITS, layout.split_records, record_columns),
-        # benchmark rows have per-agent shapes (coursegpt_assets/data/benchmark_rows.py) no module lists: run-time only
+        # benchmark rows have per-agent shapes (`Agent.benchmark_rows`) no agent lists: run-time only
         AssetSource("benchmark", "agent", None, layout.benchmark_records, lambda _: None),
         AssetSource("tuning_dataset", "pair", layout.TUNING_SPLITS, layout.tuning_records, lambda _: TUNING_COLUMNS),
     )

@@ -8,15 +8,14 @@ import dagster as dg
 import pytest
 
 from coursegpt_assets.agents import get_agent
-from coursegpt_assets.agents.router import COMPLETION_KEYS
-from coursegpt_assets.data.benchmark_rows import (
+from coursegpt_assets.agents.math_evaluation import (
     MATH_BENCHMARKS_VARIABLE,
-    BenchmarkError,
     math_benchmark_files,
     math_file_rows,
-    router_categories,
-    router_rows,
 )
+from coursegpt_assets.agents.router import COMPLETION_KEYS
+from coursegpt_assets.agents.router_evaluation import router_categories, router_rows
+from coursegpt_assets.data.benchmark_rows import BenchmarkError
 from coursegpt_assets.defs.data.assets import DATA_ASSETS
 from coursegpt_assets.defs.evaluation.benchmark import BENCHMARK_ASSETS, BENCHMARK_CHECKS, benchmark
 from coursegpt_assets.defs.tuning.assets import tuning_dataset

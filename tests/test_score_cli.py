@@ -168,7 +168,7 @@ def test_project_cli_registers_score():
 
 
 def test_score_math_names_the_file_and_line_of_a_bad_row(tmp_path):
-    from coursegpt_assets.cli.score import score_math_files
+    from coursegpt_assets.agents.math_evaluation import score_math_files
 
     bench = tmp_path / "bench.jsonl"
     bench.write_text('{"question": "2+3?", "answer": "5"}\n\n{"question": "1+1?", "answer": "2"}\n')

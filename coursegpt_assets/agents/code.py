@@ -2,7 +2,8 @@
 
 Rows carry `instruction`, `output` (the answer with prose and code), `code`, `entry_point` and `testcase`
 (assert strings). A row is only useful if its tests can later score a generated program (pass@1), so
-validation parses the code and every assert, and checks that the entry point is defined.
+validation parses the code and every assert, and checks that the entry point is defined. How the agent
+is benchmarked and scored is in `code_evaluation.py`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import warnings
 from collections.abc import Iterator
 
+from coursegpt_assets.agents import code_evaluation as evaluation
 from coursegpt_assets.core.chat_templates import build_messages
 from coursegpt_assets.data.records import RawRow, normalise_text
 from coursegpt_assets.data.sources import iter_source
@@ -90,7 +92,20 @@ def clean_record(record: dict) -> dict:
 class CodeAgent:
     name = "code"
     system_prompt = SYSTEM_PROMPT
+    source_variable = "COURSEGPT_CODE_SOURCE"
     preview_columns = ("instruction", "entry_point")
+    columns = None  # not declared: schema.yml columns of code records are checked at run time
+    benchmark_preview_columns = ("id", "entry_point", "instruction")
+    counted_fields = ("source",)
+    headline_metrics = evaluation.HEADLINE
+    lower_is_better = frozenset()
+    thresholds_path = None
+    score_command = evaluation.SCORE_COMMAND
+    intended_use = (
+        "The code agent of CourseGPT-Pro: it writes Python solutions with explanations for programming "
+        "exercises. Run generated code only in a sandbox and test it before use."
+    )
+    synthetic_data = False
 
     def load_raw(self, source: str, *, seed: int, subset_size: int | None) -> Iterator[RawRow]:
         if subset_size is None:
@@ -132,13 +147,17 @@ class CodeAgent:
     def vertex_prompt(self, record: dict) -> str:
         return f"{SYSTEM_PROMPT}\n\nTask:\n{self.user_text(record)}\n"
 
+    def benchmark_rows(self, split, *, seed: int, config) -> tuple[list[dict], list[dict]]:
+        return evaluation.code_rows(split("test")), []
+
+    def benchmark_question(self, row: dict) -> str:
+        return normalise_text(row.get("instruction") or "")
+
     def benchmark_messages(self, row: dict) -> list[dict]:
         return build_messages(SYSTEM_PROMPT, row["instruction"].strip())
 
     def score(self, rows: list[dict], completions: list[str]):
-        from coursegpt_assets.scoring.agent_scores import score_code
-
-        return score_code(rows, completions)
+        return evaluation.benchmark_score(rows, completions)
 
 
 AGENT = CodeAgent()

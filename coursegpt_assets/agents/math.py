@@ -3,6 +3,7 @@
 Raw rows follow MathX-5M (`problem` or `question`, `generated_solution`, optional `expected_answer` /
 `answer`). The subset is a seeded bottom-k sample read in one bounded pass (see `subset.py`), so the
 same seed and source always give the same rows. Clean records are `{id, problem, solution, answer}`.
+How the agent is benchmarked and scored is in `math_evaluation.py`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
+from coursegpt_assets.agents import math_evaluation as evaluation
 from coursegpt_assets.core.chat_templates import build_messages
 from coursegpt_assets.data.records import RawRow, normalise_text
 from coursegpt_assets.data.sources import iter_source
@@ -87,7 +89,20 @@ def clean_record(record: dict) -> dict:
 class MathAgent:
     name = "math"
     system_prompt = SYSTEM_PROMPT
+    source_variable = "COURSEGPT_MATH_SOURCE"
     preview_columns = ("problem", "answer")
+    columns = None  # not declared: schema.yml columns of math records are checked at run time
+    benchmark_preview_columns = ("id", "file", "format", "question", "answer")
+    counted_fields = ("file", "format", "level")
+    headline_metrics = evaluation.HEADLINE
+    lower_is_better = frozenset()
+    thresholds_path = None
+    score_command = evaluation.SCORE_COMMAND
+    intended_use = (
+        "The math tutor of CourseGPT-Pro: it solves problems step by step and states a final answer. "
+        "Check final answers independently before grading students with them."
+    )
+    synthetic_data = False
 
     def load_raw(self, source: str, *, seed: int, subset_size: int | None) -> Iterator[RawRow]:
         if subset_size is None:
@@ -128,6 +143,13 @@ class MathAgent:
     def vertex_prompt(self, record: dict) -> str:
         return f"{SYSTEM_PROMPT}\n\nProblem:\n{self.user_text(record)}\n"
 
+    def benchmark_rows(self, split, *, seed: int, config) -> tuple[list[dict], list[dict]]:
+        validation = split("validation") if config.include_validation else None
+        return evaluation.math_rows(self, validation, files=config.math_files)
+
+    def benchmark_question(self, row: dict) -> str:
+        return normalise_text(row.get("question") or "")
+
     def benchmark_messages(self, row: dict) -> list[dict]:
         """The question; single-choice rows list their options as "A. ..." lines and ask for the letter."""
         question = row["question"].strip()
@@ -138,9 +160,7 @@ class MathAgent:
         return build_messages(SYSTEM_PROMPT, question)
 
     def score(self, rows: list[dict], completions: list[str]):
-        from coursegpt_assets.scoring.agent_scores import score_math
-
-        return score_math(rows, completions)
+        return evaluation.benchmark_score(rows, completions)
 
 
 AGENT = MathAgent()

@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from coursegpt_assets.cards.template import CARD_TEMPLATE, INTENDED_USE, citation_for
+from coursegpt_assets.agents import get_agent
+from coursegpt_assets.cards.template import CARD_TEMPLATE, citation_for
 from coursegpt_assets.core.plan import TrainingPlan
 from coursegpt_assets.core.secrets_scan import find_secrets, scrub, scrub_obj
 
@@ -45,6 +46,8 @@ class CardInputs:
     license: str
     smoke: bool
     agent_description: str
+    intended_use: str
+    synthetic_data: bool
     source: str
     source_license: str
     pipeline_tag: str
@@ -67,9 +70,10 @@ def inputs_from_plan(
     tuning_manifest: dict,
     splits_manifest: dict,
 ) -> CardInputs:
-    """Join the plan's view of the pair with the artifacts; scrub every artifact string."""
+    """Join the plan's view of the pair, its agent's card wording and the artifacts; scrub every artifact string."""
     p = plan.pair(pair)
-    agent = plan.agents[p.agent]
+    spec = plan.agents[p.agent]
+    agent = get_agent(p.agent, plan)
     model = plan.base_models[p.base_model]
     return CardInputs(
         pair=pair,
@@ -79,10 +83,12 @@ def inputs_from_plan(
         base_model_license=model.license,
         license=plan.license,
         smoke=model.smoke,
-        agent_description=agent.description,
-        source=agent.source,
-        source_license=agent.source_license,
-        pipeline_tag=agent.pipeline_tag,
+        agent_description=spec.description,
+        intended_use=agent.intended_use,
+        synthetic_data=agent.synthetic_data,
+        source=spec.source,
+        source_license=spec.source_license,
+        pipeline_tag=spec.pipeline_tag,
         repo_id=repo_id,
         summary=scrub_obj(summary),
         report=scrub_obj(report),
@@ -220,7 +226,8 @@ def render_body_context(inputs: CardInputs) -> dict[str, Any]:
         "smoke": inputs.smoke,
         "smoke_phrase": SMOKE_PHRASE,
         "backend_name": "Vertex AI supervised tuning (PEFT adapter)" if backend == "vertex" else "TRL SFTTrainer + PEFT",
-        "intended_use": INTENDED_USE.get(inputs.agent, INTENDED_USE["default"]),
+        "intended_use": inputs.intended_use,
+        "synthetic_data": inputs.synthetic_data,
         "dataset_id": dataset_id(inputs.source),
         "hyperparameters": [(k, _fmt(v)) for k, v in hyper.items()],
         "training_facts": [

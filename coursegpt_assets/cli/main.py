@@ -4,7 +4,7 @@
     coursegpt status                                             versions per pair and what is stale
     coursegpt plan                                               the training plan and cost estimates
     coursegpt home                                               create the local home, print its path
-    coursegpt score {router,math,code} ...                       score saved predictions, no model needed
+    coursegpt score <agent> ...                                  score saved predictions, no model needed
 """
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     from coursegpt_assets.core.plan import PlanError
     from coursegpt_assets.core.settings import SettingsError
 
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # the score subcommands come from the plan's agents
         return args.func(args)
     except (SettingsError, PlanError) as e:  # configuration: one line that says what to set, no traceback
         print(f"coursegpt: error: {e}", file=sys.stderr)

@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from coursegpt_assets.agents import get_agent
 from coursegpt_assets.core.names import split_pair
 from coursegpt_assets.defs.jobs import STAGES
 
-HEADLINE_KEYS = (
-    "dagster/row_count", "final_loss", "wall_time_s", "pass@1", "accuracy", "route_plan_exact",
-    "json_valid", "route_tool_recall", "best_score",
-)
+#: the runner's own summary numbers; each agent adds its headline metrics (see `headline_keys`)
+STEP_KEYS = ("dagster/row_count", "final_loss", "wall_time_s", "best_score")
 INVOCATION_TAG = "coursegpt/invocation"
 
 
@@ -41,9 +40,14 @@ class StepLine:
     headline: dict[str, float] = field(default_factory=dict)
 
 
-def _headline(metadata: dict) -> dict[str, float]:
+def headline_keys(agents: list[str]) -> tuple[str, ...]:
+    """The metadata keys a finished step's summary shows: the runner's own and the agents' headline metrics."""
+    return tuple(dict.fromkeys([*STEP_KEYS, *(m for name in agents for m in get_agent(name).headline_metrics)]))
+
+
+def _headline(metadata: dict, keys: tuple[str, ...]) -> dict[str, float]:
     out = {}
-    for key in HEADLINE_KEYS:
+    for key in keys:
         value = metadata.get(key)
         raw = getattr(value, "value", value)
         if isinstance(raw, (int, float)) and not isinstance(raw, bool):
@@ -54,8 +58,9 @@ def _headline(metadata: dict) -> dict[str, float]:
 class ProgressPrinter:
     """Polls the event log of this invocation's runs and prints each step once as it finishes."""
 
-    def __init__(self, instance: dg.DagsterInstance, invocation: str, emit: Callable[[str], None]):
-        self.instance, self.invocation, self.emit = instance, invocation, emit
+    def __init__(self, instance: dg.DagsterInstance, invocation: str, emit: Callable[[str], None],
+                 keys: tuple[str, ...]):
+        self.instance, self.invocation, self.emit, self.keys = instance, invocation, emit, keys
         self.started = time.monotonic()
         self.seen: set[str] = set()
         self.lines: list[StepLine] = []
@@ -85,7 +90,7 @@ class ProgressPrinter:
                     status = event.event_type.value.removeprefix("STEP_").lower()
                     seconds = (getattr(event.event_specific_data, "duration_ms", None) or 0) / 1000
                     line = StepLine(event.step_key, partition, status, seconds,
-                                    _headline(materialized.get(event.step_key, {})))
+                                    _headline(materialized.get(event.step_key, {}), self.keys))
                     self.lines.append(line)
                     mark = {"success": "✓", "failure": "✗", "skipped": "-"}.get(status, "?")
                     elapsed = time.monotonic() - self.started
@@ -122,7 +127,7 @@ def run_pipeline(
 ) -> tuple[bool, list[StepLine]]:
     """Execute each stage for its partitions; a failed partition stops only what depends on it."""
     invocation = uuid.uuid4().hex[:12]
-    printer = ProgressPrinter(instance, invocation, emit)
+    printer = ProgressPrinter(instance, invocation, emit, headline_keys(agents))
     printer.run_in_background()
     ok = True
     failed: set[str] = set()  # partitions whose run failed; what depends on them is not started

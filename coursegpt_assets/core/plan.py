@@ -18,6 +18,10 @@ from coursegpt_assets.core.names import PAIR_SEPARATOR, pair_key
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PLAN_PATH = PROJECT_ROOT / "training_plan.yaml"
+#: where an agent's module is looked up when its plan entry names none: `<package>.<agent name>`
+DEFAULT_AGENT_PACKAGE = "coursegpt_assets.agents"
+
+
 class StrictModel(BaseModel):
     """A user-edited YAML section: unknown keys are errors (a typo must not pass silently), values frozen."""
 
@@ -37,6 +41,10 @@ class AgentSpec(StrictModel):
     splits: SplitRatios
     max_invalid_share: float = Field(default=0.05, ge=0, le=1)
     subset_size: int | None = Field(default=None, gt=0)
+    module: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$",
+        description=f"dotted import path of the module whose AGENT implements the agent "
+                    f"(default: {DEFAULT_AGENT_PACKAGE}.<agent name>)")
 
 
 class BaseModelSpec(StrictModel):
@@ -127,6 +135,10 @@ class TrainingPlan(StrictModel):
     @property
     def agent_names(self) -> list[str]:
         return list(self.agents)
+
+    def agent_module(self, name: str) -> str:
+        """The dotted path of the module that defines agent `name` (its `AGENT`)."""
+        return self.agents[name].module or f"{DEFAULT_AGENT_PACKAGE}.{name}"
 
     @property
     def planned_pairs(self) -> list[Pair]:

@@ -12,11 +12,6 @@ from pathlib import Path
 from coursegpt_assets.core.plan import PROJECT_ROOT
 
 ENVIRONMENTS = ("local", "gcp")
-SOURCE_VARIABLES = {
-    "router": "COURSEGPT_ROUTER_SOURCE",
-    "math": "COURSEGPT_MATH_SOURCE",
-    "code": "COURSEGPT_CODE_SOURCE",
-}
 FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures"
 
 
@@ -62,9 +57,9 @@ def current() -> Settings:
     return Settings(env=env, home=home, store=store, inference_url=inference_url)
 
 
-def source_for(agent: str) -> str:
-    """Where an agent's raw records come from: the env variable, else the shipped fixture."""
-    var = SOURCE_VARIABLES.get(agent, f"COURSEGPT_{agent.upper()}_SOURCE")
+def source_for(agent: str, var: str) -> str:
+    """Where an agent's raw records come from: its env variable `var` (`Agent.source_variable`), else the
+    shipped fixture `fixtures/<agent>.jsonl`."""
     value = os.environ.get(var, "").strip()
     if value:
         return value

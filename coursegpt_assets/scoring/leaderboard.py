@@ -1,7 +1,7 @@
 """One agent's leaderboard as plain functions: every evaluated base model side by side, best per metric.
 
 Rows come from each pair's newest report.json; pairs without one are listed as not evaluated. The best
-model of a metric is the largest value (the smallest for the seed's "too long" flags); reports on
+model of a metric is the largest value (the smallest for the agent's `lower_is_better` metrics); reports on
 another benchmark version or sample count are flagged, because their numbers are not comparable.
 """
 
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from coursegpt_assets.core.names import split_pair
-from coursegpt_assets.scoring.agent_scores import LOWER_IS_BETTER
 from coursegpt_assets.scoring.report import bar_chart
 
 
@@ -41,8 +40,9 @@ def leaderboard_rows(reports: dict[str, dict | None]) -> list[dict]:
     return rows
 
 
-def best_per_metric(rows: list[dict]) -> dict[str, dict]:
-    """{metric: {"base_models": [...], "value": v, "direction": "max"|"min"}} over the evaluated rows."""
+def best_per_metric(rows: list[dict], lower_is_better: frozenset[str] = frozenset()) -> dict[str, dict]:
+    """{metric: {"base_models": [...], "value": v, "direction": "max"|"min"}} over the evaluated rows;
+    `lower_is_better` (the agent's) are the metrics whose best is the smallest."""
     metrics = list(dict.fromkeys(m for r in rows if r["evaluated"] for m in r["headline"]))
     best = {}
     for metric in metrics:
@@ -50,7 +50,7 @@ def best_per_metric(rows: list[dict]) -> dict[str, dict]:
         values = {k: v for k, v in values.items() if v is not None}
         if not values:
             continue
-        direction = "min" if metric in LOWER_IS_BETTER else "max"
+        direction = "min" if metric in lower_is_better else "max"
         top = (min if direction == "min" else max)(values.values())
         best[metric] = {"base_models": [k for k, v in values.items() if v == top], "value": top,
                         "direction": direction}

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from coursegpt_assets.agents import get_agent
+from coursegpt_assets.agents.router_evaluation import router_rows
 from coursegpt_assets.core import layout
-from coursegpt_assets.data.benchmark_rows import router_rows
 from resources.storage import ArtifactStore
 from tests.fakes.tiny_adapter import write_tiny_adapter
 from tests.fakes.tuning_store import valid_router_records

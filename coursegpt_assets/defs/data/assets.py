@@ -38,8 +38,8 @@ def raw_examples(context: dg.AssetExecutionContext, config: RawExamplesConfig, s
     """The agent's source records, copied as-is with their source line numbers (unparseable lines kept)."""
     agent_name = context.partition_key
     spec = default_plan().agents[agent_name]
-    source = config.source or settings.source_for(agent_name)
     agent = get_agent(agent_name)
+    source = config.source or settings.source_for(agent_name, agent.source_variable)
     context.log.info(f"{agent_name}: reading {source}")
     sample: list[dict] = []
 
@@ -61,7 +61,7 @@ def raw_examples(context: dg.AssetExecutionContext, config: RawExamplesConfig, s
             yield row
         if not any_row:
             raise dg.Failure(description=f"{agent_name}: {source} holds no records (an empty file or folder); "
-                                         f"check {settings.SOURCE_VARIABLES.get(agent_name, 'the source')}")
+                                         f"check {agent.source_variable}")
 
     records_uri, count, sha = store.write_lines(layout.raw_records(agent_name), nonempty(lines()))
     store.write_json(layout.raw_manifest(agent_name), {"source": source, "rows": count, "sha256": sha,

@@ -1,14 +1,11 @@
 """The `benchmark` asset: held-out evaluation rows per agent, and the blocking check that none leaked.
 
-router: the test split plus "hard" validation rows tagged by category; math: cloze / single-choice /
-GSM8K-style files (configurable) plus the validation split; code: the test split with its asserts.
-Written to benchmarks/<agent>/benchmark.jsonl with a manifest whose `version` is the file's sha256.
+The agent builds its rows (`Agent.benchmark_rows`, from its held-out splits and this asset's config);
+they are written to benchmarks/<agent>/benchmark.jsonl with a manifest whose `version` is the file's sha256.
 """
 
 
-import hashlib
 import warnings
-from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -16,30 +13,18 @@ from pydantic import Field
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.plan import default_plan
-from coursegpt_assets.data.benchmark_rows import (
-    code_rows,
-    counts_by,
-    math_benchmark_files,
-    math_file_rows,
-    math_validation_rows,
-    overlapping_ids,
-    router_rows,
-)
+from coursegpt_assets.data.benchmark_rows import counts_by, overlapping_ids
 from coursegpt_assets.defs.common import OWNERS, ROW_COUNT, preview, read_upstream, uri, verify
 from coursegpt_assets.defs.partitions import AGENT_PARTITIONS
 from resources.storage import ArtifactStore
 
 EVALUATION_GROUP = "evaluation"
-PREVIEW_COLUMNS = {
-    "router": ["id", "source", "user_query", "categories"],
-    "math": ["id", "file", "format", "question", "answer"],
-    "code": ["id", "entry_point", "instruction"],
-}
-#: the field whose per-value counts go into the metadata, per agent
-COUNTED_FIELDS = {"router": ("source", "categories"), "math": ("file", "format", "level"), "code": ("source",)}
 
 
 class BenchmarkConfig(dg.Config):
+    """Knobs of the benchmark; the agent-specific ones (prefixed by the agent in their description) are read
+    by that agent's `benchmark_rows`."""
+
     math_files: list[str] | None = Field(
         default=None,
         description="math: benchmark .jsonl files, folders or globs (default: $COURSEGPT_MATH_BENCHMARKS, "
@@ -55,35 +40,16 @@ class BenchmarkConfig(dg.Config):
     )
 
 
-def _split(store: ArtifactStore, agent_name: str, split: str) -> list[dict]:
-    return store.read_jsonl(layout.split_records(agent_name, split))
-
-
-def _file_sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def build_rows(agent_name: str, store: ArtifactStore, config: BenchmarkConfig) -> tuple[list[dict], list[dict]]:
     """The agent's benchmark rows and the external files they came from (path, sha256, rows)."""
-    agent = get_agent(agent_name)
-    if agent_name == "router":
-        rows = router_rows(
-            agent, _split(store, agent_name, "test"), _split(store, agent_name, "validation"),
-            seed=default_plan().hyperparameters.seed, hard_per_category=config.hard_per_category,
-        )
-        return rows, []
-    if agent_name == "math":
-        rows, files = [], []
-        for path in math_benchmark_files(config.math_files):
-            file_rows = math_file_rows(path)
-            rows += file_rows
-            files.append({"path": str(path), "sha256": _file_sha(path), "rows": len(file_rows)})
-        if config.include_validation:
-            rows += math_validation_rows(_split(store, agent_name, "validation"))
-        return rows, files
-    if agent_name == "code":
-        return code_rows(_split(store, agent_name, "test")), []
-    raise dg.Failure(f"no benchmark builder for agent {agent_name!r} (add one to coursegpt_assets/defs/evaluation/benchmark.py)")
+
+    def held_out(split: str) -> list[dict]:
+        if split == "train":
+            raise dg.Failure(f"{agent_name}: the agent's benchmark_rows read the train split; "
+                             "a benchmark is built from held-out splits only")
+        return store.read_jsonl(layout.split_records(agent_name, split))
+
+    return get_agent(agent_name).benchmark_rows(held_out, seed=default_plan().hyperparameters.seed, config=config)
 
 
 def train_keys(store: ArtifactStore, agent_name: str) -> set[str]:
@@ -113,7 +79,8 @@ def benchmark(context: dg.AssetExecutionContext, config: BenchmarkConfig, store:
     if len(set(ids)) != len(ids):
         repeated = sorted({i for i in ids if ids.count(i) > 1})[:5]
         raise dg.Failure(f"{agent_name}: benchmark ids repeat: {repeated}")
-    overlap = overlapping_ids(rows, train_keys(store, agent_name))
+    agent = get_agent(agent_name)
+    overlap = overlapping_ids(agent, rows, train_keys(store, agent_name))
     dropped: list[str] = []
     if config.drop_train_overlap and overlap:
         dropped, overlap = overlap, []
@@ -121,7 +88,7 @@ def benchmark(context: dg.AssetExecutionContext, config: BenchmarkConfig, store:
         rows = [r for r in rows if r["id"] not in dropped_ids]
         context.log.warning(f"{agent_name}: dropped {len(dropped)} benchmark rows also in the train split")
     records_uri, count, version = store.write_jsonl(layout.benchmark_records(agent_name), rows)
-    counts = {field: counts_by(rows, field) for field in COUNTED_FIELDS.get(agent_name, ("source",))}
+    counts = {field: counts_by(rows, field) for field in agent.counted_fields}
     manifest = {
         "agent": agent_name, "version": version, "rows": count, "counts": counts, "files": files,
         "splits_content_hash": splits_manifest["content_hash"],
@@ -140,7 +107,7 @@ def benchmark(context: dg.AssetExecutionContext, config: BenchmarkConfig, store:
             "dropped_train_overlap_rows": len(dropped),
             "uri": uri(records_uri),
             "manifest": uri(manifest_uri),
-            "preview": preview(rows, PREVIEW_COLUMNS.get(agent_name, ["id", "source"])),
+            "preview": preview(rows, list(agent.benchmark_preview_columns)),
         },
         data_version=dg.DataVersion(version),
     )
@@ -150,7 +117,7 @@ def leakage_result(agent_name: str, store: ArtifactStore) -> dg.AssetCheckResult
     """Fails with the overlapping ids when a stored benchmark question is in the train split."""
     rows = store.read_jsonl(layout.benchmark_records(agent_name))
     keys = train_keys(store, agent_name)
-    overlap = overlapping_ids(rows, keys)
+    overlap = overlapping_ids(get_agent(agent_name), rows, keys)
     return dg.AssetCheckResult(
         passed=not overlap,
         description=(

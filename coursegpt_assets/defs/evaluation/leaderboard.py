@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from coursegpt_assets.agents import get_agent
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.defs.common import OWNERS, uri
@@ -49,7 +50,7 @@ def leaderboard(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.M
     if not evaluated:
         raise dg.Failure(f"{agent}: no pair has an evaluation report yet ({', '.join(pairs)}); "
                          "materialise evaluation_report first")
-    best, notes = best_per_metric(rows), comparability(rows)
+    best, notes = best_per_metric(rows, get_agent(agent).lower_is_better), comparability(rows)
     markdown = leaderboard_markdown(agent, rows, best, notes)
     folder = layout.leaderboard_dir(agent)
     with tempfile.TemporaryDirectory(prefix="coursegpt-leaderboard-") as tmp:

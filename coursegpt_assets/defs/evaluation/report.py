@@ -33,15 +33,13 @@ from coursegpt_assets.scoring.report import (
     select_rows,
     write_plots,
 )
-from coursegpt_assets.scoring.router_thresholds import DEFAULT_THRESHOLDS_PATH, load_thresholds
+from coursegpt_assets.scoring.router_thresholds import load_thresholds
 from resources.inference import GenerationRequest, Inference
 from resources.storage import ArtifactStore
 
 GROUP = "evaluation"
 REPORT_KEY = dg.AssetKey("evaluation_report")
 CURRENT_CHECK = "report_is_current"
-#: agents whose scores are judged against thresholds, and the file holding them ({bucket: {min|max: {metric: v}}})
-THRESHOLD_FILES = {"router": DEFAULT_THRESHOLDS_PATH}
 
 
 class EvaluationConfig(dg.Config):
@@ -68,8 +66,12 @@ def threshold_check_name(agent: str, bucket: str, metric: str, bound: str) -> st
 
 
 def _threshold_specs() -> list[dg.AssetCheckSpec]:
+    """One WARN check per threshold of every planned agent that has a thresholds file (`Agent.thresholds_path`)."""
     specs = []
-    for agent, path in THRESHOLD_FILES.items():
+    for agent in default_plan().agent_names:
+        path = get_agent(agent).thresholds_path
+        if path is None:
+            continue
         for bucket, bounds in load_thresholds(path).items():
             for bound, limits in bounds.items():
                 for metric, limit in limits.items():
@@ -221,7 +223,7 @@ with warnings.catch_warnings():
         )],
         partitions_def=PAIR_PARTITIONS,
         check_specs=THRESHOLD_CHECKS,
-        can_subset=True,  # threshold checks exist for router pairs only; other pairs yield none
+        can_subset=True,  # threshold checks exist for agents with thresholds only; other pairs yield none
     )
     def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig, store: ArtifactStore,
                           inference: Inference):
