@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
 
-from coursegpt_assets.agents.base import Agent
+if TYPE_CHECKING:  # data/ sits below agents/: the protocol is only a type here
+    from coursegpt_assets.agents.base import Agent
 
 _RECORD_PREFIX = b'{"line":%d,"record":'
 
