@@ -3,7 +3,8 @@
 The assets and checks are found in the modules of `coursegpt_assets/defs/` (so a module added there, by
 `dg scaffold defs` too, is loaded without being listed here); the environment's resources and the
 automation (sensors, schedules, the conditions of `evaluation_report` and `model_card`) come from
-`resources/` and `schedules/`. Dagster's component loader (`dg.load_defs`) is not used: it imports every
+`resources/` and `schedules/`, and the dbt-style data tests of `dbt_style_checks/schema.yml` (compiled from
+the YAML, no store access at load time). Dagster's component loader (`dg.load_defs`) is not used: it imports every
 installed integration, the Google SDKs among them, which loading the definitions must not pay for.
 """
 
@@ -12,6 +13,7 @@ import dagster as dg
 from coursegpt_assets import defs as stages
 from coursegpt_assets.core import settings
 from coursegpt_assets.defs.jobs import JOBS
+from dbt_style_checks.loader import build_dbt_checks
 from resources import resources_for
 from schedules import AUTOMATION_CONDITIONS, SCHEDULES, SENSOR_CHECKS, SENSORS
 
@@ -23,7 +25,7 @@ def _with_automation(spec: dg.AssetSpec) -> dg.AssetSpec:
 
 defs = dg.Definitions(
     assets=dg.map_asset_specs(_with_automation, dg.load_assets_from_package_module(stages)),
-    asset_checks=[*dg.load_asset_checks_from_package_module(stages), *SENSOR_CHECKS],
+    asset_checks=[*dg.load_asset_checks_from_package_module(stages), *build_dbt_checks(), *SENSOR_CHECKS],
     jobs=JOBS,
     sensors=SENSORS,
     schedules=SCHEDULES,
