@@ -1,4 +1,4 @@
-"""Automation: sensors (new adapters, Vertex jobs), the re-evaluation schedule and the on-change rule.
+"""Automation: sensors (checked adapters, Vertex jobs), the re-evaluation schedule and the on-change rule.
 
 What definitions.py passes on: `SENSORS`, `SCHEDULES`, `SENSOR_CHECKS` (asset_checks), and
 `AUTOMATION_CONDITIONS`, the automation condition of `evaluation_report` and of `model_card`.

@@ -3,7 +3,7 @@
 - `reevaluation_schedule` (cron in schedules/automation.yaml) yields one RunRequest per pair whose
   `adapters/<pair>/latest.json` exists, run_key `<pair>:<scheduled date>`.
 - `EVALUATION_AUTOMATION_CONDITION` re-runs `evaluation_report` when a new benchmark version lands
-  (the new adapter case is the sensor's), only once every upstream blocking check has passed
+  (a new checked adapter is `new_adapter_sensor`'s), only once every upstream blocking check has passed
   (blocking checks only gate their own run otherwise: dagster issue #25112).
 """
 

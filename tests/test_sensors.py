@@ -1,25 +1,31 @@
 """new_adapter_sensor and vertex_job_sensor, ticked with build_sensor_context on a test instance.
 
+The adapter tests materialise stand-ins with the real keys and check spec (`adapter` with its blocking
+`adapter_matches_plan`, which writes the version folder into the store as the pipeline does, then
+`evaluation_report` and `model_card`) on a real instance, and tick the sensor between (and during) runs.
 The Vertex sensor talks to a real VertexTuning resource pointed at the loopback `tuningJobs` server.
 """
 
 import json
+import warnings
 
 import dagster as dg
 import pytest
 
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.layout import SUMMARY_FILE as SUMMARY
-from coursegpt_assets.defs.adapters.assets import ADAPTER_ASSETS
+from coursegpt_assets.core.names import TRIGGER_TAG
+from coursegpt_assets.defs.adapters.assets import ADAPTER_ASSETS, ADAPTER_CHECK
+from coursegpt_assets.defs.adapters.assets import adapter as real_adapter
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from resources.storage import ArtifactStore
 from resources.tuning import LocalTrainer, VertexTrainer
 from resources.vertex_tuning import VertexTuning, job_labels
-from schedules.adapter_scan import ScanCursor, adapter_folders
 from schedules.sensors import (
     ADAPTER_VERSION_TAG,
     SENSOR_CHECKS,
     VERTEX_CHECK,
+    AdapterCursor,
     new_adapter_sensor,
     vertex_job_sensor,
 )
@@ -27,41 +33,92 @@ from tests.conftest import assert_vertex_failure_reported
 from tests.fakes.vertex_server import FakeVertexServer
 
 ROUTER, MATH = "router__tiny-llama", "math__tiny-llama"
+EVALUATION_KEYS = {dg.AssetKey("evaluation_report"), dg.AssetKey("model_card")}
+
+#: asset name -> a callable the stand-in runs inside its step, while its run is in progress
+DURING: dict = {"evaluation_report": None, ADAPTER_CHECK: None}
 
 
-def _stand_in(name: str, dep: str) -> dg.AssetsDefinition:
-    """An executable stand-in (the sensor's target must be materialisable) until the real asset is wired."""
-
-    @dg.asset(name=name, partitions_def=PAIR_PARTITIONS, deps=[dep])
-    def _asset() -> None:
-        raise AssertionError(f"{name} stand-in: sensor tests only evaluate ticks")
-
-    return _asset
+def _during(name: str) -> None:
+    if DURING[name]:
+        DURING[name]()
 
 
-STAND_INS = [_stand_in("evaluation_report", "adapter"), _stand_in("model_card", "evaluation_report")]
-
-
-def write_adapter(store: ArtifactStore, pair: str, version: str, *, summary=True, fields: dict | None = None) -> None:
-    """An adapter folder as the adapter asset writes it: weights and config first, the summary last."""
+def write_adapter(store: ArtifactStore, pair: str, version: str) -> None:
+    """An adapter folder as tuning_job writes it: weights and config first, the summary last."""
     folder = layout.adapter_dir(pair, version)
     store.write_json(f"{folder}/adapter_config.json", {"r": 16, "lora_alpha": 32})
     store.write_bytes(f"{folder}/adapter_model.safetensors", b"\0" * 64)
-    if summary is True:
-        agent, base_model = pair.split("__")
-        store.write_json(f"{folder}/{SUMMARY}", {"pair": pair, "agent": agent, "base_model": base_model,
-                                                 "version": version, "steps": 8, "final_loss": 1.25, **(fields or {})})
-    elif summary is not None:
-        store.write_text(f"{folder}/{SUMMARY}", summary)
+    agent, base_model = pair.split("__")
+    store.write_json(f"{folder}/{SUMMARY}", {"pair": pair, "agent": agent, "base_model": base_model,
+                                             "version": version, "steps": 8, "final_loss": 1.25})
+
+
+class AdapterRun(dg.Config):
+    version: str = "v1"
+    passed: bool = True
+
+
+with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13, as in schedules/sensors.py
+    warnings.filterwarnings("ignore", message="Specifying a partitions_def", category=dg.PreviewWarning)
+    ADAPTER_SPEC = dg.AssetCheckSpec(ADAPTER_CHECK, asset="adapter", blocking=True, partitions_def=PAIR_PARTITIONS)
+
+
+@dg.asset(name="adapter", partitions_def=PAIR_PARTITIONS, check_specs=[ADAPTER_SPEC])
+def adapter_stand_in(context: dg.AssetExecutionContext, config: AdapterRun, store: ArtifactStore):
+    """The folder is in the store before the check runs, as with the real asset; the check decides."""
+    write_adapter(store, context.partition_key, config.version)
+    return dg.MaterializeResult(metadata={"version": config.version},
+                                check_results=[dg.AssetCheckResult(check_name=ADAPTER_CHECK, passed=config.passed)])
+
+
+@dg.asset(name="adapter", partitions_def=PAIR_PARTITIONS)
+def adapter_checked_later(config: AdapterRun):
+    """An adapter whose blocking check is a separate step of the same run (so it is reported after)."""
+    return dg.MaterializeResult(metadata={"version": config.version})
+
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Specifying a partitions_def", category=dg.PreviewWarning)
+
+    @dg.asset_check(asset="adapter", name=ADAPTER_CHECK, blocking=True, partitions_def=PAIR_PARTITIONS)
+    def separate_adapter_check() -> dg.AssetCheckResult:
+        _during(ADAPTER_CHECK)
+        return dg.AssetCheckResult(passed=True)
+
+
+@dg.asset(name="evaluation_report", partitions_def=PAIR_PARTITIONS, deps=["adapter"])
+def report_stand_in(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """Records the version it evaluated, from the sensor's tag or, in a pipeline run, the adapter's."""
+    _during("evaluation_report")
+    version = context.run.tags.get(ADAPTER_VERSION_TAG)
+    if version is None:
+        [record] = context.instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("adapter"), asset_partitions=[context.partition_key]), limit=1).records
+        version = record.asset_materialization.metadata["version"].value
+    return dg.MaterializeResult(metadata={"adapter_version": version})
+
+
+@dg.asset(name="model_card", partitions_def=PAIR_PARTITIONS, deps=[report_stand_in])
+def card_stand_in() -> None:
+    return None
+
+
+EVALUATION = [report_stand_in, card_stand_in]
+CHECKED = [adapter_stand_in, *EVALUATION]
 
 
 def defs_with(store: ArtifactStore, trainer=None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*ADAPTER_ASSETS, *STAND_INS],
+        assets=[*ADAPTER_ASSETS, *EVALUATION],
         asset_checks=SENSOR_CHECKS,
         sensors=[new_adapter_sensor, vertex_job_sensor],
         resources={"store": store, "trainer": trainer or LocalTrainer()},
     )
+
+
+def checked_defs(store: ArtifactStore) -> dg.Definitions:
+    return dg.Definitions(assets=CHECKED, sensors=[new_adapter_sensor], resources={"store": store})
 
 
 def tick(sensor, instance, defs, cursor=None):
@@ -71,121 +128,165 @@ def tick(sensor, instance, defs, cursor=None):
         return sensor.evaluate_tick(context)
 
 
+def materialize_adapter(store, instance, pair, version="v1", *, passed=True, with_evaluation=False, tags=None):
+    """One run of `adapter` alone (as vertex_job_sensor requests it) or, `with_evaluation`, of adapter +
+    evaluation_report + model_card (the local pipeline)."""
+    return dg.materialize(
+        CHECKED, selection=None if with_evaluation else ["adapter"], partition_key=pair, instance=instance,
+        resources={"store": store}, tags=tags, raise_on_error=False,
+        run_config={"ops": {"adapter": {"config": {"version": version, "passed": passed}}}},
+    )
+
+
+def execute(request: dg.RunRequest, store, instance):
+    """Run what the sensor requested, as the daemon would launch it."""
+    result = dg.materialize(CHECKED, selection=list(request.asset_selection), partition_key=request.partition_key,
+                            tags=request.tags, instance=instance, resources={"store": store})
+    assert result.success
+    return result
+
+
 @pytest.fixture
 def instance():
     with dg.instance_for_test() as inst:
         yield inst
 
 
-# -- new adapters -------------------------------------------------------------------------------------------
-def test_new_adapters_yield_one_request_per_pair_then_nothing(store, instance):
-    defs = defs_with(store)
-    empty = tick(new_adapter_sensor, instance, defs)
-    assert not empty.run_requests and "no new adapter versions" in empty.skip_message
+# -- checked adapters -----------------------------------------------------------------------------------------
+def test_the_stand_in_declares_the_real_adapters_blocking_check():
+    [spec] = real_adapter.check_specs
+    assert (spec.name, spec.blocking) == (ADAPTER_SPEC.name, ADAPTER_SPEC.blocking) == (ADAPTER_CHECK, True)
 
+
+def test_a_folder_copied_into_the_store_is_not_evaluated(store, instance):
+    """Summary, config, weights and latest.json, but no adapter materialisation: nothing to evaluate."""
+    defs = checked_defs(store)
+    start = tick(new_adapter_sensor, instance, defs)
     write_adapter(store, ROUTER, "v1")
-    write_adapter(store, MATH, "v7")
-    first = tick(new_adapter_sensor, instance, defs, empty.cursor)
-    requests = sorted(first.run_requests, key=lambda r: r.partition_key)
-    assert [(r.partition_key, r.run_key) for r in requests] == [(MATH, f"{MATH}:v7"), (ROUTER, f"{ROUTER}:v1")]
-    assert all(set(r.asset_selection) == {dg.AssetKey("evaluation_report"), dg.AssetKey("model_card")}
-               for r in requests)
-    assert requests[1].tags[ADAPTER_VERSION_TAG] == "v1"
-    events = {e.partition: e for e in first.asset_events}
-    assert set(events) == {ROUTER, MATH}
-    assert all(isinstance(e, dg.AssetMaterialization) and e.asset_key == dg.AssetKey("adapter")
-               for e in events.values())
-    assert events[ROUTER].metadata["version"].value == "v1"
-    assert events[ROUTER].metadata["final_loss"].value == 1.25
-
-    second = tick(new_adapter_sensor, instance, defs, first.cursor)
-    assert not second.run_requests and not second.asset_events and second.skip_message
-
-    write_adapter(store, ROUTER, "v2")
-    third = tick(new_adapter_sensor, instance, defs, second.cursor)
-    assert [r.run_key for r in third.run_requests] == [f"{ROUTER}:v2"]
+    store.write_json(layout.adapter_latest(ROUTER), {"version": "v1"})
+    for cursor in (None, start.cursor):
+        result = tick(new_adapter_sensor, instance, defs, cursor)
+        assert not result.run_requests and not result.asset_events
+        assert result.skip_message == "no new adapter materialisations"
 
 
-def test_restart_with_the_saved_cursor_never_repeats_a_request(store, instance):
+def test_a_failed_adapter_check_means_no_report_and_no_card(store, instance, capfd):
+    defs = checked_defs(store)
+    start = tick(new_adapter_sensor, instance, defs)
+    run = materialize_adapter(store, instance, ROUTER, "v2", passed=False, tags={TRIGGER_TAG: "vertex_job_sensor"})
+    assert not run.success and [e.passed for e in run.get_asset_check_evaluations()] == [False]
+    assert store.exists(layout.adapter_summary(ROUTER, "v2"))  # the folder is there; the check said no
+
+    result = tick(new_adapter_sensor, instance, defs, start.cursor)
+    assert not result.run_requests and "1 adapter materialisation(s) read; none to evaluate" in result.skip_message
+    assert f"{ROUTER}: adapter v2" in (logged := capfd.readouterr().err) and f"{ADAPTER_CHECK} failed" in logged
+    assert not tick(new_adapter_sensor, instance, defs).run_requests  # nor from the start
+
+
+def test_a_checked_adapter_from_a_tuning_only_run_is_evaluated_once(store, instance):
+    """The Vertex case: vertex_job_sensor's run materialises `adapter` only; the sensor requests the rest."""
+    defs = checked_defs(store)
+    start = tick(new_adapter_sensor, instance, defs)
+    assert materialize_adapter(store, instance, ROUTER, "v1", tags={TRIGGER_TAG: "vertex_job_sensor"}).success
+
+    first = tick(new_adapter_sensor, instance, defs, start.cursor)
+    [request] = first.run_requests
+    assert (request.partition_key, request.run_key) == (ROUTER, f"{ROUTER}:v1")
+    assert set(request.asset_selection) == EVALUATION_KEYS
+    assert request.tags[ADAPTER_VERSION_TAG] == "v1" and request.tags[TRIGGER_TAG] == "new_adapter_sensor"
+    assert not first.asset_events
+
+    again = tick(new_adapter_sensor, instance, defs, first.cursor)  # the next tick, or a restart with its cursor
+    assert not again.run_requests and again.skip_message == "no new adapter materialisations"
+    replayed = tick(new_adapter_sensor, instance, defs, start.cursor)  # an older cursor: the same run_key,
+    assert [r.run_key for r in replayed.run_requests] == [request.run_key]  # which the daemon launches once
+
+    report = execute(request, store, instance).asset_materializations_for_node("evaluation_report")
+    assert report[0].metadata["adapter_version"].value == "v1"
+    assert not tick(new_adapter_sensor, instance, defs).run_requests  # a reset cursor: already evaluated
+
+
+def test_the_local_pipeline_run_is_not_evaluated_a_second_time(store, instance, monkeypatch):
+    """adapter + evaluation_report + model_card in one run: neither a tick while its own report is still
+    running (the race with a paid endpoint) nor one after the run requests another evaluation."""
+    defs = checked_defs(store)
+    start = tick(new_adapter_sensor, instance, defs)
+    during = []
+    monkeypatch.setitem(DURING, "evaluation_report",
+                        lambda: during.append(tick(new_adapter_sensor, instance, defs, start.cursor)))
+    assert materialize_adapter(store, instance, ROUTER, "v1", with_evaluation=True).success
+    [mid_run] = during
+    assert not mid_run.run_requests and "none to evaluate" in mid_run.skip_message
+    assert not tick(new_adapter_sensor, instance, defs, start.cursor).run_requests
+    assert not tick(new_adapter_sensor, instance, defs, mid_run.cursor).run_requests
+
+
+def test_every_pair_checked_between_two_ticks_gets_its_request(store, instance):
+    defs = checked_defs(store)
+    start = tick(new_adapter_sensor, instance, defs)
+    materialize_adapter(store, instance, ROUTER, "v1")
+    materialize_adapter(store, instance, MATH, "v7")
+    result = tick(new_adapter_sensor, instance, defs, start.cursor)
+    assert sorted((r.partition_key, r.tags[ADAPTER_VERSION_TAG]) for r in result.run_requests) == [
+        (MATH, "v7"), (ROUTER, "v1")]
+
+
+def test_of_several_versions_of_a_pair_the_newest_checked_one_is_evaluated(store, instance, capfd):
+    defs = checked_defs(store)
+    start = tick(new_adapter_sensor, instance, defs)
+    materialize_adapter(store, instance, ROUTER, "v1")
+    materialize_adapter(store, instance, ROUTER, "v2")
+    materialize_adapter(store, instance, MATH, "a1")
+    materialize_adapter(store, instance, MATH, "b2", passed=False)  # latest.json still names a1
+    result = tick(new_adapter_sensor, instance, defs, start.cursor)
+    assert sorted((r.partition_key, r.tags[ADAPTER_VERSION_TAG]) for r in result.run_requests) == [
+        (MATH, "a1"), (ROUTER, "v2")]
+    assert f"{ROUTER}: adapter v1 superseded by v2" in capfd.readouterr().err
+
+
+def test_an_adapter_materialisation_reported_outside_a_run_is_not_evaluated(store, instance, capfd):
+    """No run, so no blocking check: `dagster asset report-materialization` does not make an adapter checked."""
+    defs = checked_defs(store)
+    start = tick(new_adapter_sensor, instance, defs)
     write_adapter(store, ROUTER, "v1")
-    first = tick(new_adapter_sensor, instance, defs_with(store))
-    assert len(first.run_requests) == 1
-    restarted = tick(new_adapter_sensor, instance, defs_with(store), cursor=first.cursor)
-    assert not restarted.run_requests
-    assert ScanCursor.parse(first.cursor).has(ROUTER, "v1")
-
-
-@pytest.mark.parametrize("pair, version, kwargs, reason", [
-    (ROUTER, "v3", {"summary": None}, "incomplete: no training_summary.json yet"),
-    (ROUTER, "v4", {"summary": "{not json"}, "unreadable training_summary.json"),
-    (ROUTER, "v5", {"fields": {"pair": MATH}}, f"names pair '{MATH}'"),
-    (ROUTER, "v6", {"fields": {"version": "other"}}, "names version 'other'"),
-    (ROUTER, "v8", {"fields": {"base_model": "qwen3-32b"}}, "names base model 'qwen3-32b'"),
-    ("physics__tiny-llama", "v1", {}, "unknown pair 'physics__tiny-llama'"),
-    (ROUTER, "v9", {"summary": "[1, 2]"}, "is not a JSON object"),
-])
-def test_malformed_folders_are_skipped_with_a_reason(store, instance, capfd, pair, version, kwargs, reason):
-    write_adapter(store, MATH, "good")
-    write_adapter(store, pair, version, **kwargs)
-    result = tick(new_adapter_sensor, instance, defs_with(store))
-    assert [r.partition_key for r in result.run_requests] == [MATH]  # the good one still goes through
-    skipped = ScanCursor.parse(result.cursor).skipped
-    assert reason in skipped[f"{pair}/{version}"]
-    logged = capfd.readouterr().err
-    assert f"WARNING - new_adapter_sensor: skipping adapters/{pair}/{version}" in logged and reason in logged
-
-    again = tick(new_adapter_sensor, instance, defs_with(store), result.cursor)
-    assert not again.run_requests and "skipping" not in capfd.readouterr().err  # each reason is logged once
-
-
-def test_a_folder_that_finishes_uploading_is_picked_up(store, instance):
-    write_adapter(store, ROUTER, "v1", summary=None)
-    first = tick(new_adapter_sensor, instance, defs_with(store))
-    assert not first.run_requests
-    write_adapter(store, ROUTER, "v1")
-    second = tick(new_adapter_sensor, instance, defs_with(store), first.cursor)
-    assert [r.run_key for r in second.run_requests] == [f"{ROUTER}:v1"]
-    assert ScanCursor.parse(second.cursor).skipped == {}
-
-
-def test_several_new_versions_of_a_pair_evaluate_the_one_latest_json_names(store, instance):
-    for version in ("a1", "b2", "c3"):
-        write_adapter(store, ROUTER, version)
-    store.write_json(layout.adapter_latest(ROUTER), {"version": "b2"})
-    result = tick(new_adapter_sensor, instance, defs_with(store))
-    assert [r.run_key for r in result.run_requests] == [f"{ROUTER}:b2"]
-    assert [e.metadata["version"].value for e in result.asset_events] == ["b2"]
-    assert ScanCursor.parse(result.cursor).seen[ROUTER] == {"a1", "b2", "c3"}
-
-
-def test_versions_dagster_recorded_or_evaluated_are_not_reported_or_rerun(store, instance):
-    write_adapter(store, ROUTER, "v1")
-    write_adapter(store, MATH, "v1")
     instance.report_runless_asset_event(dg.AssetMaterialization("adapter", partition=ROUTER, metadata={"version": "v1"}))
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization("evaluation_report", partition=MATH, metadata={"adapter_version": "v1"}))
-    result = tick(new_adapter_sensor, instance, defs_with(store))
-    assert [e.partition for e in result.asset_events] == [MATH]  # ROUTER's adapter was already recorded
-    assert [r.partition_key for r in result.run_requests] == [ROUTER]  # MATH's adapter was already evaluated
+    result = tick(new_adapter_sensor, instance, defs, start.cursor)
+    assert not result.run_requests
+    assert "WARNING - new_adapter_sensor: not evaluated" in (logged := capfd.readouterr().err)
+    assert "reported outside a run" in logged
 
 
-def test_adapter_folders_reads_only_version_folders():
-    complete = [f"adapters/{ROUTER}/v1/{name}" for name in (SUMMARY, "adapter_config.json",
-                                                             "adapter_model.safetensors")]
-    keys = [f"adapters/{ROUTER}/latest.json", *complete, f"adapters/{ROUTER}/v2/nested/{SUMMARY}",
-            "adapters/README.md", "datasets/x/y/z"]
-    assert adapter_folders(keys) == {(ROUTER, "v1"): True, (ROUTER, "v2"): False}
+def test_a_materialisation_whose_checks_are_not_reported_yet_waits_in_the_cursor(store, instance, monkeypatch):
+    """The check is a later step of the same run: a tick in between keeps the record, the next one requests it."""
+    defs = dg.Definitions(assets=[adapter_checked_later, *EVALUATION], asset_checks=[separate_adapter_check],
+                          sensors=[new_adapter_sensor])
+    start = tick(new_adapter_sensor, instance, defs)
+    during = []
+    monkeypatch.setitem(DURING, ADAPTER_CHECK, lambda: during.append(tick(new_adapter_sensor, instance, defs,
+                                                                          start.cursor)))
+    run = dg.materialize([adapter_checked_later, separate_adapter_check], partition_key=ROUTER, instance=instance,
+                         run_config={"ops": {"adapter": {"config": {"version": "v3"}}}})
+    assert run.success
+    [waiting] = during
+    assert not waiting.run_requests and AdapterCursor.parse(waiting.cursor).pending
+    done = tick(new_adapter_sensor, instance, defs, waiting.cursor)
+    assert [r.run_key for r in done.run_requests] == [f"{ROUTER}:v3"]
+    assert AdapterCursor.parse(done.cursor).pending == ()
+    assert not tick(new_adapter_sensor, instance, defs, done.cursor).run_requests
 
 
-def test_a_folder_with_a_summary_but_no_weights_is_not_an_adapter():
-    """Half copied in (`cp -r` has no file order) or broken: never reported nor evaluated."""
-    keys = [f"adapters/{ROUTER}/v3/{SUMMARY}", f"adapters/{ROUTER}/v3/adapter_config.json"]
-    assert adapter_folders(keys) == {(ROUTER, "v3"): False}
-
-
-def test_a_bad_cursor_version_is_a_clear_error():
-    with pytest.raises(ValueError, match="reset the cursor"):
-        ScanCursor.parse(json.dumps({"v": 99}))
+def test_a_cursor_the_sensor_did_not_write_restarts_from_the_first_materialisation(store, instance, capfd):
+    """The folder-scanning sensor's cursor (v1) is not this one's: logged, then read from the start."""
+    defs = checked_defs(store)
+    materialize_adapter(store, instance, ROUTER, "v1")
+    old = json.dumps({"v": 1, "seen": {ROUTER: ["v0"]}, "skipped": {}})
+    result = tick(new_adapter_sensor, instance, defs, old)
+    assert [r.run_key for r in result.run_requests] == [f"{ROUTER}:v1"]
+    assert "ignoring the saved cursor: cursor version 1 is not 2" in capfd.readouterr().err
+    for bad in ("{not json", "[1, 2]"):
+        with pytest.raises(ValueError):
+            AdapterCursor.parse(bad)
+    assert AdapterCursor.parse(AdapterCursor(after=41, pending=(40, 38)).dump()) == AdapterCursor(41, (38, 40))
 
 
 # -- Vertex AI jobs -----------------------------------------------------------------------------------------
@@ -297,15 +398,3 @@ def test_vertex_check_reads_the_job_the_latest_tuning_job_recorded(store, instan
     local = dg.materialize([resubmitted_tuning_job, *SENSOR_CHECKS], partition_key=VERTEX_PAIR,
                            resources={"store": store, "trainer": LocalTrainer()})
     assert local.get_asset_check_evaluations()[0].passed
-
-
-def test_of_several_new_versions_the_most_recently_finished_is_evaluated(store):
-    from schedules.adapter_scan import scan
-
-    for version, finished in (("aaaa", "2026-12-01T10:00:00+00:00"), ("ffff", "2026-11-30T10:00:00+00:00"),
-                              ("cccc", "2026-12-01T11:00:00+00:00")):
-        write_adapter(store, ROUTER, version, fields={"finished_at": finished})
-    result = scan(store.list_keys(layout.adapters_root()), ScanCursor(), known_pairs=[ROUTER],
-                  read_json=store.read_json)
-    [new] = result.new
-    assert new.version == "cccc" and "most recently finished" in new.choice  # not "ffff", last by name
