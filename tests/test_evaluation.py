@@ -253,7 +253,7 @@ def test_think_blocks_are_stripped_before_scoring():
 
 
 def test_a_sensor_requested_run_evaluates_the_adapter_it_names(evaluated_store, models_home):
-    """new_adapter_sensor tags its run with the version it found; latest.json may name another one."""
+    """new_adapter_sensor tags its run with the version it checked; latest.json may name another one."""
     from coursegpt_assets.core.names import ADAPTER_VERSION_TAG
 
     store, first = evaluated_store
