@@ -21,7 +21,7 @@ import dagster as dg
 from pydantic import Field
 
 from coursegpt_assets.core import settings
-from coursegpt_assets.core.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from coursegpt_assets.core.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CHAT_TEMPLATE_FILE
 from coursegpt_assets.core.names import split_pair
 from coursegpt_assets.core.secrets_scan import find_secrets
 
@@ -29,14 +29,14 @@ REPO_SUFFIX = "-peft"
 CARD_FILE = "README.md"
 ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
+    "tokenizer.json", "tokenizer_config.json", CHAT_TEMPLATE_FILE, "special_tokens_map.json",
     "tokenizer.model", "added_tokens.json", "vocab.json", "merges.txt",
 )
 EXTRA_FILES = ("loss_curve.png",)
 # Files a person or a tool writes settings into, scanned for tokens and local paths before publishing.
 # Vocabulary files (tokenizer.json, vocab.json, merges.txt) are data: their tokens ("/home", "hf_") are not leaks.
-SCANNED_FILES = (CARD_FILE, "adapter_config.json", "tokenizer_config.json", "special_tokens_map.json",
-                 "added_tokens.json", "chat_template.jinja")
+SCANNED_FILES = (CARD_FILE, ADAPTER_CONFIG, "tokenizer_config.json", "special_tokens_map.json",
+                 "added_tokens.json", CHAT_TEMPLATE_FILE)
 # JSON fields in which transformers/PEFT record where a model was loaded from (often a local folder).
 PATH_FIELDS = ("base_model_name_or_path", "name_or_path", "_name_or_path")
 DROP_FIELDS = ("tokenizer_file",)
@@ -108,7 +108,7 @@ def stage_repo(adapter_dir: Path, card_text: str, dest: Path, base_model_id: str
             shutil.copyfile(adapter_dir / name, dest / name)
     if not any((dest / name).is_file() for name in TOKENIZER_FILES):
         raise HubError(f"{adapter_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...) beside the adapter")
-    for name in ("adapter_config.json", "tokenizer_config.json"):
+    for name in (ADAPTER_CONFIG, "tokenizer_config.json"):
         if (dest / name).is_file():
             _clean_json(dest / name, base_model_id)
     leaks = [
