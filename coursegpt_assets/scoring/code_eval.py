@@ -8,16 +8,15 @@ on its own sandboxed subprocess, so the work spreads across cores.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from coursegpt_assets.scoring.files import objects, read_jsonl, write_report
 from coursegpt_assets.scoring.sandbox import SandboxLimits, require_sandbox, run_sample, sandbox_problem
 
 DEFAULT_KS = (1, 5, 10, 100)
@@ -174,25 +173,9 @@ def score_code(
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(
-                    f"{path}:{line_no}: invalid JSON ({exc.msg} at column {exc.colno})"
-                ) from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-            rows.append((line_no, row))
-    if not rows:
-        raise ValueError(f"{path}: no rows")
-    return rows
+    """(line, object) for every non-blank line; errors name the file and line."""
+    rows = read_jsonl(path)
+    return list(zip((line for line, _ in rows), objects(path, rows), strict=True))
 
 
 def _prediction_texts(path: Path, line_no: int, row: dict) -> list[str]:
@@ -228,19 +211,6 @@ def _group_predictions(path: Path, rows: list[tuple[int, dict]], problems: int) 
     return grouped
 
 
-def _write_atomic(path: Path, report: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def score_predictions_file(
     benchmark_path: str | os.PathLike,
     predictions_path: str | os.PathLike,
@@ -266,5 +236,5 @@ def score_predictions_file(
     report = score_code([row for _, row in benchmark], grouped, workers=workers, ks=ks)
     report["benchmark"] = str(benchmark_path)
     report["predictions"] = str(predictions_path)
-    _write_atomic(Path(out_path), report)
+    write_report(out_path, report)
     return report
