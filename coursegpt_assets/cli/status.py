@@ -33,7 +33,7 @@ def pair_status(store: ArtifactStore, plan: TrainingPlan | None = None) -> list[
         stale = []
         if summary and tuning and summary.get("data_version") != tuning.get("data_version"):
             stale.append("adapter (tuning data changed)")
-        if summary and _hyperparameters_changed(plan, pair, summary.get("hyperparameters") or {}):
+        if summary and _hyperparameters_changed(plan, pair, summary):
             stale.append("adapter (hyperparameters changed)")
         agent = split_pair(pair)[0]
         benchmark = (_read(store, layout.benchmark_manifest(agent)) or {}).get("version")
@@ -53,11 +53,16 @@ def pair_status(store: ArtifactStore, plan: TrainingPlan | None = None) -> list[
     return out
 
 
-def _hyperparameters_changed(plan: TrainingPlan, pair: str, trained: dict) -> bool:
-    """Whether the plan now asks for other values than the adapter was trained with (keys both name)."""
-    from coursegpt_assets.training.spec import effective_hyperparameters
+def _hyperparameters_changed(plan: TrainingPlan, pair: str, summary: dict) -> bool:
+    """Whether the plan now asks for other values than the adapter was trained with (keys both name). A Vertex
+    adapter is compared on what Vertex receives only: a local-only setting does not make it stale."""
+    from coursegpt_assets.training.spec import BACKEND_VERTEX, effective_hyperparameters, vertex_settings
 
+    trained = summary.get("hyperparameters") or {}
     wanted = effective_hyperparameters(plan, pair)
+    base = plan.base_model_for(pair)
+    if summary.get("backend") == BACKEND_VERTEX and base.vertex_id:
+        wanted = vertex_settings(base.vertex_id, wanted)
     return any(key in trained and trained[key] != value for key, value in wanted.items())
 
 
