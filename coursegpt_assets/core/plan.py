@@ -47,6 +47,8 @@ class BaseModelSpec(StrictModel):
     max_length: int = Field(gt=0)
     vram_class: str = "unknown"
     smoke: bool = False
+    local_tokens_per_second: float | None = Field(
+        default=None, gt=0, description="training throughput on this machine; estimates a local run's duration")
 
     @model_validator(mode="after")
     def _known_family(self):
