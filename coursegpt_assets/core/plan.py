@@ -164,8 +164,14 @@ def _format_error(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def plan_file() -> Path:
+    """COURSEGPT_PLAN when set (relative to the working directory), else the repository's training_plan.yaml.
+    Every reader of the plan goes through here: load_plan, default_plan and Settings.plan."""
+    return Path(os.environ.get("COURSEGPT_PLAN", "").strip() or DEFAULT_PLAN_PATH).expanduser()
+
+
 def load_plan(path: str | os.PathLike | None = None) -> TrainingPlan:
-    plan_path = Path(path or os.environ.get("COURSEGPT_PLAN") or DEFAULT_PLAN_PATH)
+    plan_path = Path(path) if path else plan_file()
     try:
         raw = yaml.safe_load(plan_path.read_text())
     except FileNotFoundError:
