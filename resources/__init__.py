@@ -3,7 +3,9 @@
     local (default)  LocalStore (a folder), LocalTrainer (TRL + PEFT), LocalGenerator (transformers +
                      PEFT), LocalHub folder
     gcp              GcsStore (gs://), VertexTrainer (Vertex AI PEFT tuning), VertexEndpoint (online
-                     prediction; local generation for pairs without a Vertex model), HfHub (token from HF_TOKEN)
+                     prediction; local generation for pairs without a Vertex model), HfHub (token from HF_TOKEN);
+                     both Vertex resources get the settings' region, API endpoint and credentials
+                     (COURSEGPT_VERTEX_LOCATION, COURSEGPT_VERTEX_API_ENDPOINT, COURSEGPT_GCP_CREDENTIALS)
 The store follows COURSEGPT_STORE in either environment (`store_for`: gs:// is GcsStore).
 COURSEGPT_INFERENCE_URL (either environment) evaluates through an OpenAI-compatible server instead
 (vLLM with --lora-modules, Ollama), its key from COURSEGPT_INFERENCE_API_KEY when set.
@@ -46,10 +48,12 @@ def store_for(root: str, **options) -> ArtifactStore:
 def resources_for(settings: Settings) -> dict:
     if settings.is_gcp:
         project = _env("GOOGLE_CLOUD_PROJECT")
+        vertex = {"location": settings.vertex_location, "api_endpoint": settings.vertex_api_endpoint,
+                  "credentials": settings.gcp_credentials}
         return {
             "store": store_for(settings.store, gcs_project=project),
-            "trainer": VertexTrainer(vertex=VertexTuning(project=project)),
-            "inference": _server(settings) if settings.inference_url else VertexEndpoint(),
+            "trainer": VertexTrainer(vertex=VertexTuning(project=project, **vertex)),
+            "inference": _server(settings) if settings.inference_url else VertexEndpoint(project=project, **vertex),
             "hub": HfHub(token=_env("HF_TOKEN"), private=os.environ.get("COURSEGPT_HUB_PRIVATE", "1") != "0",
                          dry_run=os.environ.get("COURSEGPT_HUB_DRY_RUN", "0") == "1"),
         }

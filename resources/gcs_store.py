@@ -79,6 +79,27 @@ class GcsStore(ArtifactStore):
                 ) from e
         return self.uri(key)
 
+    def create_exclusive(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """One upload with `ifGenerationMatch=0`: GCS refuses it (412) when the object exists, so of racing
+        writers exactly one succeeds. A retried upload whose first attempt landed meets its own object and
+        gets 412 too; reading the bytes back tells that case apart."""
+        from google.api_core.exceptions import PreconditionFailed
+
+        key = key.strip("/")
+        blob = self._bucket().blob(self._blob_name(key))
+        blob.metadata = {SHA256_METADATA: hashlib.sha256(data).hexdigest()}
+        try:
+            blob.upload_from_string(data, content_type=content_type, if_generation_match=0, retry=self._retry())
+        except PreconditionFailed:
+            try:
+                return self.read_bytes(key) == data
+            except FileNotFoundError:  # created, then deleted again before we looked: not ours
+                return False
+        except Exception as e:
+            raise StoreError(f"exclusive create of {self.uri(key)} failed (transient errors are retried for up to "
+                             f"{self.retry_deadline_s:g} s): {e}") from e
+        return True
+
     def delete(self, key: str) -> None:
         blob = self._bucket().blob(self._blob_name(key))
         if blob.exists():

@@ -83,6 +83,25 @@ class LocalStore(ArtifactStore):
             raise
         return self.uri(key)
 
+    def create_exclusive(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """A complete temp file hard-linked to the target: link() fails when the target exists, atomically,
+        so a reader never sees a partial object and of racing processes one wins."""
+        target = self._local(key.strip("/"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+                _record_sha256(fh.fileno(), hashlib.sha256(data).hexdigest())
+            os.link(tmp, target)
+            return True
+        except FileExistsError:
+            return target.read_bytes() == data
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
     def delete(self, key: str) -> None:
         self._local(key).unlink(missing_ok=True)
 

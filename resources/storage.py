@@ -108,6 +108,14 @@ class ArtifactStore(dg.ConfigurableResource):
         """The sha256 of an object's bytes, as write_lines / write_jsonl returned it when it was written."""
 
     @abc.abstractmethod
+    def create_exclusive(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """Write `key` only if nothing is stored there: True when this call created it, False when another
+        object was there. Of concurrent callers, in any process on any machine sharing the store, exactly one
+        gets True, and a reader sees the whole object or none (the lease of resources/store_lease.py).
+        An object already holding exactly `data` also gives True: that is what a retried write whose first
+        attempt landed finds, so callers make `data` unique (a lease entry holds a random token)."""
+
+    @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object at `key`, if there is one."""
 

@@ -23,7 +23,7 @@ import dagster as dg
 from pydantic import Field
 
 from coursegpt_assets.core.plan import PROJECT_ROOT, BaseModelSpec
-from coursegpt_assets.training.spec import BACKEND_LOCAL, BACKEND_VERTEX
+from coursegpt_assets.training.spec import backend_for
 
 CHILD_MODULE = "coursegpt_assets.training.sft_child"
 LOG_MESSAGE = "training_log"  # the `type` of the child's per-step messages (sft_child.LOG_MESSAGE)
@@ -68,7 +68,7 @@ class LocalTrainer(Trainer):
     termination_timeout_s: float = Field(default=30.0, gt=0, description="Grace period after SIGINT on cancel")
 
     def backend_for(self, base: BaseModelSpec) -> str:
-        return BACKEND_LOCAL
+        return backend_for(base, gcp=False)
 
     def run_child(self, context, extras: dict) -> Generator[dg.AssetObservation, None, list[dict]]:
         """Run the training child; yields observations while it trains, returns its per-step messages.
@@ -131,19 +131,21 @@ class VertexTrainer(LocalTrainer):
     vertex: dg.ResourceDependency[Any]
 
     def backend_for(self, base: BaseModelSpec) -> str:
-        return BACKEND_VERTEX if base.vertex_id else BACKEND_LOCAL
+        return backend_for(base, gcp=True)
 
     def submit_or_find(self, **kwargs):
-        """Delegates to VertexTuning.submit_or_find: an existing job with the same labels is followed."""
+        """Delegates to VertexTuning.submit_or_find: an existing job of the same identity is followed, and
+        concurrent runs create it once."""
         return self.vertex.submit_or_find(**kwargs)
 
     def get_job(self, resource_name: str):
         return self.vertex.get_job(resource_name)
 
-    def job_labels(self, pair: str, data_version: str, hyperparameters: dict) -> dict:
+    def job_labels(self, pair: str, job) -> dict:
+        """The labels a job for `job` (a training.spec.VertexJob) carries and is found by."""
         from resources.vertex_tuning import job_labels
 
-        return job_labels(pair, data_version, hyperparameters)
+        return job_labels(pair, job)
 
 
 def trainer_for(env: str, vertex: Any | None = None) -> Trainer:

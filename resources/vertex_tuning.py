@@ -1,11 +1,13 @@
 """VertexTuning: submit-or-find Vertex AI supervised tuning jobs (PEFT adapters) and read their state.
 
 How the pipeline uses it (COURSEGPT_ENV=gcp):
-- `tuning_job` asset (pair partition): `labels = job_labels(pair, manifest["data_version"], hyperparameters)`,
-  then `info = vertex.submit_or_find(pair=..., source_model=<plan vertex_id>, train_uri=store.uri(...),
-  validation_uri=..., output_uri=store.uri(<adapter prefix>), ..., labels=labels, log=context.log)` and return
-  at once with `info.metadata()` (resource name, console URL, state, created). Re-materialising after a crash
-  finds the job by its labels instead of paying for a second one.
+- `tuning_job` asset (pair partition): `info = vertex.submit_or_find(pair=..., job=<training.spec.VertexJob>,
+  train_uri=store.uri(...), validation_uri=..., output_uri=store.uri(<adapter prefix>), display_name=...,
+  store=store, log=context.log)` and return at once with `info.metadata()` (resource name, console URL,
+  state, created). The job's labels are its identity (`job_labels`: the pair and `VertexJob.key`, a hash of
+  exactly what `sft.train` receives), so re-materialising after a crash finds the job instead of paying for
+  a second one, and concurrent runs for one identity create it once: the creator holds a lease in the
+  store (resources/store_lease.py) between finding no job and creating one; the others wait and follow.
 - A sensor in `schedules/` reads the resource name from the latest `tuning_job` materialisation and calls
   `vertex.get_job(name)` each tick; when `info.is_terminal` it requests an `adapter` run (run_key = resource
   name + state). The `adapter` asset calls `get_job(name).raise_for_failure()`, so a failed job fails that run
@@ -22,7 +24,6 @@ calls. `vertexai.tuning` warns that it is deprecated (removal announced for 2026
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import threading
@@ -36,10 +37,15 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from coursegpt_assets.training.spec import VertexJob
+from resources.storage import ArtifactStore
+from resources.store_lease import StoreLease, describe
+
 RESOURCE_NAME = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/tuningJobs/(?P<job>[^/]+)$")
 CONSOLE_URL = ("https://console.cloud.google.com/vertex-ai/generative/language/locations/{location}"
                "/tuning/tuningJob/{job}?project={project}")
 ADAPTER_SIZES = (1, 4, 8, 16, 32)
+TUNING_MODES = ("PEFT_ADAPTER", "FULL")
 ENDED_STATES = frozenset({"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"})
 # A job in one of these will never produce an adapter, so a new submission is allowed.
 DEAD_STATES = frozenset({"JOB_STATE_FAILED", "JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"})
@@ -64,19 +70,11 @@ def label_value(value: str) -> str:
     return f"{readable}-{hashlib.sha256(value.encode('utf-8')).hexdigest()[:8]}"
 
 
-def hyperparameter_hash(hyperparameters: dict[str, Any]) -> str:
-    blob = json.dumps(hyperparameters, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
-def job_labels(pair: str, data_version: str, hyperparameters: dict[str, Any]) -> dict[str, str]:
-    """The labels that identify one tuning job: pair, tuning data version and a hash of everything else that
-    changes the job (source model, epochs, adapter size, LR multiplier...), all valid Vertex labels."""
-    return {
-        "coursegpt-pair": label_value(pair),
-        "coursegpt-data": label_value(data_version),
-        "coursegpt-hparams": hyperparameter_hash(hyperparameters),
-    }
+def job_labels(pair: str, job: VertexJob) -> dict[str, str]:
+    """The labels that identify one tuning job: the pair and the job's identity hash (`VertexJob.key`: source
+    model, train and validation data digests, epochs, LR multiplier, adapter size, tuning mode), both valid
+    Vertex labels. Nothing Vertex does not receive is in them, so a local-only setting finds the same job."""
+    return {"coursegpt-pair": label_value(pair), "coursegpt-job": job.key}
 
 
 def validate_labels(labels: dict[str, str]) -> None:
@@ -187,6 +185,11 @@ class VertexTuning(dg.ConfigurableResource):
         default="adc", description="adc: Application Default Credentials; anonymous: loopback fakes only")
     poll_interval_seconds: float = Field(default=60.0, ge=0, description="Pause between polls in wait()")
     wait_timeout_seconds: float = Field(default=8 * 3600.0, gt=0, description="wait() gives up after this long")
+    lease_timeout_seconds: float = Field(
+        default=900.0, gt=0, description="How long a submitter's lease keeps others from creating the same job; "
+        "a crashed submitter blocks the job's identity for at most this long")
+    lease_poll_seconds: float = Field(default=5.0, gt=0,
+                                      description="Pause between looks while another run holds the lease")
 
     # -- SDK setup ---------------------------------------------------------------------------------------
     def resolved_project(self) -> str:
@@ -273,57 +276,101 @@ class VertexTuning(dg.ConfigurableResource):
         return sorted(matching, key=lambda i: i.create_time or "", reverse=True)
 
     # -- submit ------------------------------------------------------------------------------------------
-    def submit_or_find(self, *, pair: str, source_model: str, train_uri: str, validation_uri: str,
-                       output_uri: str, adapter_size: int, epochs: int, learning_rate_multiplier: float,
-                       display_name: str, labels: dict[str, str], log=None) -> TuningJobInfo:
-        """Return the live or succeeded job carrying `labels`, or submit one PEFT-adapter tuning job.
+    def submit_or_find(self, *, pair: str, job: VertexJob, train_uri: str, validation_uri: str, output_uri: str,
+                       display_name: str, store: ArtifactStore, log=None) -> TuningJobInfo:
+        """Return the live or succeeded job for `job`, or submit one tuning job and return it.
 
-        Jobs that failed, were cancelled or expired are reported and do not block a new submission.
+        Creating happens only while holding the identity's lease in `store`, after looking again under it;
+        a caller that finds the lease held waits for the holder's job and follows it (or takes over once
+        the lease expired). Jobs that failed, were cancelled or expired do not block a new submission.
         """
-        self._check_request(pair, source_model, train_uri, validation_uri, output_uri, adapter_size, epochs,
-                            learning_rate_multiplier, display_name, labels)
-        existing = self.list_jobs(labels, log=log)
-        for dead in (i for i in existing if i.state in DEAD_STATES):
-            if log:
-                log.warning(f"[{pair}] earlier Vertex tuning job {dead.resource_name} is {dead.state}"
-                            f"{': ' + dead.error if dead.error else ''} ({dead.console_url})")
-        live = [i for i in existing if i.state not in DEAD_STATES]
-        reusable = [i for i in live if _same_request(i, source_model)]
-        for other in (i for i in live if i not in reusable):
-            if log:
-                log.warning(f"[{pair}] {other.resource_name} carries the same labels but tunes {other.base_model}, "
-                            f"not {source_model}; ignoring it (include the model in the hyperparameter hash)")
-        if reusable:
-            found = reusable[0]
-            if log:
-                log.info(f"[{pair}] following existing Vertex tuning job {found.resource_name} ({found.state}), "
-                         f"not submitting another: {found.console_url}")
-            return found
+        self._check_request(pair, job, train_uri, validation_uri, output_uri, display_name)
+        labels = job_labels(pair, job)
+        lease = StoreLease(store, f"vertex-tuning/{label_value(pair)}/{job.key}",
+                           timeout_s=self.lease_timeout_seconds, note={"pair": pair, "labels": labels})
+        deadline = time.monotonic() + 2 * self.lease_timeout_seconds
+        waiting = False
+        while True:
+            found = self._find(pair, labels, job, output_uri, log, warn=not waiting)
+            if found:
+                return found
+            if lease.acquire():
+                return self._create_holding(lease, pair, job, labels, train_uri, validation_uri, output_uri,
+                                            display_name, log)
+            entry = (lease.latest() or (0, {}))[1]
+            if time.monotonic() > deadline:
+                raise VertexTuningError(f"[{pair}] no Vertex job with labels {labels} appeared while waiting "
+                                        f"{2 * self.lease_timeout_seconds:.0f} s for the lease ({describe(entry)})")
+            if log and not waiting:
+                log.info(f"[{pair}] another run is submitting this Vertex job (lease {describe(entry)}); "
+                         "waiting for its job to appear")
+            waiting = True
+            time.sleep(self.lease_poll_seconds)
 
+    def _find(self, pair: str, labels: dict[str, str], job: VertexJob, output_uri: str, log,
+              warn: bool = True) -> TuningJobInfo | None:
+        """The newest live or succeeded job carrying `labels` that tunes `job` into `output_uri`, if any;
+        `warn` reports dead and colliding jobs (once per call of submit_or_find, not on every poll)."""
+        existing = self.list_jobs(labels, log=log)
+        log_warning = log.warning if log and warn else (lambda msg: None)
+        for dead in (i for i in existing if i.state in DEAD_STATES):
+            log_warning(f"[{pair}] earlier Vertex tuning job {dead.resource_name} is {dead.state}"
+                        f"{': ' + dead.error if dead.error else ''} ({dead.console_url})")
+        live = [i for i in existing if i.state not in DEAD_STATES]
+        reusable = [i for i in live if _same_request(i, job.source_model, output_uri)]
+        for other in (i for i in live if i not in reusable):
+            log_warning(f"[{pair}] {other.resource_name} carries the same labels but tunes {other.base_model} "
+                        f"into {other.output_uri}, not {job.source_model} into {output_uri}; ignoring it")
+        if reusable and log:
+            log.info(f"[{pair}] following existing Vertex tuning job {reusable[0].resource_name} "
+                     f"({reusable[0].state}), not submitting another: {reusable[0].console_url}")
+        return reusable[0] if reusable else None
+
+    def _create_holding(self, lease: StoreLease, pair: str, job: VertexJob, labels: dict[str, str], train_uri: str,
+                        validation_uri: str, output_uri: str, display_name: str, log) -> TuningJobInfo:
+        """Under the lease: look once more (a job created while we listed), else create; then release."""
+        outcome: dict = {}
+        try:
+            found = self._find(pair, labels, job, output_uri, log, warn=False)
+            if found:
+                outcome = {"followed": found.resource_name}
+                return found
+            info = self._create(pair, job, labels, train_uri, validation_uri, output_uri, display_name)
+            outcome = {"created": info.resource_name}
+        finally:
+            try:
+                lease.release(**outcome)
+            except Exception as e:  # harmless: waiters find the job by its labels, the lease expires
+                if log:
+                    log.warning(f"[{pair}] could not release the submission lease {lease.name}: {e}")
+        if log:
+            log.info(f"[{pair}] submitted Vertex tuning job {info.resource_name} ({info.state}): {info.console_url}")
+        return info
+
+    def _create(self, pair: str, job: VertexJob, labels: dict[str, str], train_uri: str, validation_uri: str,
+                output_uri: str, display_name: str) -> TuningJobInfo:
+        """One `sft.train` call: every argument that shapes the job comes from `job`."""
         from google.api_core import exceptions as gexc
 
         with self._sdk() as sft:
             try:
-                job = sft.train(
-                    source_model=source_model,
+                created = sft.train(
+                    source_model=job.source_model,
                     train_dataset=train_uri,
                     validation_dataset=validation_uri,
                     tuned_model_display_name=display_name,
-                    tuning_mode="PEFT_ADAPTER",
-                    epochs=epochs,
-                    learning_rate_multiplier=learning_rate_multiplier,
-                    adapter_size=adapter_size,
+                    tuning_mode=job.tuning_mode,
+                    epochs=job.epochs,
+                    learning_rate_multiplier=job.learning_rate_multiplier,
+                    adapter_size=job.adapter_size,
                     labels=dict(labels),  # the SDK adds "mg-source" to the dict it is given
                     output_uri=output_uri,
                 )
             except gexc.GoogleAPICallError as e:
                 raise VertexTuningError(
-                    f"[{pair}] submitting the Vertex tuning job ({source_model}, {train_uri}) failed: {e}. "
+                    f"[{pair}] submitting the Vertex tuning job ({job.source_model}, {train_uri}) failed: {e}. "
                     "If Vertex created it before the error, the next attempt finds it by its labels") from e
-            info = _info(job.gca_resource, created=True, project=self.resolved_project())
-        if log:
-            log.info(f"[{pair}] submitted Vertex tuning job {info.resource_name} ({info.state}): {info.console_url}")
-        return info
+            return _info(created.gca_resource, created=True, project=self.resolved_project())
 
     def wait(self, resource_name: str, log=None) -> TuningJobInfo:
         """Poll until the job ends (scripts and tests; the pipeline uses the sensor instead)."""
@@ -342,27 +389,28 @@ class VertexTuning(dg.ConfigurableResource):
             time.sleep(self.poll_interval_seconds)
 
     @staticmethod
-    def _check_request(pair, source_model, train_uri, validation_uri, output_uri, adapter_size, epochs,
-                       learning_rate_multiplier, display_name, labels) -> None:
-        if not source_model:
+    def _check_request(pair: str, job: VertexJob, train_uri: str, validation_uri: str, output_uri: str,
+                       display_name: str) -> None:
+        if not job.source_model:
             raise VertexTuningError(f"[{pair}] no Vertex model id: set base_models.<model>.vertex_id in "
                                     "training_plan.yaml (pairs without one train locally only)")
         for name, uri in (("train_uri", train_uri), ("validation_uri", validation_uri), ("output_uri", output_uri)):
             if not str(uri).startswith("gs://"):
                 raise VertexTuningError(f"[{pair}] {name}={uri!r}: Vertex AI reads and writes gs:// URIs only "
                                         "(set COURSEGPT_STORE=gs://<bucket>/<prefix>)")
-        if adapter_size not in ADAPTER_SIZES:
-            raise VertexTuningError(f"[{pair}] adapter_size={adapter_size}: Vertex supports {ADAPTER_SIZES}")
-        if epochs < 1 or learning_rate_multiplier <= 0:
-            raise VertexTuningError(f"[{pair}] epochs={epochs}, learning_rate_multiplier={learning_rate_multiplier}:"
-                                    " both must be positive")
+        if job.tuning_mode not in TUNING_MODES:
+            raise VertexTuningError(f"[{pair}] tuning_mode={job.tuning_mode!r}: Vertex supports {TUNING_MODES}")
+        if job.adapter_size not in ADAPTER_SIZES:
+            raise VertexTuningError(f"[{pair}] adapter_size={job.adapter_size}: Vertex supports {ADAPTER_SIZES}")
+        if job.epochs < 1 or job.learning_rate_multiplier <= 0:
+            raise VertexTuningError(f"[{pair}] epochs={job.epochs}, learning_rate_multiplier="
+                                    f"{job.learning_rate_multiplier}: both must be positive")
         if not display_name or len(display_name) > 128:
             raise VertexTuningError(f"[{pair}] display_name {display_name!r} must be 1-128 characters")
-        if not labels:
-            raise VertexTuningError(f"[{pair}] labels are required: they are how a retry finds the job")
-        validate_labels(labels)
 
 
-def _same_request(info: TuningJobInfo, source_model: str) -> bool:
-    """Guard against a label collision: a listed job with another base model is not ours to follow."""
-    return not info.base_model or info.base_model == source_model
+def _same_request(info: TuningJobInfo, source_model: str, output_uri: str) -> bool:
+    """Guard against a label collision: a listed job that tunes another base model, or writes its adapter
+    somewhere else (another store), is not ours to follow."""
+    return ((not info.base_model or info.base_model == source_model)
+            and (not info.output_uri or info.output_uri.rstrip("/") == output_uri.rstrip("/")))

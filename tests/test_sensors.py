@@ -18,9 +18,10 @@ from coursegpt_assets.core.names import TRIGGER_TAG
 from coursegpt_assets.defs.adapters.assets import ADAPTER_ASSETS, ADAPTER_CHECK
 from coursegpt_assets.defs.adapters.assets import adapter as real_adapter
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
+from coursegpt_assets.training.spec import VertexJob
 from resources.storage import ArtifactStore
 from resources.tuning import LocalTrainer, VertexTrainer
-from resources.vertex_tuning import VertexTuning, job_labels
+from resources.vertex_tuning import VertexTuning
 from schedules.sensors import (
     ADAPTER_VERSION_TAG,
     SENSOR_CHECKS,
@@ -309,13 +310,14 @@ def vertex(monkeypatch):
                                    poll_interval_seconds=0)
 
 
-def submit(resource: VertexTuning, instance, pair: str) -> str:
-    """Submit a job as the tuning_job asset does and record its materialisation metadata."""
+def submit(resource: VertexTuning, instance, pair: str, store: ArtifactStore) -> str:
+    """Submit a job as the tuning_job asset does (its lease in `store`) and record its materialisation metadata."""
+    job = VertexJob(source_model="meta/llama3_1@llama-3.1-8b-instruct", train_sha256="t", validation_sha256="v",
+                    epochs=3, learning_rate_multiplier=0.7, adapter_size=16)
     info = resource.submit_or_find(
-        pair=pair, source_model="meta/llama3_1@llama-3.1-8b-instruct", train_uri=f"gs://b/tuning/{pair}/train.jsonl",
+        pair=pair, job=job, train_uri=f"gs://b/tuning/{pair}/train.jsonl",
         validation_uri=f"gs://b/tuning/{pair}/validation.jsonl", output_uri=f"gs://b/adapters/{pair}/v1/vertex",
-        adapter_size=16, epochs=3, learning_rate_multiplier=0.7, display_name=f"coursegpt-{pair}",
-        labels=job_labels(pair, "data-v1", {"epochs": 3}),
+        display_name=f"coursegpt-{pair}", store=store,
     )
     instance.report_runless_asset_event(dg.AssetMaterialization("tuning_job", partition=pair, metadata=info.metadata()))
     return info.resource_name
@@ -328,7 +330,7 @@ def _gets(server: FakeVertexServer) -> int:
 def test_vertex_success_requests_the_adapter_once(store, instance, vertex):
     server, resource = vertex
     defs = defs_with(store, GcpTrainer(vertex=resource))
-    name = submit(resource, instance, VERTEX_PAIR)
+    name = submit(resource, instance, VERTEX_PAIR, store)
 
     running = tick(vertex_job_sensor, instance, defs)
     assert not running.run_requests and not running.asset_events
@@ -349,7 +351,7 @@ def test_vertex_success_requests_the_adapter_once(store, instance, vertex):
 def test_vertex_failure_reports_vertex_error_without_a_run(store, instance, vertex, capfd):
     server, resource = vertex
     defs = defs_with(store, GcpTrainer(vertex=resource))
-    name = submit(resource, instance, OTHER_PAIR)
+    name = submit(resource, instance, OTHER_PAIR, store)
     message = "Dataset gs://b/tuning/router__qwen3-32b/train.jsonl line 3: 'messages' field is missing."
     server.fail(name, message)
     result = tick(vertex_job_sensor, instance, defs)
@@ -361,7 +363,7 @@ def test_vertex_failure_reports_vertex_error_without_a_run(store, instance, vert
 
 def test_vertex_sensor_survives_an_unknown_job_and_skips_local_training(store, instance, vertex, capfd):
     server, resource = vertex
-    good = submit(resource, instance, VERTEX_PAIR)
+    good = submit(resource, instance, VERTEX_PAIR, store)
     missing = "projects/coursegpt-test/locations/us-central1/tuningJobs/404404"
     instance.report_runless_asset_event(dg.AssetMaterialization(
         "tuning_job", partition=OTHER_PAIR, metadata={"resource_name": missing, "state": "JOB_STATE_RUNNING"}))
@@ -379,7 +381,7 @@ def test_vertex_sensor_survives_an_unknown_job_and_skips_local_training(store, i
 
 def test_vertex_check_reads_the_job_the_latest_tuning_job_recorded(store, instance, vertex):
     server, resource = vertex
-    name = submit(resource, instance, VERTEX_PAIR)
+    name = submit(resource, instance, VERTEX_PAIR, store)
     server.fail(name, "quota exceeded")
     recorded = instance.fetch_materializations(dg.AssetKey("tuning_job"), limit=1).records[0]
 

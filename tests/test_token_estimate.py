@@ -1,6 +1,6 @@
 """One token estimate (core/tokens.py) behind the tuning asset's length metadata, the blocking length and
 cost checks and `coursegpt plan`: on non-ASCII rows, where characters and UTF-8 bytes differ, all three
-report the same tokens, the same over-length rows and the same cost."""
+report the same tokens and the same over-length rows, and the plan the cost of those tokens."""
 
 from __future__ import annotations
 
@@ -67,7 +67,10 @@ def test_non_ascii_rows_count_alike_in_the_asset_the_checks_and_the_plan(store, 
 
     plan = default_plan()
     cost = estimated_cost_usd(sum(lengths["train"]), plan.hyperparameters.epochs, plan.cost.price_per_million_tokens_usd)
-    assert checks["tuning_cost_within_budget"]["estimated_cost_usd"] == cost
+    # COURSEGPT_ENV=local trains the pair here: the check prices nothing (tests/test_cost_guard.py prices a
+    # Vertex pair); the plan shows what the same tokens would cost on Vertex AI
+    assert checks["tuning_cost_within_budget"]["backend"] == "trl"
+    assert checks["tuning_cost_within_budget"]["estimated_cost_usd"] == 0.0
     [row] = [r for r in plan_rows(store) if r[0] == PAIR]
     assert row[4] == str(sum(lengths["train"]))
     assert row[5] == (f"{cost:.2f} (from tuning data)" if cost >= 0.01 else "<0.01 (from tuning data)")

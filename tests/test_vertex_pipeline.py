@@ -11,19 +11,21 @@ No stand-in replaces any of those pieces; only the Vertex service and GCS are fa
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.layout import JOB_RECORD, VERTEX_EXPORT
 from coursegpt_assets.core.layout import SUMMARY_FILE as SUMMARY
-from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.core.plan import DEFAULT_PLAN_PATH, default_plan
 from coursegpt_assets.defs.adapters.assets import ADAPTER_ASSETS, ADAPTER_CHECK, tuning_job
-from coursegpt_assets.training.spec import BACKEND_VERTEX, adapter_request
+from coursegpt_assets.training.spec import BACKEND_LOCAL, BACKEND_VERTEX, adapter_request
 from resources.tuning import VertexTrainer
-from resources.vertex_tuning import VertexTuning, hyperparameter_hash, label_value
+from resources.vertex_tuning import VertexTuning, job_labels
 from schedules.sensors import SENSOR_CHECKS, VERTEX_CHECK, vertex_job_sensor
 from tests.conftest import assert_vertex_failure_reported, step_failure_text
 from tests.fakes.tuning_store import write_tuning_data
@@ -33,6 +35,10 @@ PAIR = "router__llama31-8b"  # a pair whose base model has a Vertex model id
 PROJECT, LOCATION = "coursegpt-pipeline", "europe-west4"
 # Where a Vertex PEFT export puts the adapter below output_uri (the layout is Vertex's; find_export searches).
 EXPORT_FOLDER = "postprocess/node-0/checkpoints/final"
+# Settings `sft.train` never receives: they shape local (TRL) training only.
+LOCAL_ONLY = {"batch_size": 8, "learning_rate": 1e-4, "logging_steps": 5, "gradient_accumulation_steps": 2,
+              "lora_dropout": 0.1, "max_length": 1024, "lora_alpha": 64, "warmup_ratio": 0.0, "seed": 7,
+              "target_modules": ["q_proj", "v_proj"]}
 
 
 @pytest.fixture
@@ -46,6 +52,21 @@ def vertex_server(gcs_emulator):
 def instance():
     with dg.instance_for_test() as inst:
         yield inst
+
+
+@pytest.fixture
+def plan_with(tmp_path, monkeypatch):
+    """`plan_with(**hyperparameters)`: COURSEGPT_PLAN points at a copy of the shipped plan with those changed."""
+    def change(**hyperparameters):
+        raw = yaml.safe_load(DEFAULT_PLAN_PATH.read_text())
+        raw["hyperparameters"].update(hyperparameters)
+        path = tmp_path / f"plan-{len(list(tmp_path.glob('plan-*.yaml')))}.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        monkeypatch.setenv("COURSEGPT_PLAN", str(path))
+        default_plan.cache_clear()
+
+    yield change
+    default_plan.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -132,11 +153,15 @@ def test_tuning_job_submits_one_peft_job_with_the_plans_spec(gcs_emulator, gcs_s
     assert body["outputUri"] == gcs_store.uri(f"{adir}/{VERTEX_EXPORT}")
     assert body["outputUri"].startswith(gcs_store.root.rstrip("/") + "/")
     labels = body["labels"]
-    assert labels["coursegpt-pair"] == PAIR
-    assert labels["coursegpt-data"] == label_value(manifest["data_version"])
+    assert labels.items() >= job_labels(PAIR, req.vertex_job).items()
+    assert labels["coursegpt-pair"] == PAIR and labels["coursegpt-job"] == req.version == req.vertex_job.key
+    assert (req.vertex_job.train_sha256, req.vertex_job.validation_sha256) == (manifest["sha256"]["train"],
+                                                                               manifest["sha256"]["validation"])
     record = gcs_store.read_json(f"{adir}/{JOB_RECORD}")
-    assert labels["coursegpt-hparams"] == hyperparameter_hash(record["hyperparameters"])
-    assert record["hyperparameters"]["source_model"] == req.vertex_model_id
+    assert record["vertex_job"] == asdict(req.vertex_job)
+    assert record["hyperparameters"] == {"source_model": req.vertex_model_id, "tuning_mode": "PEFT_ADAPTER",
+                                         "epochs": hp["epochs"], "adapter_size": hp["lora_rank"],
+                                         "learning_rate_multiplier": hp["learning_rate_multiplier"]}
 
     name = vertex_server.jobs()[0]["name"]
     assert name.startswith(f"projects/{PROJECT}/locations/{LOCATION}/tuningJobs/")
@@ -172,6 +197,41 @@ def test_lost_create_response_then_retry_creates_exactly_one_job(gcs_store, vert
     meta = job_meta(retry)
     assert meta["resource_name"] == vertex_server.jobs()[0]["name"] and meta["created"] is False
     assert gcs_store.read_json(f"{adir}/{JOB_RECORD}")["resource_name"] == meta["resource_name"]
+
+
+# -- the job's identity: what Vertex receives, nothing else ------------------------------------------------
+def test_a_vertex_version_ignores_local_only_settings_and_a_local_version_does_not(plan_with):
+    manifest = {"data_version": "d", "sha256": {"train": "a" * 64, "validation": "b" * 64}}
+    vertex, local = (adapter_request(default_plan(), PAIR, manifest, b) for b in (BACKEND_VERTEX, BACKEND_LOCAL))
+    for name, value in LOCAL_ONLY.items():
+        plan_with(**{name: value})
+        assert adapter_request(default_plan(), PAIR, manifest, BACKEND_VERTEX).version == vertex.version, name
+        assert adapter_request(default_plan(), PAIR, manifest, BACKEND_LOCAL).version != local.version, name
+    for name, value in {"epochs": 4, "learning_rate_multiplier": 0.5, "lora_rank": 8}.items():
+        plan_with(**{name: value})
+        assert adapter_request(default_plan(), PAIR, manifest, BACKEND_VERTEX).version != vertex.version, name
+    plan_with()
+    for split in ("train", "validation"):
+        other = {**manifest, "sha256": {**manifest["sha256"], split: "c" * 64}}
+        assert adapter_request(default_plan(), PAIR, other, BACKEND_VERTEX).version != vertex.version, split
+
+
+def test_local_only_changes_follow_the_job_and_more_epochs_submit_another(gcs_store, vertex_server, instance,
+                                                                          plan_with):
+    req, name = submit_job(gcs_store, vertex_server, instance)
+    vertex_server.set_state(name, "JOB_STATE_RUNNING")
+
+    plan_with(**LOCAL_ONLY)  # every setting Vertex never receives, changed at once
+    same = materialise_tuning_job(gcs_store, vertex_server, instance)
+    assert same.success and vertex_server.create_calls == 1
+    meta = job_meta(same)
+    assert (meta["resource_name"], meta["created"], meta["version"]) == (name, False, req.version)
+
+    plan_with(**LOCAL_ONLY, epochs=4)
+    more = materialise_tuning_job(gcs_store, vertex_server, instance)
+    assert more.success and vertex_server.create_calls == 2
+    assert int(vertex_server.created_bodies[1]["supervisedTuningSpec"]["hyperParameters"]["epochCount"]) == 4
+    assert job_meta(more)["created"] is True and job_meta(more)["version"] != req.version
 
 
 # -- 3: success → sensor → real adapter asset -------------------------------------------------------------

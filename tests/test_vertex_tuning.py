@@ -1,10 +1,12 @@
 """VertexTuning against the real aiplatform SDK, talking REST to a loopback `tuningJobs` server, with the
-tuning data on the GCS emulator. Covers submit, find-instead-of-resubmit after a crash, failure reporting
-with Vertex's own text, label sanitising and configuration errors."""
+tuning data on the GCS emulator. Covers submit, find-instead-of-resubmit after a crash, one job for two
+processes racing to submit it (the lease), failure reporting with Vertex's own text, label sanitising and
+configuration errors."""
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
+import multiprocessing
 import re
 import socket
 
@@ -13,7 +15,9 @@ import pytest
 
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.training.spec import VertexJob, vertex_settings
 from resources.gcs_store import GcsStore
+from resources.store_lease import LEASE_PREFIX
 from resources.vertex_tuning import (
     LABEL_VALUE,
     TuningJobInfo,
@@ -23,6 +27,7 @@ from resources.vertex_tuning import (
     label_filter,
     label_value,
 )
+from tests.fakes.gcs_emulator import honour_generation_match
 from tests.fakes.vertex_server import FakeVertexServer
 
 BUCKET = "coursegpt-vertex-test"
@@ -52,6 +57,7 @@ def gcs_emulator():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    honour_generation_match()  # as real GCS does: the submission lease's exclusive create needs it
     server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
     server.start()
     yield f"http://127.0.0.1:{port}"
@@ -75,26 +81,24 @@ def vertex_server():
 
 def resource(server: FakeVertexServer, **overrides) -> VertexTuning:
     fields = dict(project="coursegpt-test", api_endpoint=server.endpoint, credentials="anonymous",
-                  poll_interval_seconds=0)
+                  poll_interval_seconds=0, lease_poll_seconds=0.05)
     return VertexTuning(**{**fields, **overrides})
 
 
 def staged_request(pair: str = PAIR, data_version: str = "v1") -> dict:
-    """Tuning data for `pair` on the emulator, and the submit_or_find arguments the tuning_job asset builds."""
+    """Tuning data for `pair` (its rows name `data_version`) on the emulator, and the submit_or_find arguments
+    the tuning_job asset builds: the job from the plan and the files' digests, the output under its key."""
     plan = default_plan()
-    agent, model = pair.split("__")
-    hp = plan.hyperparameters
+    model = pair.split("__")[1]
     store = GcsStore(root=f"gs://{BUCKET}/forge")
-    rows = [{"prompt": f"question {i}", "completion": f"answer {i}"} for i in range(3)]
-    train_uri, _, _ = store.write_jsonl(layout.tuning_records(pair, "train"), rows)
-    validation_uri, _, _ = store.write_jsonl(layout.tuning_records(pair, "validation"), rows[:1])
-    source_model = plan.base_models[model].vertex_id
-    hyperparameters = {"source_model": source_model, "adapter_size": hp.lora_rank, "epochs": hp.epochs,
-                       "learning_rate_multiplier": hp.learning_rate_multiplier}
-    return dict(pair=pair, source_model=source_model, train_uri=train_uri, validation_uri=validation_uri,
-                output_uri=store.uri(f"vertex/{pair}/{data_version}"), adapter_size=hp.lora_rank, epochs=hp.epochs,
-                learning_rate_multiplier=hp.learning_rate_multiplier, display_name=f"coursegpt-{pair}",
-                labels=job_labels(pair, data_version, hyperparameters))
+    rows = [{"prompt": f"question {i} ({data_version})", "completion": f"answer {i}"} for i in range(3)]
+    train_uri, _, train_sha = store.write_jsonl(layout.tuning_records(pair, "train"), rows)
+    validation_uri, _, validation_sha = store.write_jsonl(layout.tuning_records(pair, "validation"), rows[:1])
+    job = VertexJob(train_sha256=train_sha, validation_sha256=validation_sha,
+                    **vertex_settings(plan.base_models[model].vertex_id, plan.hyperparameters.model_dump()))
+    return dict(pair=pair, job=job, train_uri=train_uri, validation_uri=validation_uri,
+                output_uri=store.uri(f"{layout.adapter_dir(pair, job.key)}/{layout.VERTEX_EXPORT}"),
+                display_name=f"coursegpt-{pair}-{job.key}", store=store)
 
 
 def blob_exists(uri: str) -> bool:
@@ -106,19 +110,19 @@ def blob_exists(uri: str) -> bool:
 
 
 # -- labels ------------------------------------------------------------------------------------------------
-def test_job_labels_are_valid_vertex_labels_and_keep_inputs_apart():
-    sha = hashlib.sha256(b"data").hexdigest()  # 64 characters: one more than Vertex allows
-    hp = {"epochs": 3, "adapter_size": 16, "learning_rate_multiplier": 0.7}
-    labels = job_labels("router__llama31-8b", sha, hp)
+def test_job_labels_are_the_pair_and_exactly_what_vertex_receives():
+    job = VertexJob(source_model="meta/llama3_1@llama-3.1-8b-instruct", train_sha256="a" * 64,
+                    validation_sha256="b" * 64, epochs=3, learning_rate_multiplier=0.7, adapter_size=16)
+    labels = job_labels("router__llama31-8b", job)
+    assert labels == {"coursegpt-pair": "router__llama31-8b", "coursegpt-job": job.key}  # valid values stay readable
     assert all(LABEL_VALUE.match(v) for v in labels.values())
-    assert labels["coursegpt-pair"] == "router__llama31-8b"  # valid values stay readable
-    assert labels["coursegpt-data"] != job_labels("router__llama31-8b", sha[:-1] + "0", hp)["coursegpt-data"]
+    for change in ({"source_model": "google/gemma3@gemma-3-27b-it"}, {"train_sha256": "c" * 64},
+                   {"validation_sha256": "c" * 64}, {"epochs": 4}, {"learning_rate_multiplier": 0.5},
+                   {"adapter_size": 8}, {"tuning_mode": "FULL"}):
+        assert job_labels("router__llama31-8b", dataclasses.replace(job, **change)) != labels, change
     assert label_value("V2.0/Big Model") != label_value("v2-0-big-model")
     assert label_value("V2.0/Big Model").startswith("v2-0-big-model-")
     assert LABEL_VALUE.match(label_value("Ünïcode " * 20))
-    # the hash follows the values, not the order of the keys
-    assert job_labels("p", "v", dict(reversed(hp.items())))["coursegpt-hparams"] == labels["coursegpt-hparams"]
-    assert job_labels("p", "v", {**hp, "epochs": 4})["coursegpt-hparams"] != labels["coursegpt-hparams"]
     assert label_filter({"b": "2", "a": "1"}) == 'labels.a="1" AND labels.b="2"'
 
 
@@ -135,15 +139,16 @@ def test_submit_creates_one_peft_job_with_the_requested_spec(env, vertex_server)
     assert re.fullmatch(r"projects/coursegpt-test/locations/us-central1/tuningJobs/\d+", info.resource_name)
     assert info.console_url == ("https://console.cloud.google.com/vertex-ai/generative/language/locations/"
                                 f"us-central1/tuning/tuningJob/{info.job_id}?project=coursegpt-test")
-    assert info.output_uri == request["output_uri"] and info.base_model == request["source_model"]
+    job = request["job"]
+    assert info.output_uri == request["output_uri"] and info.base_model == job.source_model
     body = vertex_server.created_bodies[0]
     spec, hyper = body["supervisedTuningSpec"], body["supervisedTuningSpec"]["hyperParameters"]
     assert spec["tuningMode"] == tj.SupervisedTuningSpec.TuningMode.TUNING_MODE_PEFT_ADAPTER.value
     assert hyper["adapterSize"] == tj.SupervisedHyperParameters.AdapterSize.ADAPTER_SIZE_SIXTEEN.value
-    assert int(hyper["epochCount"]) == request["epochs"]
-    assert hyper["learningRateMultiplier"] == pytest.approx(request["learning_rate_multiplier"])
-    assert body["baseModel"] == request["source_model"] and body["outputUri"] == request["output_uri"]
-    assert body["labels"].items() >= request["labels"].items()
+    assert int(hyper["epochCount"]) == job.epochs
+    assert hyper["learningRateMultiplier"] == pytest.approx(job.learning_rate_multiplier)
+    assert body["baseModel"] == job.source_model and body["outputUri"] == request["output_uri"]
+    assert body["labels"].items() >= job_labels(PAIR, job).items()
     # the URIs Vertex was given are real objects on (emulated) GCS
     assert blob_exists(spec["trainingDatasetUri"]) and blob_exists(spec["validationDatasetUri"])
     assert info.resource_name in log.text("info")
@@ -231,14 +236,69 @@ def test_succeeded_job_exposes_model_and_export_and_is_not_resubmitted(env, vert
     assert meta["state"] == "JOB_STATE_SUCCEEDED" and meta["console_url"].url == info.console_url
 
 
-def test_same_labels_but_other_model_is_not_followed(env, vertex_server):
+def test_a_job_with_the_same_labels_writing_elsewhere_is_not_followed(env, vertex_server):
+    """The same job for another store (its output_uri) is not this store's adapter: it gets its own job."""
     request = staged_request()
     resource(vertex_server).submit_or_find(**request)
     log = Recorder()
-    other = resource(vertex_server).submit_or_find(**{**request, "source_model": "google/gemma3@gemma-3-27b-it"},
-                                                   log=log)
-    assert other.created and vertex_server.create_calls == 2
+    elsewhere = request["output_uri"].replace("/forge/", "/other-store/")
+    other = resource(vertex_server).submit_or_find(**{**request, "output_uri": elsewhere}, log=log)
+    assert other.created and other.output_uri == elsewhere and vertex_server.create_calls == 2
     assert "ignoring it" in log.text("warning")
+
+
+# -- concurrent submissions: the lease ---------------------------------------------------------------------
+def _submit_in_a_process(endpoint: str, request: dict, barrier, results) -> None:
+    """One of two racing submitters (a fresh process, as a second run worker would be)."""
+    store = GcsStore(root=request.pop("store_root"))
+    barrier.wait()
+    info = resource_for_endpoint(endpoint).submit_or_find(**request, store=store)
+    results.put((info.resource_name, info.created))
+
+
+def resource_for_endpoint(endpoint: str) -> VertexTuning:
+    return VertexTuning(project="coursegpt-test", api_endpoint=endpoint, credentials="anonymous",
+                        poll_interval_seconds=0, lease_poll_seconds=0.05)
+
+
+def test_two_processes_racing_to_submit_one_job_create_it_once(env, vertex_server):
+    request = staged_request()
+    store = request.pop("store")
+    lease = f"{LEASE_PREFIX}/vertex-tuning/{PAIR}/{request['job'].key}"
+    earlier = len(store.list_keys(lease))  # the module's emulator keeps earlier tests' submissions
+    vertex_server.create_delay_s = 1.0  # both have listed no job before the first create completes
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    args = (vertex_server.endpoint, {**request, "store_root": store.root}, barrier, results)
+    workers = [ctx.Process(target=_submit_in_a_process, args=args) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=180)
+    assert [w.exitcode for w in workers] == [0, 0]
+    outcomes = [results.get(timeout=5) for _ in workers]
+
+    assert vertex_server.create_calls == 1 and len(vertex_server.jobs()) == 1
+    name = vertex_server.jobs()[0]["name"]
+    assert sorted(outcomes, key=lambda o: o[1]) == [(name, False), (name, True)]
+    log = [store.read_json(k) for k in store.list_keys(lease)[earlier:]]
+    assert [e["state"] for e in log] == ["held", "released"] and log[-1]["created"] == name
+
+
+def test_a_crashed_submitters_lease_expires_and_the_next_run_submits_once(env, vertex_server):
+    from resources.store_lease import StoreLease
+
+    request = staged_request()
+    job = request["job"]
+    crashed = StoreLease(request["store"], f"vertex-tuning/{PAIR}/{job.key}", timeout_s=0.5)
+    assert crashed.acquire()  # ...and its process died before creating the job or releasing the lease
+
+    log = Recorder()
+    info = resource(vertex_server, lease_timeout_seconds=0.5).submit_or_find(**request, log=log)
+    assert info.created and vertex_server.create_calls == 1
+    assert "another run is submitting this Vertex job" in log.text("info")
+    again = resource(vertex_server).submit_or_find(**request)
+    assert again.resource_name == info.resource_name and vertex_server.create_calls == 1
 
 
 # -- listing -----------------------------------------------------------------------------------------------
@@ -251,7 +311,7 @@ def test_list_jobs_returns_only_matching_labels_across_pages(env, filter_mode):
         server.filter_mode = filter_mode
         server.requests.clear()
         log = Recorder()
-        found = resource(server).list_jobs(staged_request()["labels"], log=log)
+        found = resource(server).list_jobs(job_labels(PAIR, staged_request()["job"]), log=log)
         everything = resource(server).list_jobs()
 
     assert [i.resource_name for i in found] == [wanted.resource_name]
@@ -295,14 +355,24 @@ def test_unknown_job_and_malformed_name_are_clear_errors(env, vertex_server):
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"train_uri": "/tmp/train.jsonl"}, "train_uri=.*gs://"),
-    ({"adapter_size": 12}, "adapter_size=12"),
-    ({"source_model": None}, "vertex_id"),
-    ({"labels": {"coursegpt-pair": "Router/Llama"}}, "label_value"),
-    ({"labels": {}}, "labels are required"),
+    ({"job": {"adapter_size": 12}}, "adapter_size=12"),
+    ({"job": {"source_model": ""}}, "vertex_id"),
+    ({"job": {"tuning_mode": "LORA"}}, "tuning_mode='LORA'"),
+    ({"job": {"epochs": 0}}, "both must be positive"),
+    ({"display_name": ""}, "1-128 characters"),
 ])
 def test_bad_requests_fail_before_any_call(env, vertex_server, change, message):
+    request = staged_request()
+    if "job" in change:
+        change = {"job": dataclasses.replace(request["job"], **change["job"])}
     with pytest.raises(VertexTuningError, match=message):
-        resource(vertex_server).submit_or_find(**{**staged_request(), **change})
+        resource(vertex_server).submit_or_find(**{**request, **change})
+    assert vertex_server.requests == []
+
+
+def test_an_invalid_label_filter_fails_before_any_call(env, vertex_server):
+    with pytest.raises(VertexTuningError, match="label_value"):
+        resource(vertex_server).list_jobs({"coursegpt-pair": "Router/Llama"})
     assert vertex_server.requests == []
 
 
@@ -335,7 +405,8 @@ def test_the_vertex_trainer_labels_jobs_as_the_sensor_and_the_lookup_expect():
     from resources.tuning import VertexTrainer
 
     trainer = VertexTrainer(vertex=VertexTuning(project="p"))
-    hp = {"epochs": 3, "learning_rate_multiplier": 0.7, "lora_rank": 16}
-    labels = trainer.job_labels("router__llama31-8b", "data-v1", hp)
-    assert labels == job_labels("router__llama31-8b", "data-v1", hp)
-    assert labels != trainer.job_labels("router__llama31-8b", "data-v2", hp)
+    job = VertexJob(source_model="m", train_sha256="t", validation_sha256="v", epochs=3,
+                    learning_rate_multiplier=0.7, adapter_size=16)
+    labels = trainer.job_labels("router__llama31-8b", job)
+    assert labels == job_labels("router__llama31-8b", job)
+    assert labels != trainer.job_labels("router__llama31-8b", dataclasses.replace(job, train_sha256="t2"))

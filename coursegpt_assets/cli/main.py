@@ -1,8 +1,9 @@
 """`coursegpt`: a thin command line over Dagster's Python API.
 
     coursegpt run [--agent A] [--base-model M] [--assets a,b]   materialise with live progress
+    coursegpt run --dry-run [--agent A] [--base-model M]        per pair: backend, cost or local time; runs nothing
     coursegpt status                                             versions per pair and what is stale
-    coursegpt plan                                               the training plan and cost estimates
+    coursegpt plan                                               the training plan, cost and time estimates
     coursegpt home                                               create the local home, print its path
     coursegpt score <agent> ...                                  score saved predictions, no model needed
 """
@@ -60,6 +61,8 @@ def cmd_run(args) -> int:
     if assets and assets - defined:
         print(f"error: unknown assets {sorted(assets - defined)}; defined: {sorted(defined)}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        return _dry_run(pairs)
     # one line per step on stdout: no per-file progress bars from the HF libraries in step processes
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -78,6 +81,18 @@ def cmd_run(args) -> int:
     return 0 if ok else 1
 
 
+def _dry_run(pairs: list[str]) -> int:
+    """What `run` would train and what it would take, without running anything."""
+    from coursegpt_assets.cli.status import DRY_RUN_HEADERS, dry_run_rows, print_table
+    from coursegpt_assets.core import settings
+    from resources import store_for
+
+    current = settings.current()
+    print(f"coursegpt run --dry-run ({current.env} environment): nothing is run")
+    print_table(DRY_RUN_HEADERS, dry_run_rows(store_for(current.store), pairs))
+    return 0
+
+
 def cmd_status(args) -> int:
     from coursegpt_assets.cli.status import pair_status, print_table
     from coursegpt_assets.core import settings
@@ -90,12 +105,12 @@ def cmd_status(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from coursegpt_assets.cli.status import plan_rows, print_table
+    from coursegpt_assets.cli.status import PLAN_HEADERS, plan_rows, print_table
     from coursegpt_assets.core import settings
     from resources import store_for
 
     store = store_for(settings.current().store)
-    print_table(["pair", "hf id", "vertex id", "family", "train tokens (est.)", "est. cost USD"], plan_rows(store))
+    print_table(PLAN_HEADERS, plan_rows(store))
     from coursegpt_assets.core.plan import default_plan
 
     plan = default_plan()
@@ -107,7 +122,10 @@ def cmd_plan(args) -> int:
     print(f"smoke tier (tiny-llama): epochs={smoke.epochs} lr={smoke.learning_rate or hp.learning_rate:g} "
           f"max_train_examples={smoke.max_train_examples} max_length={smoke.max_length}")
     print(f"cost guard: {plan.cost.price_per_million_tokens_usd:g} USD per 1M tokens x epochs, "
-          f"budget {plan.cost.budget_usd:g} USD per job")
+          f"budget {plan.cost.budget_usd:g} USD per job; it blocks pairs tuned on Vertex AI only "
+          "(backend vertex: COURSEGPT_ENV=gcp and a vertex id)")
+    print("local training (est.): tokens one epoch trains x epochs / tokens per second, measured by the pair's "
+          "latest local run, else base_models.<model>.local_tokens_per_second")
     return 0
 
 
@@ -119,9 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--base-model", action="append", help="base model(s) to run (repeatable); default all")
     run.add_argument("--assets", help="comma-separated asset names to materialise; default all stages")
     run.add_argument("--parallel", type=int, default=None, help="partitions run side by side (default: cores)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print each pair's backend and estimated cost or local training time; run nothing")
     run.set_defaults(func=cmd_run)
     sub.add_parser("status", help="latest versions per pair and staleness").set_defaults(func=cmd_status)
-    sub.add_parser("plan", help="the training plan and cost estimates").set_defaults(func=cmd_plan)
+    sub.add_parser("plan", help="the training plan, cost and local time estimates").set_defaults(func=cmd_plan)
     sub.add_parser("home", help="create the local Dagster home (and its dagster.yaml); print its path"
                    ).set_defaults(func=cmd_home)
     from coursegpt_assets.cli.score import add_score_parser

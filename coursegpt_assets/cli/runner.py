@@ -159,8 +159,9 @@ def vertex_pair(pair: str) -> bool:
     """Whether this pair is tuned on Vertex AI here (gcp environment and a Vertex model id)."""
     from coursegpt_assets.core import settings
     from coursegpt_assets.core.plan import default_plan
+    from coursegpt_assets.training.spec import BACKEND_VERTEX, backend_for
 
-    return settings.current().is_gcp and bool(default_plan().base_model_for(pair).vertex_id)
+    return backend_for(default_plan().base_model_for(pair), gcp=settings.current().is_gcp) == BACKEND_VERTEX
 
 
 def _assets_for(key: str, level: str, selected: list[str], emit: Callable[[str], None]) -> list[str]:

@@ -55,6 +55,8 @@ class BaseModelSpec(StrictModel):
     max_length: int = Field(gt=0)
     vram_class: str = "unknown"
     smoke: bool = False
+    local_tokens_per_second: float | None = Field(
+        default=None, gt=0, description="training throughput on this machine; estimates a local run's duration")
 
     @model_validator(mode="after")
     def _known_family(self):
@@ -174,8 +176,14 @@ def _format_error(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def plan_file() -> Path:
+    """COURSEGPT_PLAN when set (relative to the working directory), else the repository's training_plan.yaml.
+    Every reader of the plan goes through here: load_plan, default_plan and Settings.plan."""
+    return Path(os.environ.get("COURSEGPT_PLAN", "").strip() or DEFAULT_PLAN_PATH).expanduser()
+
+
 def load_plan(path: str | os.PathLike | None = None) -> TrainingPlan:
-    plan_path = Path(path or os.environ.get("COURSEGPT_PLAN") or DEFAULT_PLAN_PATH)
+    plan_path = Path(path) if path else plan_file()
     try:
         raw = yaml.safe_load(plan_path.read_text())
     except FileNotFoundError:

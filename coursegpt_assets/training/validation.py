@@ -28,6 +28,8 @@ class TuningDataReport:
     over_training_length: int = 0
     max_tokens: int = 0
     train_tokens: int = 0
+    local_train_tokens: int = 0  # what local training takes of them: rows within max_length, up to a smoke cap
+    local_train_rows: int = 0
 
     @property
     def valid(self) -> bool:
@@ -43,8 +45,12 @@ def inspect_rows(
     training_max_length: int,
     report: TuningDataReport | None = None,
     count_tokens: bool = True,
+    local_max_examples: int | None = None,
 ) -> TuningDataReport:
-    """Check (line, row) pairs: required non-empty strings, the end-of-turn token, estimated length."""
+    """Check (line, row) pairs: required non-empty strings, the end-of-turn token, estimated length.
+
+    With `count_tokens` (the train split) it also counts the tokens local training would take: the rows
+    within `training_max_length`, the first `local_max_examples` of them (the training child's choice)."""
     report = report or TuningDataReport()
     for line, row in rows:
         report.rows += 1
@@ -60,6 +66,10 @@ def inspect_rows(
         report.over_training_length += tokens > training_max_length
         if count_tokens:
             report.train_tokens += tokens
+            if tokens <= training_max_length and (local_max_examples is None
+                                                  or report.local_train_rows < local_max_examples):
+                report.local_train_rows += 1
+                report.local_train_tokens += tokens
     return report
 
 

@@ -4,6 +4,12 @@ It runs out of process and persists to a data folder, so a test can kill it in t
 (as a network or server failure would) and start it again on the same port with the objects it had.
 The `gcs_emulator` fixture also points the process at it: `STORAGE_EMULATOR_HOST` (google-cloud-storage
 then uses anonymous credentials) and `COURSEGPT_STORE=gs://<bucket>/<prefix>`.
+
+The emulator ignores the `ifGenerationMatch` precondition of uploads, which real GCS honours (HTTP 412
+when the object's generation differs; 0 means "no object yet"). `honour_generation_match()` adds that one
+behaviour, so `GcsStore.create_exclusive` (and the submission lease built on it) can be tested: this module
+run as a script starts the emulator with it, and an in-process emulator can call it first. The emulator
+serves one request at a time, so the check and the write cannot interleave with another upload.
 """
 
 from __future__ import annotations
@@ -29,6 +35,43 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def honour_generation_match() -> None:
+    """Make this process's emulator answer an upload whose `ifGenerationMatch` does not hold with 412."""
+    from http import HTTPStatus
+
+    from gcp_storage_emulator import server
+    from gcp_storage_emulator.exceptions import NotFound
+    from gcp_storage_emulator.handlers import objects
+
+    insert = objects.insert
+    if getattr(insert, "honours_generation_match", False):
+        return
+
+    def insert_if_generation_matches(request, response, storage, *args, **kwargs):
+        wanted = (request.query.get("ifGenerationMatch") or [None])[0]
+        if wanted is not None:
+            data = request.data if isinstance(request.data, dict) else {}
+            name = (request.query.get("name") or [None])[0] or (data.get("meta") or data).get("name")
+            try:
+                current = str(storage.get_file_obj(request.params["bucket_name"], name)["generation"])
+            except NotFound:
+                current = "0"
+            if current != wanted:
+                message = f"At least one of the pre-conditions you specified did not hold (generation {current})."
+                response.status = HTTPStatus.PRECONDITION_FAILED
+                response.json({"error": {"code": 412, "message": message,
+                                         "errors": [{"reason": "conditionNotMet", "message": message}]}})
+                return None
+        return insert(request, response, storage, *args, **kwargs)
+
+    insert_if_generation_matches.honours_generation_match = True
+    objects.insert = insert_if_generation_matches  # the router's fallback for uploads without /upload
+    for _, handlers in server.HANDLERS:
+        for method, handler in list(handlers.items()):
+            if handler is insert:
+                handlers[method] = insert_if_generation_matches
+
+
 class GcsEmulator:
     """One emulator process; `stop()`/`kill()` and `start()` keep the port, the bucket and its objects."""
 
@@ -52,7 +95,7 @@ class GcsEmulator:
         if self.running:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "gcp_storage_emulator", "--data-dir", str(self.data_dir), "start",
+        cmd = [sys.executable, __file__, "--data-dir", str(self.data_dir), "start",
                "--host", "127.0.0.1", "--port", str(self.port), "--default-bucket", self.bucket, "--quiet"]
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -131,3 +174,10 @@ def gcs_store(gcs_emulator):
     store = resources_for(settings.current())["store"]
     assert store.is_gcs, store.root
     return store
+
+
+if __name__ == "__main__":  # the emulator's own command line, with ifGenerationMatch honoured
+    from gcp_storage_emulator.__main__ import main
+
+    honour_generation_match()
+    main(sys.argv[1:])

@@ -4,8 +4,10 @@ google-cloud-aiplatform 2.7.0's tuning client talks REST to `/v1beta1/projects/<
 (create: POST with the TuningJob JSON; get: GET `.../tuningJobs/<id>`; list: GET with `filter`, `pageSize`,
 `pageToken`; cancel: POST `...:cancel`), asking for `$alt=json;enum-encoding=int`. This server answers those
 calls from memory so `aiplatform.init(api_endpoint="http://127.0.0.1:<port>", api_transport="rest")` works
-unchanged. Tests drive jobs through states (`set_state`, `succeed`, `fail`, `script`), count creates, and can
-make a create "lose" its response after the job exists (the crash-after-submit case).
+unchanged. Tests drive jobs through states (`set_state`, `succeed`, `fail`, `script`), count creates, can
+make a create "lose" its response after the job exists (the crash-after-submit case), and can make a create
+take `create_delay_s` before the job exists, as the real service's create call takes a moment: the window in
+which a second submitter that listed no job would create another.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
@@ -58,6 +61,7 @@ class FakeVertexServer(LoopbackServer):
         self.requests: list[tuple[str, str, dict]] = []  # (method, path, query)
         self.created_bodies: list[dict] = []
         self.lose_next_create_responses = 0  # job is stored, then the client gets a 503
+        self.create_delay_s = 0.0  # a create waits this long (other requests are served) before the job exists
         self._jobs: dict[str, dict] = {}
         self._scripts: dict[str, list[tuple[str, str | None]]] = {}
         self._lock = threading.Lock()
@@ -150,6 +154,8 @@ class FakeVertexServer(LoopbackServer):
             if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
                 raise ApiError(400, f"Invalid label {key}={value!r}: keys [a-z][a-z0-9_-]{{0,62}}, "
                                     "values [a-z0-9_-]{0,63}.")
+        if self.create_delay_s:
+            time.sleep(self.create_delay_s)
         with self._lock:
             self.create_calls += 1
             self.created_bodies.append(json.loads(json.dumps(body)))

@@ -7,14 +7,16 @@
   `adapter` when the job ends.
 - `adapter`: makes sure the version's folder is complete (for Vertex, copying the export from the job's
   `output_uri`), checks it against the plan (blocking) and points `adapters/<pair>/latest.json` at it.
-The version hashes tuning data version + hyperparameters + base model + backend: an unchanged input is
-reused, never retrained.
+A local version hashes tuning data version + hyperparameters + base model + backend; a Vertex version is
+the job's identity (training.spec.VertexJob: only what Vertex receives). An unchanged input is reused,
+never retrained or paid for twice.
 """
 
 
 import json
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
@@ -107,22 +109,19 @@ def _submit_vertex(context, store: ArtifactStore, trainer: Trainer, req: Adapter
         reasons.append(f"estimated ${cost:,.2f} exceeds the ${plan.cost.budget_usd:,.2f} budget (cost.budget_usd)")
     if reasons:
         raise dg.Failure(f"{req.pair}: not submitting a paid Vertex job:\n{summarise_problems(reasons)}")
-    hp = req.hyperparameters
+    job = req.vertex_job
     adir = layout.adapter_dir(req.pair, req.version)
-    job_hp = {"source_model": req.vertex_model_id, "adapter_size": hp["lora_rank"], "epochs": hp["epochs"],
-              "learning_rate_multiplier": hp["learning_rate_multiplier"], "version": req.version}
     info = trainer.submit_or_find(
-        pair=req.pair, source_model=req.vertex_model_id,
+        pair=req.pair, job=job,
         train_uri=store.uri(layout.tuning_records(req.pair, "train")),
         validation_uri=store.uri(layout.tuning_records(req.pair, "validation")),
-        output_uri=store.uri(f"{adir}/{layout.VERTEX_EXPORT}"), adapter_size=hp["lora_rank"], epochs=hp["epochs"],
-        learning_rate_multiplier=hp["learning_rate_multiplier"], display_name=f"coursegpt-{req.pair}-{req.version}",
-        labels=trainer.job_labels(req.pair, req.data_version, job_hp), log=context.log,
+        output_uri=store.uri(f"{adir}/{layout.VERTEX_EXPORT}"), display_name=f"coursegpt-{req.pair}-{req.version}",
+        store=store, log=context.log,
     )
     record = {"backend": req.backend, "pair": req.pair, "version": req.version, "data_version": req.data_version,
               "resource_name": info.resource_name, "state": info.state, "console_url": info.console_url,
-              "output_uri": info.output_uri, "labels": dict(info.labels or {}), "hyperparameters": job_hp,
-              "estimated_cost_usd": cost}
+              "output_uri": info.output_uri, "labels": dict(info.labels or {}), "hyperparameters": job.hyperparameters(),
+              "vertex_job": asdict(job), "estimated_cost_usd": cost}
     record_uri = store.write_json(f"{adir}/{layout.JOB_RECORD}", record)
     yield dg.MaterializeResult(
         metadata={**job_metadata(info), "version": req.version, "backend": req.backend,

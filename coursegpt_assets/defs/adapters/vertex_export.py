@@ -78,12 +78,14 @@ def collect_vertex_export(context, store: ArtifactStore, trainer, req, adir: str
         store.write_bytes(f"{adir}/{name}", data)
     store.write_text(f"{adir}/{layout.CHAT_TEMPLATE_FILE}", family(req.family).template)
     manifest = store.read_json(layout.tuning_manifest(req.pair))
-    hp = record.get("hyperparameters", {})
+    # what Vertex trained with (its job record), not the plan's local-only settings: the version ignores those
+    hp = record.get("hyperparameters") or req.vertex_job.hyperparameters()
     summary = {
         "pair": req.pair, "agent": req.agent, "base_model": req.base_model, "base_model_id": req.base_model_id,
         "vertex_model_id": req.vertex_model_id, "exported_base_model": exported_base, "version": req.version,
         "data_version": req.data_version, "backend": "vertex", "device": "vertex-ai",
-        "hardware": "Vertex AI managed tuning", "hyperparameters": {**req.hyperparameters, **hp},
+        "hardware": "Vertex AI managed tuning", "hyperparameters": hp,
+        "vertex_job": record.get("vertex_job"),
         "steps": None, "final_loss": None, "wall_time_s": None, "tokens_per_second": None,
         "train_examples": manifest.get("counts", {}).get("train"),
         "validation_examples": manifest.get("counts", {}).get("validation"),

@@ -3,8 +3,10 @@
 - `tuning_data_trainable`: every row is valid JSON with non-empty prompt/completion (and rendered
   text), its completion holds the family's end-of-turn token, and no row exceeds the base model's
   context (estimated tokens). Smoke models pass with a note: the local child leaves over-long rows out.
-- `tuning_cost_within_budget`: estimated tokens × epochs × plan.cost.price_per_million_tokens_usd stays
-  below plan.cost.budget_usd.
+- `tuning_cost_within_budget`: for a pair tuned on Vertex AI (gcp environment and a Vertex model id),
+  estimated tokens × epochs × plan.cost.price_per_million_tokens_usd stays below plan.cost.budget_usd. A
+  pair trained locally costs nothing and passes with an estimate of its training time instead
+  (training/estimate.py says where the throughput comes from).
 The `tuning_job` asset runs the same report before submitting to Vertex, so a run that skips the checks
 still cannot pay for bad data.
 """
@@ -12,11 +14,12 @@ still cannot pay for bad data.
 
 import dagster as dg
 
-from coursegpt_assets.core import layout
+from coursegpt_assets.core import layout, settings
 from coursegpt_assets.core.chat_templates import family
 from coursegpt_assets.core.plan import TrainingPlan, default_plan
 from coursegpt_assets.core.tokens import estimated_cost_usd
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
+from coursegpt_assets.training.estimate import TrainingEstimate, measured_throughput, training_estimate
 from coursegpt_assets.training.spec import effective_hyperparameters
 from coursegpt_assets.training.validation import (
     TuningDataReport,
@@ -47,6 +50,7 @@ def tuning_data_report(store: ArtifactStore, plan: TrainingPlan, pair: str) -> T
             training_max_length=hp["max_length"],
             report=report,
             count_tokens=split == "train",
+            local_max_examples=hp["max_train_examples"],
         )
     return report
 
@@ -95,35 +99,34 @@ def tuning_data_trainable(context: dg.AssetCheckExecutionContext, store: Artifac
     )
 
 
+def estimate_for(store: ArtifactStore, plan: TrainingPlan, pair: str, report: TuningDataReport) -> TrainingEstimate:
+    """The pair's cost (tuned on Vertex AI) or local training time (trained here), from its tuning data."""
+    return training_estimate(plan, pair, gcp=settings.current().is_gcp, train_tokens=report.train_tokens,
+                             local_tokens=report.local_train_tokens, measured=measured_throughput(store.read_json, pair))
+
+
 @dg.asset_check(
     asset="tuning_dataset",
     name="tuning_cost_within_budget",
     partitions_def=PAIR_PARTITIONS,
     blocking=True,
-    description="Estimated tuning cost (train tokens × epochs × price per 1M tokens) below the plan's budget.",
+    description="A pair tuned on Vertex AI: estimated cost (train tokens × epochs × price per 1M tokens) below "
+                "the plan's budget. A pair trained locally: no cost, an estimate of its training time.",
 )
 def tuning_cost_within_budget(context: dg.AssetCheckExecutionContext, store: ArtifactStore) -> dg.AssetCheckResult:
     plan = default_plan()
     pair = context.partition_key
     report = tuning_data_report(store, plan, pair)
-    cost = cost_of(report, plan, pair)
-    budget = plan.cost.budget_usd
-    passed = cost <= budget and report.train_tokens > 0
+    estimate = estimate_for(store, plan, pair, report)
+    passed = estimate.within_budget and report.train_tokens > 0
     return dg.AssetCheckResult(
         passed=passed,
         description=(
-            f"estimated ${cost:,.2f} for {report.train_tokens:,} train tokens "
-            f"{'within' if passed else 'OVER'} the ${budget:,.2f} budget (training_plan.yaml cost.budget_usd)"
-            if report.train_tokens
+            estimate.describe() if report.train_tokens
             else f"{pair}: no train tokens to estimate ({summarise_problems(report.problems) or 'empty split'})"
         ),
-        metadata={
-            "estimated_cost_usd": float(cost),
-            "budget_usd": float(budget),
-            "estimated_train_tokens": report.train_tokens,
-            "epochs": effective_hyperparameters(plan, pair)["epochs"],
-            "price_per_million_tokens_usd": float(plan.cost.price_per_million_tokens_usd),
-        },
+        metadata={**estimate.metadata(),
+                  "price_per_million_tokens_usd": float(plan.cost.price_per_million_tokens_usd)},
     )
 
 
