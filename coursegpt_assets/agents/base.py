@@ -92,6 +92,10 @@ class Agent(Protocol):
     def benchmark_messages(self, row: dict) -> list[dict]:
         """The conversation (system + user) the model answers for one benchmark row."""
 
+    def reference_answer(self, row: dict) -> str | None:
+        """The benchmark row's own answer in the form the model learns to produce, or None when the row has
+        none; the longest one sizes the evaluation's token budget (`scoring/token_budget.py`)."""
+
     def score(self, rows: list[dict], completions: list[str]):
         """Score completions against benchmark rows (row i with completion i); returns an AgentScore
         (`coursegpt_assets.scoring.agent_scores`)."""

@@ -156,6 +156,9 @@ class CodeAgent:
     def benchmark_messages(self, row: dict) -> list[dict]:
         return build_messages(SYSTEM_PROMPT, row["instruction"].strip())
 
+    def reference_answer(self, row: dict) -> str | None:
+        return row.get("reference")  # the dataset's own solution code (answers add prose around it)
+
     def score(self, rows: list[dict], completions: list[str]):
         return evaluation.benchmark_score(rows, completions)
 

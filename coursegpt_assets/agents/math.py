@@ -159,6 +159,9 @@ class MathAgent:
             question = f"{question}\n\n{lines}\n\nAnswer with the letter of the correct option."
         return build_messages(SYSTEM_PROMPT, question)
 
+    def reference_answer(self, row: dict) -> str | None:
+        return row.get("solution")  # worked solutions (GSM8K-style rows); other rows carry only the answer
+
     def score(self, rows: list[dict], completions: list[str]):
         return evaluation.benchmark_score(rows, completions)
 

@@ -200,6 +200,9 @@ class RouterAgent:
     def benchmark_messages(self, row: dict) -> list[dict]:
         return build_messages(SYSTEM_PROMPT, row["user_query"])
 
+    def reference_answer(self, row: dict) -> str | None:
+        return row.get("completion")  # the gold plan, as the tuning completion renders it
+
     def score(self, rows: list[dict], completions: list[str]):
         return evaluation.benchmark_score(rows, completions)
 

@@ -20,7 +20,6 @@ from typing import Any
 from coursegpt_assets.data.splits import seeded_order
 
 REPORT_FORMAT = 1
-DEFAULT_MAX_NEW_TOKENS = 1024  # full (non-smoke) pairs; router plans and solutions fit well inside
 
 
 def select_rows(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
@@ -51,14 +50,15 @@ def _finite(value: Any) -> bool:
 
 def build_report(*, pair: str, agent: str, base_model: str, base_model_id: str, smoke: bool, version: str,
                  adapter_version: str, benchmark_version: str, benchmark_rows: int, score, generation,
-                 max_new_tokens: int, limit: int | None, files: dict[str, Any]) -> dict:
+                 budget: dict, limit: int | None, files: dict[str, Any]) -> dict:
     """report.json: every number, where it came from, and the evidence that the adapter answered."""
     reasons = Counter(generation.finish_reasons)
     samples = len(generation.completions)
     tokens = generation.generated_tokens
     inference = {
         **generation.settings, "samples": samples, "benchmark_rows": benchmark_rows, "max_examples": limit,
-        "max_new_tokens": max_new_tokens, "wall_time_s": round(generation.wall_time_s, 3),
+        "max_new_tokens": budget["max_new_tokens"], "token_budget": budget,
+        "answers_at_budget": reasons.get("length", 0), "wall_time_s": round(generation.wall_time_s, 3),
         "generated_tokens": tokens,
         "tokens_per_second": round(tokens / generation.wall_time_s, 2) if tokens and generation.wall_time_s else None,
         "finish_reasons": dict(sorted(reasons.items())),
@@ -133,6 +133,9 @@ def report_markdown(report: dict, plot_metrics: tuple[str, ...]) -> str:
     reasons = ", ".join(f"{k} {v}" for k, v in inf["finish_reasons"].items())
     lines += ["## Generation", "", f"Finish reasons: {reasons}. Wall time {inf['wall_time_s']:.1f} s"
               + (f", {inf['tokens_per_second']:.1f} generated tokens/s." if inf.get("tokens_per_second") else "."), ""]
+    if inf.get("token_budget"):
+        lines += [f"Token budget {inf['max_new_tokens']} ({inf['token_budget']['source']}): "
+                  f"{inf.get('answers_at_budget', 0)} of {inf['samples']} answers stopped at it.", ""]
     if report["failure_examples"]:
         lines += ["## Failure examples", ""]
         for f in report["failure_examples"]:

@@ -71,6 +71,9 @@ class ToyAgent:
     def benchmark_messages(self, row: dict) -> list[dict]:
         return build_messages(SYSTEM_PROMPT, row["word"])
 
+    def reference_answer(self, row: dict) -> str | None:
+        return row["answer"]
+
     def score(self, rows: list[dict], completions: list[str]) -> AgentScore:
         correct = [text.strip() == row["answer"] for row, text in zip(rows, completions, strict=True)]
         overall = {"samples": len(rows), "exact_match": sum(correct) / max(len(rows), 1)}

@@ -25,7 +25,6 @@ from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.defs.common import OWNERS, read_latest_version, read_upstream, uri
 from coursegpt_assets.defs.partitions import AGENT_TO_PAIRS, PAIR_PARTITIONS
 from coursegpt_assets.scoring.report import (
-    DEFAULT_MAX_NEW_TOKENS,
     build_report,
     prediction_rows,
     report_markdown,
@@ -34,12 +33,21 @@ from coursegpt_assets.scoring.report import (
     write_plots,
 )
 from coursegpt_assets.scoring.router_thresholds import load_thresholds
+from coursegpt_assets.scoring.token_budget import (
+    FLOOR,
+    MAX_SHARE_AT_BUDGET,
+    TokenBudget,
+    answers_at_budget,
+    from_references,
+    tokenizer_counter,
+)
 from resources.inference import GenerationRequest, Inference
 from resources.storage import ArtifactStore
 
 GROUP = "evaluation"
 REPORT_KEY = dg.AssetKey("evaluation_report")
 CURRENT_CHECK = "report_is_current"
+BUDGET_CHECK = "answers_within_token_budget"
 
 
 class EvaluationConfig(dg.Config):
@@ -48,7 +56,7 @@ class EvaluationConfig(dg.Config):
                                         "smoke.max_eval_examples for smoke models")
     max_new_tokens: int | None = Field(
         default=None, gt=0, description=f"Token budget per answer; default: smoke.max_new_tokens for smoke models, "
-                                        f"else {DEFAULT_MAX_NEW_TOKENS}")
+                                        f"else sized from the benchmark's longest reference answer (at least {FLOOR})")
     force: bool = Field(default=False, description="Generate again even when this report version exists")
 
 
@@ -131,16 +139,43 @@ def _request(context, store: ArtifactStore, config: EvaluationConfig):
     if not rows:
         raise dg.Failure(f"{pair}: {store.uri(layout.benchmark_records(agent_name))} has no rows")
     limit = config.max_examples or (plan.smoke.max_eval_examples if base.smoke else None)
-    max_new = config.max_new_tokens or (plan.smoke.max_new_tokens if base.smoke else DEFAULT_MAX_NEW_TOKENS)
     chosen = select_rows(rows, limit, plan.hyperparameters.seed)
     agent = get_agent(agent_name)
+    adapter_dir = store.local_dir(adir, settings.current().home / "cache")
+    budget = _budget(config, plan, base, agent, rows, adapter_dir)
     eot = (summary.get("hyperparameters") or {}).get("eos_token") or family(base.family).end_of_turn
     request = GenerationRequest(
         pair=pair, base_model=base_model, base_model_id=base.hf_id, vertex_model_id=base.vertex_id,
-        adapter_dir=store.local_dir(adir, settings.current().home / "cache"), adapter_version=version,
-        conversations=[agent.benchmark_messages(r) for r in chosen], max_new_tokens=max_new, end_of_turn=eot,
-        summary=summary)
-    return request, agent, chosen, len(rows), manifest["version"], limit, base
+        adapter_dir=adapter_dir, adapter_version=version, conversations=[agent.benchmark_messages(r) for r in chosen],
+        max_new_tokens=budget.max_new_tokens, end_of_turn=eot, summary=summary)
+    return request, agent, chosen, len(rows), manifest["version"], limit, base, budget
+
+
+def _budget(config: EvaluationConfig, plan, base, agent, rows: list[dict], adapter_dir: Path) -> TokenBudget:
+    """The config's budget, the smoke tier's, or one sized from every benchmark row's reference answer."""
+    if config.max_new_tokens:
+        return TokenBudget(config.max_new_tokens, "EvaluationConfig.max_new_tokens")
+    if base.smoke:
+        return TokenBudget(plan.smoke.max_new_tokens, "smoke.max_new_tokens (a tiny smoke model)")
+    return from_references((agent.reference_answer(r) for r in rows), tokenizer_counter(adapter_dir))
+
+
+def budget_result(report: dict) -> dg.AssetCheckResult:
+    """WARN when more than MAX_SHARE_AT_BUDGET of the answers stopped at the token budget (cut short)."""
+    cut, samples = answers_at_budget(report)
+    share = cut / samples if samples else 0.0
+    budget = report["inference"]["max_new_tokens"]
+    source = (report["inference"].get("token_budget") or {}).get("source", "not recorded")
+    verdict = "within" if share <= MAX_SHARE_AT_BUDGET else "over"
+    return dg.AssetCheckResult(
+        asset_key=REPORT_KEY, check_name=BUDGET_CHECK, passed=share <= MAX_SHARE_AT_BUDGET,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{cut} of {samples} answers ({share:.0%}) stopped at the {budget}-token budget ({source}); "
+                    f"{verdict} the {MAX_SHARE_AT_BUDGET:.0%} allowed" + (
+                        "" if share <= MAX_SHARE_AT_BUDGET else
+                        ": their scores count truncated answers (raise max_new_tokens, or check the end-of-turn token)"),
+        metadata={"answers_at_budget": cut, "samples": samples, "share_at_budget": float(share),
+                  "max_new_tokens": int(budget)})
 
 
 def _metadata(report: dict, report_uri: str, markdown: str, reused: bool) -> dict:
@@ -173,7 +208,7 @@ def _metadata(report: dict, report_uri: str, markdown: str, reused: bool) -> dic
 
 def _run(context, store: ArtifactStore, inference: Inference, config: EvaluationConfig) -> tuple[dict, str, bool]:
     """The stored report of this version, or a new one (generate, save predictions, score, write)."""
-    request, agent, rows, total, bench_version, limit, base = _request(context, store, config)
+    request, agent, rows, total, bench_version, limit, base, budget = _request(context, store, config)
     settings_used = inference.settings(request)
     version = report_version(adapter_version=request.adapter_version, benchmark_version=bench_version,
                              settings=settings_used, limit=limit, max_new_tokens=request.max_new_tokens)
@@ -201,8 +236,7 @@ def _run(context, store: ArtifactStore, inference: Inference, config: Evaluation
     report = build_report(
         pair=request.pair, agent=agent.name, base_model=request.base_model, base_model_id=request.base_model_id,
         smoke=base.smoke, version=version, adapter_version=request.adapter_version, benchmark_version=bench_version,
-        benchmark_rows=total, score=score, generation=generation, max_new_tokens=request.max_new_tokens,
-        limit=limit, files=files)
+        benchmark_rows=total, score=score, generation=generation, budget=budget.as_dict(), limit=limit, files=files)
     markdown = report_markdown(report, score.plot_metrics)
     store.write_text(f"{rdir}/report.md", markdown, "text/markdown")
     store.write_json(f"{rdir}/{layout.REPORT_FILE}", report)  # last: the report is complete once this exists
@@ -222,7 +256,10 @@ with warnings.catch_warnings():
                         "report.json under `reports/<pair>/<version>/` (the adapter is proven applied).",
         )],
         partitions_def=PAIR_PARTITIONS,
-        check_specs=THRESHOLD_CHECKS,
+        check_specs=[*THRESHOLD_CHECKS, dg.AssetCheckSpec(
+            BUDGET_CHECK, asset=REPORT_KEY, partitions_def=PAIR_PARTITIONS,
+            description=f"WARN: at most {MAX_SHARE_AT_BUDGET:.0%} of the answers stop at the token budget "
+                        "(more means the scores count truncated answers)")],
         can_subset=True,  # threshold checks exist for agents with thresholds only; other pairs yield none
     )
     def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig, store: ArtifactStore,
@@ -235,7 +272,7 @@ with warnings.catch_warnings():
             latest = read_latest_version(store, layout.report_latest(pair), producer="evaluation_report", partition=pair)
             report = store.read_json(layout.report_file(pair, latest))
         selected = {key.name for key in context.selected_asset_check_keys}
-        checks = [c for c in threshold_results(report) if c.check_name in selected]
+        checks = [c for c in [*threshold_results(report), budget_result(report)] if c.check_name in selected]
         if REPORT_KEY not in context.selected_asset_keys:
             yield from checks
             return
