@@ -5,8 +5,11 @@
   with the adapter enabled and disabled, or generation refuses to start (`AdapterNotApplied`).
 - `OpenAICompatibleServer`: a vLLM / Ollama / TGI server by base URL (`/v1/completions` with the prompt
   rendered by the adapter's own template, or `/v1/chat/completions`), stdlib HTTP only.
-- `VertexEndpoint` (COURSEGPT_ENV=gcp): `aiplatform.Endpoint(...).predict` for pairs tuned on Vertex AI;
-  pairs without a Vertex model (the tiny smoke model) are generated locally, as `VertexTrainer` trains them.
+- `VertexEndpoint` (COURSEGPT_ENV=gcp): `aiplatform.Endpoint(...).predict` for pairs tuned on Vertex AI, on the
+  endpoint the tuning job reported (training_summary.json `endpoint`) unless `endpoints` names another; a
+  Vertex-tuned adapter is asked in the prompt format it was tuned on (the summary's `vertex_prompt_format`,
+  the tuning rows' `prompt`), not the chat template. Pairs without a Vertex model (the tiny smoke model) are
+  generated locally, as `VertexTrainer` trains them.
 For the remote backends the evidence that the adapter answered is the served model name / endpoint and
 deployed model the server reports, recorded with the adapter weights' sha256; no logits are visible there.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 import urllib.error
@@ -28,12 +32,14 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from coursegpt_assets.agents.base import vertex_prompt_for_messages
 from coursegpt_assets.core.chat_templates import render_template
 from coursegpt_assets.core.layout import ADAPTER_WEIGHTS as WEIGHTS_FILE
 from coursegpt_assets.core.layout import CHAT_TEMPLATE_FILE as TEMPLATE_FILE
 from coursegpt_assets.core.names import split_pair
 
 _VERTEX_LOCK = threading.RLock()  # aiplatform.init is process-global: init + predict happen under one lock
+ENDPOINT_NAME = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/endpoints/(?P<id>[^/]+)$")
 
 
 class InferenceError(RuntimeError):
@@ -68,6 +74,38 @@ class GenerationRequest:
         template = self.chat_template
         return [render_template(template, c, bos_token=bos_token, add_generation_prompt=True)
                 for c in self.conversations]
+
+    @property
+    def tuned_on_vertex(self) -> bool:
+        """Vertex tuned this adapter on the tuning rows' `prompt` strings, not on the chat template."""
+        return self.summary.get("backend") == "vertex"
+
+    @property
+    def vertex_prompt_format(self) -> str:
+        """The prompt format Vertex tuned this adapter on, as its training summary records it."""
+        fmt = self.summary.get("vertex_prompt_format")
+        if not fmt:
+            why = self.summary.get("vertex_prompt_check") or "it was collected before prompt formats were recorded"
+            raise InferenceError(
+                f"{self.pair}: adapter {self.adapter_version} was tuned on Vertex AI but its training_summary.json "
+                f"records no vertex_prompt_format ({why}), so the format it was tuned on is unknown. Give the agent "
+                "a vertex_prompt_format matching its tuning rows' `prompt`, delete "
+                f"adapters/{self.pair}/{self.adapter_version}/training_summary.json and re-materialise adapter "
+                "(it copies the export again from the finished job; nothing is tuned or paid again)")
+        return fmt
+
+    def vertex_prompts(self) -> list[str]:
+        """Each conversation as the Vertex tuning `prompt` string it would have been in the tuning data."""
+        fmt = self.vertex_prompt_format
+        try:
+            return [vertex_prompt_for_messages(fmt, c) for c in self.conversations]
+        except ValueError as e:
+            raise InferenceError(f"{self.pair}: adapter {self.adapter_version}: {e}") from None
+
+    def trained_prompts(self) -> list[str]:
+        """The prompts in the form this adapter was trained on: the Vertex prompt format for an adapter
+        Vertex tuned, the chat template (no BOS: a server adds its own) for one trained locally."""
+        return self.vertex_prompts() if self.tuned_on_vertex else self.prompts()
 
 
 @dataclass
@@ -261,12 +299,16 @@ class VertexEndpoint(LocalGenerator):
     """Vertex AI online prediction for pairs tuned on Vertex; local transformers + PEFT for the others.
 
     Instances are `{"prompt", "max_tokens", "temperature", "raw_response"}` (the Model Garden vLLM serving
-    container's schema); the prompt is rendered with the adapter's template.
+    container's schema). The prompt is the one the adapter was trained on (`GenerationRequest.trained_prompts`):
+    the Vertex prompt format for a Vertex-tuned adapter, the adapter's chat template for a locally trained one.
+    The endpoint is `endpoints[pair]` when set, else the one the tuning job reported (training_summary.json).
     """
 
     project: str | None = Field(default=None, description="GCP project; falls back to GOOGLE_CLOUD_PROJECT")
     location: str = Field(default="us-central1")
-    endpoints: dict[str, str] = Field(default_factory=dict, description="pair -> endpoint id or resource name")
+    endpoints: dict[str, str] = Field(
+        default_factory=dict, description="pair -> endpoint id or resource name; overrides the endpoint the "
+                                          "tuning job reported (training_summary.json `endpoint`)")
     api_endpoint: str | None = Field(default=None, description="Override the regional API host (tests, PSC)")
     api_transport: Literal["rest", "grpc"] = Field(default="rest")
     credentials: Literal["adc", "anonymous"] = Field(default="adc", description="anonymous: loopback fakes only")
@@ -277,6 +319,9 @@ class VertexEndpoint(LocalGenerator):
         if not name:
             return None
         if name.startswith("projects/"):
+            if not ENDPOINT_NAME.match(name):
+                raise InferenceError(f"{request.pair}: {name!r} is not an endpoint resource name "
+                                     "(projects/<project>/locations/<location>/endpoints/<id>)")
             return name
         return f"projects/{self._project()}/locations/{self.location}/endpoints/{name}"
 
@@ -289,21 +334,36 @@ class VertexEndpoint(LocalGenerator):
 
     def _check_configured(self, request: GenerationRequest) -> str | None:
         endpoint = self._endpoint(request)
-        if endpoint is None and request.vertex_model_id:
+        if endpoint is None and (request.vertex_model_id or request.tuned_on_vertex):
+            summary = request.summary
+            job = summary.get("resource_name") or "its tuning job"
+            model = summary.get("tuned_model") or "the tuned model"
             raise InferenceError(
-                f"{request.pair} was tuned on Vertex AI ({request.vertex_model_id}) but no endpoint serves it: deploy "
-                f"the tuned model and set VertexEndpoint.endpoints={{'{request.pair}': '<endpoint id>'}}")
+                f"{request.pair}: adapter {request.adapter_version} was tuned on Vertex AI "
+                f"({request.vertex_model_id or summary.get('vertex_model_id')}) but no endpoint serves it: "
+                f"adapters/{request.pair}/{request.adapter_version}/training_summary.json records none ({job} "
+                "reported no tunedModel.endpoint) and VertexEndpoint.endpoints has no entry for the pair. Deploy "
+                f"{model} to an endpoint and set VertexEndpoint.endpoints={{'{request.pair}': '<endpoint id, or "
+                "projects/<project>/locations/<location>/endpoints/<id>>'} on the gcp inference resource")
         return endpoint
 
     def settings(self, request: GenerationRequest) -> dict:
         endpoint = self._check_configured(request)
         if endpoint is None:
             return super().settings(request)
+        if request.tuned_on_vertex:
+            prompt = {"prompt": "vertex_prompt_format from training_summary.json (the tuning rows' prompt)",
+                      "prompt_format": request.vertex_prompt_format}
+        else:
+            prompt = {"template": f"{TEMPLATE_FILE} beside the adapter"}
         return {"backend": "vertex-endpoint", "endpoint": endpoint, "decoding": "greedy (temperature 0)",
-                "template": f"{TEMPLATE_FILE} beside the adapter", "stop": request.end_of_turn}
+                **prompt, "stop": request.end_of_turn}
 
-    def _init_sdk(self):
+    def _init_sdk(self, endpoint: str):
+        """aiplatform pointed at the endpoint's own project and region (called with _VERTEX_LOCK held)."""
         from google.cloud import aiplatform
+
+        where = ENDPOINT_NAME.match(endpoint)
 
         if self.credentials == "anonymous":
             from google.auth.credentials import AnonymousCredentials
@@ -318,8 +378,8 @@ class VertexEndpoint(LocalGenerator):
             except DefaultCredentialsError as e:
                 raise InferenceError("No Application Default Credentials for Vertex AI prediction: run `gcloud auth "
                                      f"application-default login` or set GOOGLE_APPLICATION_CREDENTIALS ({e})") from e
-        host = self.api_endpoint or f"{self.location}-aiplatform.googleapis.com"
-        aiplatform.init(project=self._project(), location=self.location, credentials=creds, api_endpoint=host,
+        host = self.api_endpoint or f"{where['location']}-aiplatform.googleapis.com"
+        aiplatform.init(project=where["project"], location=where["location"], credentials=creds, api_endpoint=host,
                         api_transport=self.api_transport)
         return aiplatform
 
@@ -342,10 +402,10 @@ class VertexEndpoint(LocalGenerator):
 
         started = time.perf_counter()
         sha = adapter_sha256(request.adapter_dir)
-        prompts = request.prompts()
+        prompts = request.trained_prompts()
         texts, reasons, deployed = [], [], set()
         with _VERTEX_LOCK:
-            aiplatform = self._init_sdk()
+            aiplatform = self._init_sdk(endpoint)
             try:
                 ep = aiplatform.Endpoint(endpoint)
                 for start in range(0, len(prompts), self.instances_per_request):

@@ -108,6 +108,19 @@ class TuningJobInfo:
     base_model: str = ""
     tuned_model: str = ""  # projects/.../models/...@n once the job succeeded
     endpoint: str = ""  # projects/.../endpoints/... when Vertex deployed one
+    start_time: str | None = None  # RFC 3339, UTC: when the job started running
+    end_time: str | None = None  # RFC 3339, UTC: when it ended
+    experiment: str = ""  # the Vertex Experiment holding the job's training metrics, when Vertex names one
+    data_stats: dict[str, int] = field(default_factory=dict)  # tuningDataStats as Vertex reported them
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to end as Vertex reports them; None until both are known."""
+        if not (self.start_time and self.end_time):
+            return None
+        from datetime import datetime
+
+        return (datetime.fromisoformat(self.end_time) - datetime.fromisoformat(self.start_time)).total_seconds()
 
     @property
     def job_id(self) -> str:
@@ -138,7 +151,7 @@ class TuningJobInfo:
             "output_uri": self.output_uri,
             "labels": dg.MetadataValue.json(self.labels),
         }
-        for key in ("create_time", "error", "tuned_model", "endpoint"):
+        for key in ("create_time", "error", "tuned_model", "endpoint", "experiment"):
             if getattr(self, key):
                 meta[key] = getattr(self, key)
         return meta
@@ -152,10 +165,26 @@ def console_url(resource_name: str, project: str | None = None) -> str:
     return CONSOLE_URL.format(location=match["location"], job=match["job"], project=project or match["project"])
 
 
+#: SupervisedTuningDataStats scalars a job reports once it has read its data (v1beta1 TuningJob.tuningDataStats)
+DATA_STATS = ("tuning_dataset_example_count", "tuning_step_count", "total_billable_token_count",
+              "total_tuning_character_count", "total_billable_character_count", "total_truncated_example_count")
+
+
+def _data_stats(gca) -> dict[str, int]:
+    """The supervised tuning data statistics Vertex reported for the job ({} when it reported none)."""
+    if "supervised_tuning_data_stats" not in gca.tuning_data_stats:
+        return {}
+    stats = gca.tuning_data_stats.supervised_tuning_data_stats
+    return {name: int(getattr(stats, name)) for name in DATA_STATS}
+
+
+def _time(value) -> str | None:
+    return value.isoformat() if value else None
+
+
 def _info(gca, *, created: bool, project: str | None) -> TuningJobInfo:
     """TuningJobInfo from the SDK's TuningJob proto (google.cloud.aiplatform_v1beta1.types.TuningJob)."""
     error = gca.error.message or (f"error code {gca.error.code}" if gca.error.code else None)
-    create_time = gca.create_time.isoformat() if gca.create_time else None
     return TuningJobInfo(
         resource_name=gca.name,
         state=gca.state.name,
@@ -164,11 +193,15 @@ def _info(gca, *, created: bool, project: str | None) -> TuningJobInfo:
         error=error,
         output_uri=gca.output_uri,
         labels=dict(gca.labels),
-        create_time=create_time,
+        create_time=_time(gca.create_time),
         display_name=gca.tuned_model_display_name,
         base_model=gca.base_model,
         tuned_model=gca.tuned_model.model,
         endpoint=gca.tuned_model.endpoint,
+        start_time=_time(gca.start_time),
+        end_time=_time(gca.end_time),
+        experiment=gca.experiment,
+        data_stats=_data_stats(gca),
     )
 
 

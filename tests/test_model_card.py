@@ -8,14 +8,18 @@ import re
 import pytest
 from huggingface_hub import ModelCard, ModelCardData
 
+from coursegpt_assets.agents import get_agent
 from coursegpt_assets.cards.builder import CardError, build_card, inputs_from_plan, validate_card
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.core.secrets_scan import find_secrets, scrub
 from tests.fakes.publish_artifacts import (
+    VERTEX_DATA_STATS,
+    VERTEX_JOB,
     scored_router_report,
     splits_manifest,
     training_summary,
     tuning_manifest,
+    vertex_training_summary,
 )
 
 ORG = "CourseGPT-Pro-DSAI-Lab-Group-6"
@@ -24,14 +28,15 @@ SECTIONS = ("Summary", "Intended use and limits", "Training data", "Training pro
 HF_TOKEN = "hf_" + "Q7rT2mX9vLp4Kd8sWz1nB6cY3hJ0fGaEuR"
 
 
-def make_inputs(pair: str, *, summary_overrides: dict | None = None, report_md_extra: str = "", headline=None):
+def make_inputs(pair: str, *, summary_overrides: dict | None = None, report_md_extra: str = "", headline=None,
+                summary: dict | None = None):
     agent = pair.split("__")[0]
     report, report_md = scored_router_report(pair)
     if headline is not None:
         report["headline"] = headline
     return inputs_from_plan(
         default_plan(), pair, repo_id=f"{ORG}/{pair.replace('__', '-')}-peft",
-        summary=training_summary(pair, "/root/.cache/coursegpt/base", **(summary_overrides or {})),
+        summary=summary or training_summary(pair, "/root/.cache/coursegpt/base", **(summary_overrides or {})),
         report=report, report_markdown=report_md + report_md_extra,
         tuning_manifest=tuning_manifest(pair), splits_manifest=splits_manifest(agent),
     )
@@ -43,13 +48,23 @@ def section(text: str, title: str) -> str:
     return m.group(1)
 
 
+# TRL settings a Vertex job never receives: a Vertex adapter's card must not claim them
+LOCAL_ONLY = ("lora_dropout", "warmup_ratio", "batch_size", "learning_rate", "max_length", "target_modules",
+              "gradient_accumulation_steps", "lora_alpha")
+
+
 @pytest.fixture(scope="module")
 def llama_card() -> tuple[str, object]:
-    inputs = make_inputs("router__llama31-8b", summary_overrides={
-        "backend": "vertex", "hardware": "Vertex AI managed tuning (us-central1)", "device": "vertex",
-        "wall_time_s": 10812.0,
-    })
+    """A Vertex AI adapter's card (its summary as collect_vertex_export writes it)."""
+    inputs = make_inputs("router__llama31-8b", summary=vertex_training_summary(
+        "router__llama31-8b", data_stats=VERTEX_DATA_STATS))
     return build_card(inputs), inputs
+
+
+def table_row(text: str, name: str) -> list[str] | None:
+    """The cells after the first of the Markdown table row named `name`."""
+    m = re.search(rf"^\| {re.escape(name)} \| (.+) \|$", text, re.M)
+    return m.group(1).split(" | ") if m else None
 
 
 def test_card_metadata_comes_from_the_plan_and_report(llama_card):
@@ -77,22 +92,83 @@ def test_card_body_has_every_section_with_the_artifacts_numbers(llama_card):
     for split, n in inputs.splits_manifest["counts"].items():
         assert f"| {split} | {n} |" in data
     assert inputs.tuning_manifest["data_version"] in data and inputs.splits_manifest["content_hash"] in data
-    procedure = section(body, "Training procedure")
-    for name, value in inputs.summary["hyperparameters"].items():
-        shown = ", ".join(value) if isinstance(value, list) else None
-        row = re.search(rf"^\| {re.escape(name)} \| (.+) \|$", procedure, re.M)
-        assert row, f"hyperparameter {name} missing"
-        if shown is not None:
-            assert row.group(1) == shown
-        elif isinstance(value, (int, float)):
-            assert float(row.group(1)) == pytest.approx(value)
-    assert "3 h 0 min 12 s" in procedure and "Vertex AI managed tuning" in procedure
     evaluation = section(body, "Evaluation")
     for metric, value in inputs.report["headline"].items():
         row = re.search(rf"^\| {re.escape(metric)} \| ([0-9.]+) \|$", evaluation, re.M)
         assert row and float(row.group(1)) == pytest.approx(value, abs=1e-4)
     assert "#### overall (40 samples)" in evaluation  # the report's own tables, nested under Evaluation
     assert "Alovestocode/Router-agent-data" in section(body, "Citation")
+
+
+def test_vertex_card_states_the_settings_sent_to_vertex_and_what_the_job_reported(llama_card):
+    text, inputs = llama_card
+    procedure = section(ModelCard(text).text, "Training procedure")
+    job = inputs.summary["vertex_job"]
+    sent_as = {"source_model": "baseModel", "epochs": "hyperParameters.epochCount",
+               "learning_rate_multiplier": "hyperParameters.learningRateMultiplier",
+               "adapter_size": "hyperParameters.adapterSize", "tuning_mode": "supervisedTuningSpec.tuningMode"}
+    for name, field in sent_as.items():
+        value, shown_field = table_row(procedure, name)
+        assert shown_field == f"`{field}`"
+        if isinstance(job[name], (int, float)):
+            assert float(value) == pytest.approx(job[name])
+        else:
+            assert value == job[name]
+    assert table_row(procedure, "train_sha256")[0] == f"`{job['train_sha256']}`"
+    assert table_row(procedure, "adapter_size")[0] == str(default_plan().hyperparameters.lora_rank)
+    for name in LOCAL_ONLY:  # nothing Vertex never received is described as trained with
+        assert table_row(procedure, name) is None, name
+    assert "loss_curve.png" not in text and "![Training loss]" not in text
+    # the job: its resource name, a console link, tuned model, endpoint and duration as Vertex reported them
+    assert table_row(procedure, "Tuning job") == [f"`{VERTEX_JOB}`"]
+    assert table_row(procedure, "Console") == [f"[7000000000000000123]({inputs.summary['console_url']})"]
+    assert table_row(procedure, "Endpoint") == [f"`{inputs.summary['endpoint']}`"]
+    assert table_row(procedure, "Job duration") == ["3 h 0 min 12 s (10812.0 s)"]
+    assert table_row(procedure, "Tuning steps") == ["870"] and table_row(procedure, "Tuning examples") == ["6962"]
+    assert table_row(procedure, "Examples Vertex dropped (too long or invalid)") == ["3"]
+    assert table_row(procedure, "Training loss") == ["not reported by Vertex"]
+    assert "User query:" in section(ModelCard(text).text, "Training data")  # the prompt format it tuned on
+    # the load snippet builds the prompt exactly as the tuning rows' `prompt`, not with the chat template
+    code = re.search(r"```python\n(.*?)```", section(text, "How to load the adapter"), re.S).group(1)
+    assert "apply_chat_template" not in code
+    built: dict = {}
+    exec("\n".join(line for line in code.splitlines() if line.startswith(("SYSTEM_PROMPT =", "prompt ="))), built)
+    assert built["prompt"] == get_agent("router").vertex_prompt({"user_query": "..."})
+    assert validate_card(text) == []
+
+
+def test_vertex_card_without_job_metrics_says_not_reported_by_vertex():
+    summary = vertex_training_summary("router__llama31-8b", data_stats={}, endpoint=None, wall_time_s=None,
+                                      job_start_time=None, job_end_time=None)
+    procedure = section(build_card(make_inputs("router__llama31-8b", summary=summary)), "Training procedure")
+    for name in ("Tuning steps", "Tuning examples", "Billable tokens", "Training loss", "Job duration"):
+        assert table_row(procedure, name) == ["not reported by Vertex"], name
+    assert table_row(procedure, "Endpoint") == ["none deployed by the job"]
+
+
+def test_vertex_card_from_an_older_summary_shows_only_what_vertex_received():
+    plan_hp = training_summary("router__llama31-8b", "/base")["hyperparameters"]  # every local setting too
+    summary = vertex_training_summary("router__llama31-8b", hyperparameters=plan_hp, vertex_job=None)
+    procedure = section(build_card(make_inputs("router__llama31-8b", summary=summary)), "Training procedure")
+    assert table_row(procedure, "epochs") == [str(plan_hp["epochs"]), "`hyperParameters.epochCount`"]
+    assert all(table_row(procedure, name) is None for name in LOCAL_ONLY)
+
+
+def test_local_card_states_the_trl_settings_and_shows_the_loss_curve():
+    inputs = make_inputs("router__tiny-llama")
+    text = build_card(inputs)
+    procedure = section(ModelCard(text).text, "Training procedure")
+    for name, value in inputs.summary["hyperparameters"].items():
+        row = table_row(procedure, name)
+        assert row, f"hyperparameter {name} missing"
+        if isinstance(value, list):
+            assert row == [", ".join(value)]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            assert float(row[0]) == pytest.approx(value)
+    assert "![Training loss](loss_curve.png)" in procedure
+    assert table_row(procedure, "Final training loss") == ["4.8612"] and table_row(procedure, "Optimizer steps")
+    assert "Vertex" not in procedure and "Tuning job" not in procedure
+    assert "apply_chat_template" in section(text, "How to load the adapter")
 
 
 def test_peft_snippet_is_python_that_loads_this_repo(llama_card):

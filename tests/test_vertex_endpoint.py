@@ -144,3 +144,25 @@ def test_missing_project_names_google_cloud_project(tmp_path):
         VertexEndpoint()._project()
     with pytest.raises(InferenceError, match="set VertexEndpoint.project or GOOGLE_CLOUD_PROJECT"):
         VertexEndpoint(endpoints={PAIR: ENDPOINT_ID}).settings(request_for(PAIR, tmp_path))
+
+
+def test_a_vertex_tuned_adapter_is_asked_in_its_recorded_prompt_format(tmp_path):
+    from coursegpt_assets.agents.base import tuning_row
+    from tests.fakes.tuning_store import valid_router_records
+
+    agent = get_agent("router")
+    records = valid_router_records()[:3]
+    conversations = [agent.benchmark_messages(r) for r in records]
+    full = "projects/p/locations/europe-west4/endpoints/5"
+    tuned = {"backend": "vertex", "endpoint": full, "vertex_prompt_format": agent.vertex_prompt_format}
+    request = request_for(VERTEX_PAIR, tmp_path, conversations=conversations, summary=tuned)
+    assert request.trained_prompts() == [tuning_row(agent, r, "llama3")["prompt"] for r in records]
+    settings = VertexEndpoint().settings(request)
+    assert settings["prompt_format"] == agent.vertex_prompt_format and "template" not in settings
+
+    # an adapter collected before formats were recorded: the error names the field and the no-cost fix
+    old = request_for(VERTEX_PAIR, tmp_path, conversations=conversations, summary={"backend": "vertex",
+                                                                                     "endpoint": full})
+    with pytest.raises(InferenceError, match=r"records no vertex_prompt_format .*re-materialise adapter .*nothing "
+                                             r"is tuned or paid again"):
+        VertexEndpoint().settings(old)

@@ -298,3 +298,103 @@ def test_failed_job_is_reported_with_vertex_error_and_no_adapter_is_requested(gc
     assert not manual.success and message in step_failure_text(manual)
     assert not gcs_store.exists(layout.adapter_latest(PAIR))
     assert not gcs_store.exists(f"{layout.adapter_dir(PAIR, req.version)}/{SUMMARY}")
+
+
+# -- 5: the endpoint the job reported serves the evaluation, asked in the format Vertex tuned on ---------------
+def collect_adapter(store, server, instance, exported_adapter, **succeed):
+    """Submit, let the fake job succeed (with its endpoint unless succeed says otherwise), run adapter."""
+    req, name = submit_job(store, server, instance)
+    server.succeed(name, files={f"{EXPORT_FOLDER}/{n}": data for n, data in exported_adapter.items()}, **succeed)
+    result = dg.materialize(ADAPTER_ASSETS, selection=[dg.AssetKey("adapter")], partition_key=PAIR,
+                            instance=instance, resources=resources(store, server))
+    assert result.success
+    return req, name, result
+
+
+def evaluate_on_vertex(store, inference, instance, **kwargs) -> dg.ExecuteInJobResult:
+    from coursegpt_assets.defs.evaluation.report import REPORT_KEY, evaluation_report
+    from coursegpt_assets.defs.partitions import AGENT_PARTITIONS, PAIR_PARTITIONS
+
+    upstream = [dg.AssetSpec("adapter", partitions_def=PAIR_PARTITIONS),
+                dg.AssetSpec("benchmark", partitions_def=AGENT_PARTITIONS)]
+    return dg.materialize([*upstream, evaluation_report], partition_key=PAIR, selection=[REPORT_KEY],
+                          resources={"store": store, "inference": inference}, instance=instance, **kwargs)
+
+
+@pytest.fixture
+def no_metadata_server(monkeypatch):
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # never probe a GCE metadata server
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+
+
+def test_evaluation_asks_the_endpoint_the_job_reported_in_the_prompt_format_vertex_tuned_on(
+        gcs_store, vertex_server, instance, exported_adapter, no_metadata_server):
+    from coursegpt_assets.agents import get_agent
+    from coursegpt_assets.agents.base import tuning_row
+    from resources.inference import VertexEndpoint
+    from tests.fakes.evaluation_store import router_benchmark, write_benchmark
+    from tests.fakes.tuning_store import valid_router_records
+    from tests.fakes.vertex_predict_server import FakeVertexPredictServer
+    from tests.test_evaluation import newest_report
+
+    req, name, collected = collect_adapter(gcs_store, vertex_server, instance, exported_adapter)
+    job_id = name.rsplit("/", 1)[1]
+    endpoint = f"projects/{PROJECT}/locations/{LOCATION}/endpoints/{job_id}"
+    summary = gcs_store.read_json(layout.adapter_summary(PAIR, req.version))
+    assert summary["endpoint"] == endpoint == vertex_server.job(name)["tunedModel"]["endpoint"]
+    assert summary["tuned_model"] == f"projects/{PROJECT}/locations/{LOCATION}/models/{job_id}@1"
+    meta = collected.asset_materializations_for_node("adapter")[0].metadata
+    assert meta["endpoint"].value == endpoint and meta["resource_name"].value == name
+    agent = get_agent("router")
+    assert summary["vertex_prompt_format"] == agent.vertex_prompt_format
+    assert summary["vertex_data_stats"]["tuning_step_count"] == summary["steps"] == 24
+    assert summary["wall_time_s"] is not None and summary["wall_time_s"] >= 0
+
+    rows = router_benchmark()
+    write_benchmark(gcs_store, rows)
+    eot = "<|eot_id|>"
+    by_query = {r["user_query"].strip(): r["completion"] for r in rows}
+    predict = lambda prompt: next(f"{c}{eot}more" for q, c in by_query.items() if q in prompt)  # noqa: E731
+    with FakeVertexPredictServer(predict) as predict_server:
+        predict_server.add_endpoint(job_id, project=PROJECT, location=LOCATION)
+        # the gcp wiring (resources_for) with no endpoints mapping and no project: all from the summary
+        inference = VertexEndpoint(location="us-central1", api_endpoint=predict_server.endpoint,
+                                   credentials="anonymous")
+        result = evaluate_on_vertex(gcs_store, inference, instance)
+        assert result.success
+        calls = {(r["method"], r["path"]) for r in predict_server.requests}
+        assert calls == {("GET", f"/v1/{endpoint}"), ("POST", f"/v1/{endpoint}:predict")}
+        instances = [i for body in predict_server.predict_bodies for i in body["instances"]]
+
+    report = newest_report(gcs_store, PAIR)
+    assert report["adapter_proof"]["endpoint"] == endpoint and report["inference"]["backend"] == "vertex-endpoint"
+    assert report["headline"]["route_plan_exact"] == 1.0
+    # what the endpoint received for each row is, byte for byte, the tuning row's `prompt` of that record
+    records = {r["id"]: r for r in valid_router_records()}
+    fam = default_plan().base_models["llama31-8b"].family
+    assert len(instances) == len(rows)
+    for row, sent in zip(rows, instances, strict=True):
+        tuned = tuning_row(agent, records[row["id"]], fam)
+        assert sent["prompt"].encode("utf-8") == tuned["prompt"].encode("utf-8")
+        assert sent["prompt"] != tuned["text_prompt"]  # not the chat template the local trainer uses
+    train = {r["id"]: r["prompt"] for r in gcs_store.read_jsonl(layout.tuning_records(PAIR, "train"))}
+    assert all(train[r["id"]] == i["prompt"] for r, i in zip(rows, instances, strict=True) if r["id"] in train)
+
+
+def test_no_reported_endpoint_and_none_configured_says_what_to_set(gcs_store, vertex_server, instance,
+                                                                   exported_adapter, no_metadata_server):
+    from resources.inference import VertexEndpoint
+    from tests.fakes.evaluation_store import router_benchmark, write_benchmark
+
+    req, name, _ = collect_adapter(gcs_store, vertex_server, instance, exported_adapter, deploy=False)
+    summary = gcs_store.read_json(layout.adapter_summary(PAIR, req.version))
+    assert summary["endpoint"] is None and summary["tuned_model"]
+    write_benchmark(gcs_store, router_benchmark())
+    result = evaluate_on_vertex(gcs_store, VertexEndpoint(credentials="anonymous"), instance, raise_on_error=False)
+    assert not result.success
+    text = step_failure_text(result)
+    assert f"training_summary.json records none ({name} reported no tunedModel.endpoint)" in text
+    assert f"Deploy {summary['tuned_model']} to an endpoint" in text
+    assert f"set VertexEndpoint.endpoints={{'{PAIR}': '<endpoint id" in text

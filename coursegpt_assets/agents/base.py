@@ -6,6 +6,8 @@ agent is one module exposing `AGENT` plus its entry in training_plan.yaml.
 
 from __future__ import annotations
 
+import re
+import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +82,11 @@ class Agent(Protocol):
     def vertex_prompt(self, record: dict) -> str:
         """The seed's Vertex supervised-tuning `prompt` string."""
 
+    #: optional: how `vertex_prompt` lays out the system prompt and the user turn, with `{system}` and
+    #: `{user}` fields (see `render_vertex_prompt`). A Vertex adapter records it so its endpoint is asked in
+    #: the format it was tuned on; an agent without one cannot be evaluated on a Vertex endpoint.
+    vertex_prompt_format: str
+
     def benchmark_rows(self, split: Callable[[str], list[dict]], *, seed: int,
                        config: Any) -> tuple[list[dict], list[dict]]:
         """The benchmark rows (each with `id`, `source` and what `score` reads) and the external files they
@@ -101,10 +108,45 @@ class Agent(Protocol):
         (`coursegpt_assets.scoring.agent_scores`)."""
 
 
+OPTIONAL_MEMBERS = frozenset({"vertex_prompt_format"})
+VERTEX_PROMPT_FIELDS = frozenset({"system", "user"})
+
+
 def protocol_members() -> tuple[str, ...]:
-    """Every attribute and method the protocol names (what `get_agent` checks an AGENT has)."""
+    """Every attribute and method the protocol requires (what `get_agent` checks an AGENT has)."""
     methods = (name for name, value in vars(Agent).items() if callable(value) and not name.startswith("_"))
-    return tuple(dict.fromkeys([*Agent.__annotations__, *methods]))
+    return tuple(m for m in dict.fromkeys([*Agent.__annotations__, *methods]) if m not in OPTIONAL_MEMBERS)
+
+
+def check_vertex_prompt_format(fmt: str) -> str:
+    """`fmt` when it names exactly the fields {system} and {user} once each; else ValueError naming the problem."""
+    fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(fmt) if name is not None]
+    names = sorted(name for name, _, _ in fields)
+    if names != sorted(VERTEX_PROMPT_FIELDS) or any(spec or conv for _, spec, conv in fields):
+        raise ValueError(f"Vertex prompt format {fmt!r} must name {{system}} and {{user}} once each, with no "
+                         f"other field, conversion or format spec (it names {names})")
+    return fmt
+
+
+def render_vertex_prompt(fmt: str, system: str, user: str) -> str:
+    """The Vertex tuning `prompt` for one turn: `fmt` with the system prompt and the stripped user text.
+    Both the tuning rows (`Agent.vertex_prompt`) and the Vertex endpoint's benchmark prompts come from here."""
+    return check_vertex_prompt_format(fmt).format(system=system, user=user.strip())
+
+
+def matches_vertex_prompt_format(fmt: str, system: str, prompt: str) -> bool:
+    """Whether `prompt` (a tuning row's `prompt`) is `fmt` with this system prompt and some user text."""
+    pattern = "".join(re.escape(literal) + {"system": re.escape(system), "user": "(?s:.*)", None: ""}[name]
+                      for literal, name, _, _ in string.Formatter().parse(check_vertex_prompt_format(fmt)))
+    return re.fullmatch(pattern, prompt) is not None
+
+
+def vertex_prompt_for_messages(fmt: str, messages: list[dict]) -> str:
+    """`render_vertex_prompt` for a benchmark conversation: its system message and its one user turn."""
+    roles = [m.get("role") for m in messages]
+    if roles != ["system", "user"]:
+        raise ValueError(f"a Vertex prompt is built from one system and one user message, got roles {roles}")
+    return render_vertex_prompt(fmt, messages[0]["content"], messages[1]["content"])
 
 
 def tuning_row(agent: Agent, record: dict, family: str, *, think: bool = False) -> dict:

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 
 from coursegpt_assets.agents import code_evaluation as evaluation
+from coursegpt_assets.agents.base import render_vertex_prompt
 from coursegpt_assets.core.chat_templates import build_messages
 from coursegpt_assets.data.records import RawRow, normalise_text
 from coursegpt_assets.data.sources import iter_source
@@ -92,6 +93,7 @@ def clean_record(record: dict) -> dict:
 class CodeAgent:
     name = "code"
     system_prompt = SYSTEM_PROMPT
+    vertex_prompt_format = "{system}\n\nTask:\n{user}\n"
     source_variable = "COURSEGPT_CODE_SOURCE"
     preview_columns = ("instruction", "entry_point")
     columns = None  # not declared: schema.yml columns of code records are checked at run time
@@ -145,7 +147,7 @@ class CodeAgent:
         return record["output"].strip()
 
     def vertex_prompt(self, record: dict) -> str:
-        return f"{SYSTEM_PROMPT}\n\nTask:\n{self.user_text(record)}\n"
+        return render_vertex_prompt(self.vertex_prompt_format, SYSTEM_PROMPT, self.user_text(record))
 
     def benchmark_rows(self, split, *, seed: int, config) -> tuple[list[dict], list[dict]]:
         return evaluation.code_rows(split("test")), []

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterator
 
 from coursegpt_assets.agents import math_evaluation as evaluation
+from coursegpt_assets.agents.base import render_vertex_prompt
 from coursegpt_assets.core.chat_templates import build_messages
 from coursegpt_assets.data.records import RawRow, normalise_text
 from coursegpt_assets.data.sources import iter_source
@@ -89,6 +90,7 @@ def clean_record(record: dict) -> dict:
 class MathAgent:
     name = "math"
     system_prompt = SYSTEM_PROMPT
+    vertex_prompt_format = "{system}\n\nProblem:\n{user}\n"
     source_variable = "COURSEGPT_MATH_SOURCE"
     preview_columns = ("problem", "answer")
     columns = None  # not declared: schema.yml columns of math records are checked at run time
@@ -141,7 +143,7 @@ class MathAgent:
         return _first_text(record, SOLUTION_FIELDS).strip()
 
     def vertex_prompt(self, record: dict) -> str:
-        return f"{SYSTEM_PROMPT}\n\nProblem:\n{self.user_text(record)}\n"
+        return render_vertex_prompt(self.vertex_prompt_format, SYSTEM_PROMPT, self.user_text(record))
 
     def benchmark_rows(self, split, *, seed: int, config) -> tuple[list[dict], list[dict]]:
         validation = split("validation") if config.include_validation else None

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 
 from coursegpt_assets.agents import router_evaluation as evaluation
+from coursegpt_assets.agents.base import render_vertex_prompt
 from coursegpt_assets.core.chat_templates import build_messages
 from coursegpt_assets.data.records import RawRow, normalise_text
 from coursegpt_assets.data.sources import iter_source
@@ -140,6 +141,7 @@ def completion_object(record: dict) -> dict:
 class RouterAgent:
     name = "router"
     system_prompt = SYSTEM_PROMPT
+    vertex_prompt_format = "{system}\n\nUser query:\n{user}\n"
     source_variable = "COURSEGPT_ROUTER_SOURCE"
     preview_columns = ("user_query", "difficulty", "route_plan")
     columns = frozenset({*REQUIRED_TYPES, *OPTIONAL_TYPES})
@@ -187,7 +189,7 @@ class RouterAgent:
         return json.dumps(completion_object(record), ensure_ascii=False)
 
     def vertex_prompt(self, record: dict) -> str:
-        return f"{SYSTEM_PROMPT}\n\nUser query:\n{record['user_query'].strip()}\n"
+        return render_vertex_prompt(self.vertex_prompt_format, SYSTEM_PROMPT, self.user_text(record))
 
     def benchmark_rows(self, split, *, seed: int, config) -> tuple[list[dict], list[dict]]:
         rows = evaluation.router_rows(self, split("test"), split("validation"), seed=seed,

@@ -22,11 +22,27 @@ from coursegpt_assets.agents import get_agent
 from coursegpt_assets.cards.template import CARD_TEMPLATE, citation_for
 from coursegpt_assets.core.plan import TrainingPlan
 from coursegpt_assets.core.secrets_scan import find_secrets, scrub, scrub_obj
+from coursegpt_assets.training.spec import VertexJob
 
 SMOKE_TAG = "smoke-test"
 SMOKE_PHRASE = "smoke-test model"
 TASK_TYPE = "text-generation"
 MISSING_VALUE = "not measured"  # shown in the body; the model-index holds measured numbers only
+NOT_REPORTED = "not reported by Vertex"
+# What sft.train sends for each VertexJob field (the v1beta1 TuningJob JSON field it becomes).
+VERTEX_FIELDS = {"source_model": "baseModel", "tuning_mode": "supervisedTuningSpec.tuningMode",
+                 "epochs": "hyperParameters.epochCount",
+                 "learning_rate_multiplier": "hyperParameters.learningRateMultiplier",
+                 "adapter_size": "hyperParameters.adapterSize",
+                 "train_sha256": "trainingDatasetUri (sha256 of the file)",
+                 "validation_sha256": "validationDatasetUri (sha256 of the file)"}
+assert set(VERTEX_FIELDS) == set(VertexJob.__dataclass_fields__), "describe every field Vertex receives"
+# SupervisedTuningDataStats as the tuning job reports them (TuningJobInfo.data_stats)
+VERTEX_STATS = {"tuning_dataset_example_count": "Tuning examples", "tuning_step_count": "Tuning steps",
+                "total_billable_token_count": "Billable tokens",
+                "total_tuning_character_count": "Tuning characters",
+                "total_billable_character_count": "Billable characters",
+                "total_truncated_example_count": "Examples Vertex dropped (too long or invalid)"}
 REQUIRED_METADATA = ("base_model", "library_name", "license", "pipeline_tag", "tags", "model-index")
 
 
@@ -47,6 +63,7 @@ class CardInputs:
     smoke: bool
     agent_description: str
     intended_use: str
+    system_prompt: str
     synthetic_data: bool
     source: str
     source_license: str
@@ -85,6 +102,7 @@ def inputs_from_plan(
         smoke=model.smoke,
         agent_description=spec.description,
         intended_use=agent.intended_use,
+        system_prompt=agent.system_prompt,
         synthetic_data=agent.synthetic_data,
         source=spec.source,
         source_license=spec.source_license,
@@ -211,8 +229,53 @@ def _headline_rows(inputs: CardInputs) -> list[tuple[str, str]]:
             for m, v in (inputs.report.get("headline") or {}).items()]
 
 
+def _vertex_settings(pair: str, s: dict) -> list[tuple[str, str, str]]:
+    """(setting, value, the TuningJob field it is sent as): the job record's VertexJob, or the summary's
+    hyperparameters restricted to what Vertex receives (older summaries also held local-only settings)."""
+    sent = s.get("vertex_job") or {k: v for k, v in (s.get("hyperparameters") or {}).items() if k in VERTEX_FIELDS}
+    if not sent:
+        raise CardError(f"adapters/{pair}: training_summary.json names none of the settings sent to Vertex "
+                        f"({', '.join(VERTEX_FIELDS)})")
+    return [(k, f"`{_fmt(sent[k])}`" if k.endswith("sha256") else _fmt(sent[k]), f"`{VERTEX_FIELDS[k]}`")
+            for k in VERTEX_FIELDS if k in sent]
+
+
+def _vertex_reported(s: dict) -> list[tuple[str, str]]:
+    """What the tuning job itself reported about its run, each missing figure saying so."""
+    stats = s.get("vertex_data_stats") or {}
+    rows = [(label, _fmt(stats[key]) if key in stats else NOT_REPORTED) for key, label in VERTEX_STATS.items()]
+    experiment = s.get("experiment")
+    loss = NOT_REPORTED + (f" in the job (its Experiment `{_fmt(experiment)}` may hold it)" if experiment else "")
+    return [*rows, ("Training loss", loss)]
+
+
+def _vertex_job_facts(s: dict) -> list[tuple[str, str]]:
+    url = s.get("console_url")
+    return [
+        ("Backend", "vertex"),
+        ("Tuning job", f"`{_fmt(s.get('resource_name'))}`"),
+        ("Console", f"[{_fmt(s.get('resource_name', '').rsplit('/', 1)[-1])}]({url})" if url else NOT_REPORTED),
+        ("Tuned model", f"`{_fmt(s.get('tuned_model'))}`" if s.get("tuned_model") else NOT_REPORTED),
+        ("Endpoint", f"`{_fmt(s.get('endpoint'))}`" if s.get("endpoint") else "none deployed by the job"),
+        ("Job started", _fmt(s.get("job_start_time")) if s.get("job_start_time") else NOT_REPORTED),
+        ("Job ended", _fmt(s.get("job_end_time")) if s.get("job_end_time") else NOT_REPORTED),
+        ("Job duration", _duration(s["wall_time_s"]) if s.get("wall_time_s") is not None else NOT_REPORTED),
+        ("Adapter version", _fmt(s.get("version"))),
+    ]
+
+
+def _load_snippet_prompt(inputs: CardInputs) -> str | None:
+    """Python that builds the prompt a Vertex adapter was tuned on (None: use the chat template)."""
+    fmt = inputs.summary.get("vertex_prompt_format")
+    if str(inputs.summary.get("backend", "")).lower() != "vertex" or not fmt:
+        return None
+    return (f"SYSTEM_PROMPT = {inputs.system_prompt!r}\n"
+            f"prompt = {fmt!r}.format(system=SYSTEM_PROMPT, user=\"...\")")
+
+
 def render_body_context(inputs: CardInputs) -> dict[str, Any]:
-    """Template variables for the card body (all values already scrubbed)."""
+    """Template variables for the card body (all values already scrubbed). A Vertex adapter's card states the
+    settings sent to Vertex and what its job reported; a local one its TRL settings and loss curve."""
     s, tm, sm = inputs.summary, inputs.tuning_manifest, inputs.splits_manifest
     hyper = s.get("hyperparameters") or {}
     if not hyper:
@@ -220,17 +283,22 @@ def render_body_context(inputs: CardInputs) -> dict[str, Any]:
     split_counts = sm.get("counts") or {}
     tuning_counts = tm.get("counts") or {}
     backend = str(s.get("backend", "")).lower()
+    vertex = backend == "vertex"
     return {
         "model_name": model_name(inputs),
         "inputs": inputs,
         "smoke": inputs.smoke,
         "smoke_phrase": SMOKE_PHRASE,
-        "backend_name": "Vertex AI supervised tuning (PEFT adapter)" if backend == "vertex" else "TRL SFTTrainer + PEFT",
+        "vertex": vertex,
+        "backend_name": "Vertex AI supervised tuning (PEFT adapter)" if vertex else "TRL SFTTrainer + PEFT",
         "intended_use": inputs.intended_use,
         "synthetic_data": inputs.synthetic_data,
         "dataset_id": dataset_id(inputs.source),
-        "hyperparameters": [(k, _fmt(v)) for k, v in hyper.items()],
-        "training_facts": [
+        "hyperparameters": [] if vertex else [(k, _fmt(v)) for k, v in hyper.items()],
+        "vertex_settings": _vertex_settings(inputs.pair, s) if vertex else [],
+        "vertex_reported": _vertex_reported(s) if vertex else [],
+        "vertex_prompt_format": _fmt(repr(s["vertex_prompt_format"])) if vertex and s.get("vertex_prompt_format") else "",
+        "training_facts": _vertex_job_facts(s) if vertex else [
             ("Backend", backend or "unknown"),
             ("Hardware", _fmt(s.get("hardware"))),
             ("Device", _fmt(s.get("device"))),
@@ -252,6 +320,7 @@ def render_body_context(inputs: CardInputs) -> dict[str, Any]:
         "headline_rows": _headline_rows(inputs),
         "benchmark_version": _fmt(inputs.report.get("benchmark_version")),
         "report_tables": _demote_headings(inputs.report_markdown) if inputs.report_markdown.strip() else "",
+        "load_prompt": _load_snippet_prompt(inputs),
         "citation": citation_for(inputs.source, inputs.source_license),
     }
 

@@ -70,7 +70,7 @@ Split counts (records):
 |---|---|
 {% for name, value in split_counts %}| {{ name }} | {{ value }} |
 {% endfor %}
-Tuning rows rendered with the base model's chat template: {% for name, value in tuning_counts %}{{ name }} {{ value }}{% if not loop.last %}, {% endif %}{% endfor %}.
+{% if vertex %}Tuning rows (the `prompt` / `completion` pairs Vertex AI tuned on{% if vertex_prompt_format %}, prompts in the format `{{ vertex_prompt_format }}`{% endif %}): {% else %}Tuning rows rendered with the base model's chat template: {% endif %}{% for name, value in tuning_counts %}{{ name }} {{ value }}{% if not loop.last %}, {% endif %}{% endfor %}.
 Examples used in training: {{ examples_used[0] }} train, {{ examples_used[1] }} validation.
 
 ## Training procedure
@@ -79,14 +79,26 @@ Examples used in training: {{ examples_used[0] }} train, {{ examples_used[1] }} 
 |---|---|
 {% for name, value in training_facts %}| {{ name }} | {{ value }} |
 {% endfor %}
-Hyperparameters:
+{% if vertex %}Settings sent to Vertex AI (`vertexai.tuning.sft.train`; Vertex chooses everything else, such as
+the learning rate the multiplier scales, batch size and sequence length):
+
+| setting | value | sent as |
+|---|---|---|
+{% for name, value, field in vertex_settings %}| {{ name }} | {{ value }} | {{ field }} |
+{% endfor %}
+Reported by the Vertex tuning job:
+
+| | |
+|---|---|
+{% for name, value in vertex_reported %}| {{ name }} | {{ value }} |
+{% endfor %}{% else %}Hyperparameters:
 
 | hyperparameter | value |
 |---|---|
 {% for name, value in hyperparameters %}| {{ name }} | {{ value }} |
 {% endfor %}
 ![Training loss](loss_curve.png)
-
+{% endif %}
 ## Evaluation
 
 Benchmark version `{{ benchmark_version }}` (the agent's held-out test split). Headline metrics; the measured
@@ -110,11 +122,14 @@ base = AutoModelForCausalLM.from_pretrained("{{ inputs.base_model_id }}", device
 tokenizer = AutoTokenizer.from_pretrained("{{ inputs.repo_id }}")
 model = PeftModel.from_pretrained(base, "{{ inputs.repo_id }}")
 
-messages = [{"role": "user", "content": "..."}]
+{% if load_prompt %}# the prompt format Vertex AI tuned this adapter on (not the chat template)
+{{ load_prompt }}
+inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
+{% else %}messages = [{"role": "user", "content": "..."}]
 inputs = tokenizer.apply_chat_template(
     messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
 ).to(model.device)
-output = model.generate(**inputs, max_new_tokens=512)
+{% endif %}output = model.generate(**inputs, max_new_tokens=512)
 print(tokenizer.decode(output[0][inputs["input_ids"].shape[-1]:], skip_special_tokens=True))
 ```
 {% if smoke %}

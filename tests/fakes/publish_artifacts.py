@@ -97,6 +97,47 @@ def training_summary(pair: str, base_dir: str, **overrides) -> dict:
     return summary
 
 
+VERTEX_JOB = "projects/coursegpt-prod/locations/us-central1/tuningJobs/7000000000000000123"
+VERTEX_DATA_STATS = {"tuning_dataset_example_count": 6962, "tuning_step_count": 870,
+                     "total_billable_token_count": 5123456, "total_tuning_character_count": 20493824,
+                     "total_billable_character_count": 20493824, "total_truncated_example_count": 3}
+
+
+def vertex_training_summary(pair: str, *, data_stats: dict | None = None, **overrides) -> dict:
+    """A Vertex adapter's training_summary.json as collect_vertex_export writes it: the settings Vertex
+    received (no local-only ones), the job's names and times, and what the job reported (`data_stats`)."""
+    from coursegpt_assets.agents import get_agent
+    from coursegpt_assets.training.spec import vertex_job
+
+    plan = default_plan()
+    agent, base_model = pair.split("__")
+    base = plan.base_models[base_model]
+    job = vertex_job(pair, base.vertex_id, plan.hyperparameters.model_dump(),
+                     {"sha256": {"train": "a" * 64, "validation": "b" * 64}})
+    base_uri = VERTEX_JOB.split("/tuningJobs/")[0]
+    summary = {
+        "pair": pair, "agent": agent, "base_model": base_model, "base_model_id": base.hf_id,
+        "vertex_model_id": base.vertex_id, "exported_base_model": "gs://vertex-model-garden/llama3_1/8b",
+        "version": job.key, "data_version": "9f86d081884c7d65", "backend": "vertex", "device": "vertex-ai",
+        "hardware": "Vertex AI managed tuning", "hyperparameters": job.hyperparameters(),
+        "vertex_job": {**job.hyperparameters(), "train_sha256": job.train_sha256,
+                       "validation_sha256": job.validation_sha256},
+        "steps": (data_stats or {}).get("tuning_step_count"), "final_loss": None, "wall_time_s": 10812.0,
+        "tokens_per_second": None, "train_examples": 6962, "validation_examples": 818, "smoke": False,
+        "resource_name": VERTEX_JOB,
+        "console_url": "https://console.cloud.google.com/vertex-ai/generative/language/locations/us-central1"
+                       "/tuning/tuningJob/7000000000000000123?project=coursegpt-prod",
+        "export_uri": "gs://coursegpt/adapters/x/vertex_export/postprocess/node-0/checkpoints/final",
+        "job_create_time": "2026-11-24T07:00:00+00:00", "job_start_time": "2026-11-24T07:00:05+00:00",
+        "job_end_time": "2026-11-24T10:00:17+00:00", "tuned_model": f"{base_uri}/models/123@1",
+        "endpoint": f"{base_uri}/endpoints/456", "experiment": None,
+        "vertex_data_stats": dict(data_stats or {}),
+        "vertex_prompt_format": get_agent(agent).vertex_prompt_format, "vertex_prompt_check": "checked",
+    }
+    summary.update(overrides)
+    return summary
+
+
 def splits_manifest(agent: str) -> dict:
     return {
         "agent": agent, "counts": {"train": 6962, "validation": 818, "test": 409}, "seed": 42,

@@ -28,6 +28,10 @@ JOB_STATES = {
     "JOB_STATE_SUCCEEDED": 4, "JOB_STATE_FAILED": 5, "JOB_STATE_CANCELLING": 6, "JOB_STATE_CANCELLED": 7,
     "JOB_STATE_PAUSED": 8, "JOB_STATE_EXPIRED": 9, "JOB_STATE_UPDATING": 10, "JOB_STATE_PARTIALLY_SUCCEEDED": 11,
 }
+# What a succeeded SFT job reports about its data (int64 fields, sent as strings in JSON).
+DEFAULT_DATA_STATS = {"tuningDatasetExampleCount": 64, "tuningStepCount": 24, "totalBillableTokenCount": 18432,
+                      "totalTuningCharacterCount": 73728, "totalBillableCharacterCount": 73728,
+                      "totalTruncatedExampleCount": 0}
 _ENDED = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
 _PATH = re.compile(r"^/(?P<version>v1|v1beta1)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
                    r"/tuningJobs(?:/(?P<job>[^/:]+))?(?P<verb>:cancel)?$")
@@ -87,9 +91,13 @@ class FakeVertexServer(LoopbackServer):
     def fail(self, name: str, message: str, code: int = 3) -> None:
         self.set_state(name, "JOB_STATE_FAILED", error_message=message, error_code=code)
 
-    def succeed(self, name: str, *, files: dict[str, bytes] | None = None) -> None:
-        """Mark a job SUCCEEDED, naming a tuned model/endpoint; `files` are written under its outputUri
-        on GCS (google-cloud-storage, so STORAGE_EMULATOR_HOST points it at the emulator)."""
+    def succeed(self, name: str, *, files: dict[str, bytes] | None = None, deploy: bool = True,
+                data_stats: dict[str, int] | None = None) -> None:
+        """Mark a job SUCCEEDED, naming its tuned model and (unless `deploy` is False) the endpoint Vertex
+        deployed it to, as `tunedModel.model` / `tunedModel.endpoint`; `files` are written under its outputUri
+        on GCS (google-cloud-storage, so STORAGE_EMULATOR_HOST points it at the emulator). `data_stats`
+        (camelCase SupervisedTuningDataStats fields) become `tuningDataStats.supervisedTuningDataStats`,
+        int64s as JSON strings like the real service sends them; None sends DEFAULT_DATA_STATS, {} none."""
         job = self.job(name)
         if files:
             from google.auth.credentials import AnonymousCredentials
@@ -99,11 +107,17 @@ class FakeVertexServer(LoopbackServer):
             bucket = storage.Client(project="fake-vertex", credentials=AnonymousCredentials()).bucket(bucket_name)
             for rel, data in files.items():
                 bucket.blob(f"{prefix.rstrip('/')}/{rel}".lstrip("/")).upload_from_string(data)
-        base = job["name"].split("/tuningJobs/")[0]
-        self.set_state(name, "JOB_STATE_SUCCEEDED", tuned_model={
-            "model": f"{base}/models/{job['name'].rsplit('/', 1)[1]}@1",
-            "endpoint": f"{base}/endpoints/{job['name'].rsplit('/', 1)[1]}",
-        })
+        base, job_id = job["name"].split("/tuningJobs/")
+        tuned = {"model": f"{base}/models/{job_id}@1"}
+        if deploy:
+            tuned["endpoint"] = f"{base}/endpoints/{job_id}"
+        stats = DEFAULT_DATA_STATS if data_stats is None else data_stats
+        with self._lock:
+            stored = self._jobs[self._full_name(name)]
+            stored.setdefault("startTime", self._tick())
+            if stats:
+                stored["tuningDataStats"] = {"supervisedTuningDataStats": {k: str(v) for k, v in stats.items()}}
+            self._apply(stored, "JOB_STATE_SUCCEEDED", None, 3, tuned)
 
     def script(self, name: str, steps: list[tuple[str, str | None]]) -> None:
         """Each later GET of `name` first moves it to the next (state, error message) of `steps`."""

@@ -3,7 +3,10 @@
 The job was submitted with `output_uri = adapters/<pair>/<version>/vertex_export`; Vertex writes the PEFT
 adapter somewhere below it (the layout is Vertex's). We find the folder holding `adapter_config.json` and
 `adapter_model.safetensors`, copy its files up into `adapters/<pair>/<version>/`, name the base model by
-its HF id, add the family chat template and write `training_summary.json` last.
+its HF id, add the family chat template and write `training_summary.json` last. The summary records what
+the job reported (tuned model, the endpoint Vertex deployed it to, start/end, tuningDataStats) and the
+prompt format Vertex tuned on (the agent's `vertex_prompt_format`, checked against every train row's
+`prompt`), so the endpoint is asked in that format at evaluation and the card states only what Vertex did.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import posixpath
 
 import dagster as dg
 
+from coursegpt_assets.agents import get_agent
+from coursegpt_assets.agents.base import matches_vertex_prompt_format
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.chat_templates import family
 from coursegpt_assets.defs.common import read_upstream
@@ -52,6 +57,23 @@ def find_export(keys: list[str]) -> str:
     return (finals or complete)[-1]
 
 
+def tuned_prompt_format(store: ArtifactStore, req) -> tuple[str | None, str]:
+    """The agent's Vertex prompt format when every train row's `prompt` (what Vertex tuned on) has it, else
+    None; and a sentence saying which."""
+    agent = get_agent(req.agent)
+    fmt = getattr(agent, "vertex_prompt_format", None)
+    if not fmt:
+        return None, f"agent {req.agent} declares no vertex_prompt_format"
+    key = layout.tuning_records(req.pair, "train")
+    rows = 0
+    for row in store.iter_jsonl(key):
+        rows += 1
+        if not matches_vertex_prompt_format(fmt, agent.system_prompt, str(row.get("prompt", ""))):
+            return None, (f"{store.uri(key)} row {rows} (id {row.get('id')}) has a `prompt` not in agent "
+                          f"{req.agent}'s vertex_prompt_format {fmt!r}")
+    return fmt, f"every one of the {rows} train prompts has the format {fmt!r}"
+
+
 def collect_vertex_export(context, store: ArtifactStore, trainer, req, adir: str) -> None:
     """Copy the succeeded job's adapter into `adir`; fail with Vertex's own message when it did not succeed."""
     record = read_upstream(store, f"{adir}/{layout.JOB_RECORD}", producer="tuning_job", partition=req.pair)
@@ -78,6 +100,10 @@ def collect_vertex_export(context, store: ArtifactStore, trainer, req, adir: str
         store.write_bytes(f"{adir}/{name}", data)
     store.write_text(f"{adir}/{layout.CHAT_TEMPLATE_FILE}", family(req.family).template)
     manifest = store.read_json(layout.tuning_manifest(req.pair))
+    prompt_format, prompt_check = tuned_prompt_format(store, req)
+    if prompt_format is None:
+        context.log.warning(f"{req.pair}: no Vertex prompt format recorded ({prompt_check}); a Vertex endpoint "
+                            "cannot be asked in the format this adapter was tuned on")
     # what Vertex trained with (its job record), not the plan's local-only settings: the version ignores those
     hp = record.get("hyperparameters") or req.vertex_job.hyperparameters()
     summary = {
@@ -86,11 +112,21 @@ def collect_vertex_export(context, store: ArtifactStore, trainer, req, adir: str
         "data_version": req.data_version, "backend": "vertex", "device": "vertex-ai",
         "hardware": "Vertex AI managed tuning", "hyperparameters": hp,
         "vertex_job": record.get("vertex_job"),
-        "steps": None, "final_loss": None, "wall_time_s": None, "tokens_per_second": None,
+        # Vertex reports no loss in the job; its step count and duration are the job's own
+        "steps": info.data_stats.get("tuning_step_count"), "final_loss": None,
+        "wall_time_s": info.duration_s, "tokens_per_second": None,
         "train_examples": manifest.get("counts", {}).get("train"),
         "validation_examples": manifest.get("counts", {}).get("validation"),
         "smoke": req.smoke, "resource_name": info.resource_name, "console_url": info.console_url,
         "export_uri": store.uri(folder), "job_create_time": info.create_time,
+        "job_start_time": info.start_time, "job_end_time": info.end_time,
+        "tuned_model": info.tuned_model or None, "endpoint": info.endpoint or None,
+        "experiment": info.experiment or None, "vertex_data_stats": dict(info.data_stats),
+        "vertex_prompt_format": prompt_format, "vertex_prompt_check": prompt_check,
     }
     store.write_json(f"{adir}/{layout.SUMMARY_FILE}", summary)
-    context.log.info(f"{req.pair}: copied the Vertex adapter from {store.uri(folder)} into {store.uri(adir)}")
+    job_meta = {key: summary[key] for key in ("resource_name", "tuned_model", "endpoint") if summary[key]}
+    context.add_output_metadata({**job_meta, "console_url": dg.MetadataValue.url(info.console_url)},
+                                output_name=context.assets_def.get_output_name_for_asset_key(context.asset_key))
+    where = f"; Vertex deployed it to {info.endpoint}" if info.endpoint else "; Vertex names no endpoint serving it"
+    context.log.info(f"{req.pair}: copied the Vertex adapter from {store.uri(folder)} into {store.uri(adir)}{where}")
