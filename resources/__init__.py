@@ -19,7 +19,9 @@ import os
 
 import dagster as dg
 
-from coursegpt_assets.core.settings import Settings
+from coursegpt_assets.agents import get_agent
+from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.core.settings import Settings, require_named_sources
 from resources.gcs_store import GcsStore
 from resources.hub import HfHub, LocalHub
 from resources.inference import LocalGenerator, OpenAICompatibleServer, VertexEndpoint
@@ -47,6 +49,8 @@ def store_for(root: str, **options) -> ArtifactStore:
 
 def resources_for(settings: Settings) -> dict:
     if settings.is_gcp:
+        plan = default_plan()
+        require_named_sources([get_agent(agent, plan).source_variable for agent in plan.agent_names])
         project = _env("GOOGLE_CLOUD_PROJECT")
         vertex = {"location": settings.vertex_location, "api_endpoint": settings.vertex_api_endpoint,
                   "credentials": settings.gcp_credentials}

@@ -11,6 +11,13 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = Path(os.environ.get("COURSEGPT_SHARED", PROJECT_ROOT.parent / "shared"))
 ARTIFACTS_DIR = PROJECT_ROOT / "tests" / "artifacts"
 
+#: what a gcp user names (README): under COURSEGPT_ENV=gcp definitions refuse to load without every agent's source
+NAMED_SOURCES = {
+    "COURSEGPT_ROUTER_SOURCE": "hf://Alovestocode/Router-agent-data",
+    "COURSEGPT_MATH_SOURCE": "hf://XenArcAI/MathX-5M",
+    "COURSEGPT_CODE_SOURCE": "hf://OpenCoder-LLM/opc-sft-stage2:educational_instruct",
+}
+
 requires_shared = pytest.mark.skipif(
     not (SHARED_DIR / "data").is_dir(), reason=f"{SHARED_DIR}/data is absent (real project data not available)"
 )

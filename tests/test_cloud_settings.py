@@ -19,7 +19,7 @@ from coursegpt_assets.core.settings import SettingsError
 from resources import resources_for
 from resources.inference import VertexEndpoint
 from resources.tuning import VertexTrainer
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import NAMED_SOURCES, PROJECT_ROOT
 from tests.fakes.vertex_server import FakeVertexServer
 
 VARIABLES = ("COURSEGPT_VERTEX_LOCATION", "COURSEGPT_VERTEX_API_ENDPOINT", "COURSEGPT_GCP_CREDENTIALS",
@@ -30,6 +30,8 @@ VARIABLES = ("COURSEGPT_VERTEX_LOCATION", "COURSEGPT_VERTEX_API_ENDPOINT", "COUR
 def gcp(monkeypatch):
     monkeypatch.setenv("COURSEGPT_ENV", "gcp")
     monkeypatch.setenv("COURSEGPT_STORE", "gs://coursegpt-test/forge")
+    for name, value in NAMED_SOURCES.items():
+        monkeypatch.setenv(name, value)
     for name in VARIABLES:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch

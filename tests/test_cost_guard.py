@@ -16,6 +16,7 @@ from coursegpt_assets.core.tokens import estimate_tokens, estimated_cost_usd
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from coursegpt_assets.defs.tuning.assets import token_stats
 from coursegpt_assets.defs.tuning.checks import TUNING_DATA_CHECKS
+from tests.conftest import NAMED_SOURCES
 from tests.fakes.tuning_store import router_rows, write_tuning_data
 
 LOCAL_PAIR, VERTEX_PAIR = "router__tiny-llama", "router__llama31-8b"
@@ -138,6 +139,8 @@ def test_plan_and_dry_run_show_backend_and_cost_or_local_time(isolated_home, cap
 
 def test_dry_run_in_gcp_shows_what_the_guard_would_block(gcs_store, monkeypatch, capsys):
     monkeypatch.setenv("COURSEGPT_ENV", "gcp")
+    for name, value in NAMED_SOURCES.items():
+        monkeypatch.setenv(name, value)
     big_data(gcs_store, VERTEX_PAIR)
     assert main(["run", "--dry-run", "--agent", "router", "--base-model", "llama31-8b"]) == 0
     out = capsys.readouterr().out

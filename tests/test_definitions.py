@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import NAMED_SOURCES, PROJECT_ROOT
 
 HEAVY = ["torch", "transformers", "trl", "peft", "vertexai", "evaluate", "google.cloud.aiplatform", "datasets",
          "bitsandbytes", "dagster_gcp", "matplotlib"]
@@ -54,7 +54,7 @@ def test_definitions_load_in_the_gcp_environment_without_heavy_imports(tmp_path)
         f"                  'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))"
     )
     env = {**os.environ, "COURSEGPT_ENV": "gcp", "COURSEGPT_STORE": "gs://coursegpt-test/forge",
-           "COURSEGPT_HOME": str(tmp_path)}
+           "COURSEGPT_HOME": str(tmp_path), **NAMED_SOURCES}
     env.pop("GOOGLE_CLOUD_PROJECT", None)
     env.pop("HF_TOKEN", None)
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)

@@ -22,6 +22,7 @@ from coursegpt_assets.core import layout
 from coursegpt_assets.core.layout import JOB_RECORD, VERTEX_EXPORT
 from coursegpt_assets.core.layout import SUMMARY_FILE as SUMMARY
 from coursegpt_assets.core.plan import DEFAULT_PLAN_PATH, default_plan
+from coursegpt_assets.core.settings import FIXTURES_DIR
 from coursegpt_assets.defs.adapters.assets import ADAPTER_ASSETS, ADAPTER_CHECK, tuning_job
 from coursegpt_assets.training.spec import BACKEND_LOCAL, BACKEND_VERTEX, adapter_request
 from resources.tuning import VertexTrainer
@@ -54,11 +55,28 @@ def instance():
         yield inst
 
 
+@pytest.fixture(autouse=True)
+def named_small_source(tmp_path, monkeypatch):
+    """A user's own (small) router file and a plan whose paid-job floor admits it: the paid-data guard
+    refuses the shipped fixture and splits under cost.min_train_rows (tests/test_paid_data_guard.py)."""
+    source = tmp_path / "my_router_traces.jsonl"
+    source.write_bytes((FIXTURES_DIR / "router.jsonl").read_bytes())
+    monkeypatch.setenv("COURSEGPT_ROUTER_SOURCE", str(source))
+    raw = yaml.safe_load(DEFAULT_PLAN_PATH.read_text())
+    raw["cost"]["min_train_rows"] = 8
+    path = tmp_path / "plan-floor.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    monkeypatch.setenv("COURSEGPT_PLAN", str(path))
+    default_plan.cache_clear()
+    yield source
+    default_plan.cache_clear()
+
+
 @pytest.fixture
 def plan_with(tmp_path, monkeypatch):
-    """`plan_with(**hyperparameters)`: COURSEGPT_PLAN points at a copy of the shipped plan with those changed."""
+    """`plan_with(**hyperparameters)`: COURSEGPT_PLAN points at a copy of the current plan with those changed."""
     def change(**hyperparameters):
-        raw = yaml.safe_load(DEFAULT_PLAN_PATH.read_text())
+        raw = yaml.safe_load((tmp_path / "plan-floor.yaml").read_text())
         raw["hyperparameters"].update(hyperparameters)
         path = tmp_path / f"plan-{len(list(tmp_path.glob('plan-*.yaml')))}.yaml"
         path.write_text(yaml.safe_dump(raw, sort_keys=False))

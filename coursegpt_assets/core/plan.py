@@ -97,6 +97,8 @@ class SmokeSettings(StrictModel):
 class CostSettings(StrictModel):
     price_per_million_tokens_usd: float = Field(ge=0)
     budget_usd: float = Field(ge=0)
+    min_train_rows: int = Field(
+        default=500, ge=0, description="a paid tuning job needs at least this many train rows (not fixture data)")
 
 
 class Pair(StrictModel):

@@ -111,12 +111,30 @@ def _plan() -> Path:
     return path.resolve()
 
 
+def require_named_sources(variables: list[str]) -> None:
+    """Under gcp every agent's source must be named: the shipped fixtures (a few dozen rows) are for the
+    embedded default, and a paid job must never train on them because a variable was forgotten."""
+    missing = [var for var in variables if not os.environ.get(var, "").strip()]
+    if missing:
+        raise SettingsError(f"COURSEGPT_ENV=gcp needs every agent's source named: set {', '.join(missing)} "
+                            "(a gs://, hf:// or local path; the shipped fixtures are for the local default)")
+
+
+def is_shipped_fixture(source: str | None) -> bool:
+    """Whether a source is one of the fixture files shipped in the package."""
+    if not source or source.startswith(("gs://", "hf://")):
+        return False
+    return Path(source).expanduser().resolve().is_relative_to(FIXTURES_DIR)
+
+
 def source_for(agent: str, var: str) -> str:
-    """Where an agent's raw records come from: its env variable `var` (`Agent.source_variable`), else the
-    shipped fixture `fixtures/<agent>.jsonl`."""
+    """Where an agent's raw records come from: its env variable `var` (`Agent.source_variable`), else (in
+    the local environment only) the shipped fixture `fixtures/<agent>.jsonl`."""
     value = os.environ.get(var, "").strip()
     if value:
         return value
+    if environment() == "gcp":
+        require_named_sources([var])
     fixture = FIXTURES_DIR / f"{agent}.jsonl"
     if not fixture.exists():
         raise SettingsError(f"{var} is not set and there is no shipped fixture {fixture}")

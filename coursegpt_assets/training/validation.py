@@ -73,6 +73,17 @@ def inspect_rows(
     return report
 
 
+def paid_data_problems(*, train_rows: int, min_train_rows: int, source: str | None, is_fixture: bool) -> list[str]:
+    """Why the data is not worth a paid tuning job: the shipped fixture, or fewer train rows than the plan's
+    floor (`cost.min_train_rows`); empty when it is."""
+    problems = []
+    if is_fixture:
+        problems.append(f"the data comes from the shipped fixture {source} (name the agent's real source)")
+    if train_rows < min_train_rows:
+        problems.append(f"the train split has {train_rows} rows, fewer than cost.min_train_rows = {min_train_rows}")
+    return problems
+
+
 def summarise_problems(problems: list[str]) -> str:
     shown = problems[:_MAX_LISTED]
     more = f"\n… and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import yaml
 
@@ -40,7 +41,8 @@ def router_rows(family_name: str) -> list[dict]:
 
 
 def write_tuning_data(store: ArtifactStore, pair: str, *, validation: int = 8, rows: list[dict] | None = None) -> dict:
-    """train/validation JSONL + manifest for `pair`; returns the manifest."""
+    """train/validation JSONL + manifest for `pair`, and (when absent) a splits manifest naming the agent's
+    configured source, as dataset_splits records it; returns the tuning manifest."""
     base = default_plan().base_model_for(pair)
     fam = family(base.family)
     rows = rows if rows is not None else router_rows(base.family)
@@ -55,6 +57,11 @@ def write_tuning_data(store: ArtifactStore, pair: str, *, validation: int = 8, r
         "chat_template": fam.template, "end_of_turn": fam.end_of_turn,
     }
     store.write_json(layout.tuning_manifest(pair), manifest)
+    agent = get_agent(manifest["agent"])
+    if not store.exists(layout.splits_manifest(agent.name)):
+        store.write_json(layout.splits_manifest(agent.name),
+                         {"agent": agent.name, "source": os.environ.get(agent.source_variable)
+                          or str(FIXTURES_DIR / f"{agent.name}.jsonl")})
     return manifest
 
 

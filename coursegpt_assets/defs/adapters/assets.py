@@ -28,7 +28,7 @@ from coursegpt_assets.defs.adapters.vertex_export import collect_vertex_export, 
 from coursegpt_assets.defs.common import OWNERS, read_upstream
 from coursegpt_assets.defs.common import uri as uri_metadata
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
-from coursegpt_assets.defs.tuning.checks import cost_of, tuning_data_report
+from coursegpt_assets.defs.tuning.checks import cost_of, paid_job_problems, tuning_data_report
 from coursegpt_assets.training.spec import BACKEND_VERTEX, AdapterRequest, adapter_request
 from coursegpt_assets.training.validation import summarise_problems, validate_adapter
 from resources.storage import ArtifactStore
@@ -107,6 +107,7 @@ def _submit_vertex(context, store: ArtifactStore, trainer: Trainer, req: Adapter
         reasons.append(f"{report.over_model_length} rows exceed the model's context (estimated tokens)")
     if cost > plan.cost.budget_usd:
         reasons.append(f"estimated ${cost:,.2f} exceeds the ${plan.cost.budget_usd:,.2f} budget (cost.budget_usd)")
+    reasons += paid_job_problems(store, plan, req.pair)
     if reasons:
         raise dg.Failure(f"{req.pair}: not submitting a paid Vertex job:\n{summarise_problems(reasons)}")
     job = req.vertex_job

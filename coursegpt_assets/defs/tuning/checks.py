@@ -7,6 +7,8 @@
   estimated tokens × epochs × plan.cost.price_per_million_tokens_usd stays below plan.cost.budget_usd. A
   pair trained locally costs nothing and passes with an estimate of its training time instead
   (training/estimate.py says where the throughput comes from).
+- `paid_job_data_is_real`: a Vertex pair's data is named (not the shipped fixture) and has at least
+  plan.cost.min_train_rows train rows.
 The `tuning_job` asset runs the same report before submitting to Vertex, so a run that skips the checks
 still cannot pay for bad data.
 """
@@ -18,12 +20,14 @@ from coursegpt_assets.core import layout, settings
 from coursegpt_assets.core.chat_templates import family
 from coursegpt_assets.core.plan import TrainingPlan, default_plan
 from coursegpt_assets.core.tokens import estimated_cost_usd
+from coursegpt_assets.defs.common import read_upstream
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from coursegpt_assets.training.estimate import TrainingEstimate, measured_throughput, training_estimate
-from coursegpt_assets.training.spec import effective_hyperparameters
+from coursegpt_assets.training.spec import BACKEND_VERTEX, backend_for, effective_hyperparameters
 from coursegpt_assets.training.validation import (
     TuningDataReport,
     inspect_rows,
+    paid_data_problems,
     summarise_problems,
 )
 from resources.storage import ArtifactStore, StoreError
@@ -99,6 +103,39 @@ def tuning_data_trainable(context: dg.AssetCheckExecutionContext, store: Artifac
     )
 
 
+def paid_job_problems(store: ArtifactStore, plan: TrainingPlan, pair: str) -> list[str]:
+    """`paid_data_problems` for the pair's tuning data, whose source the splits manifest records."""
+    agent = plan.pair(pair).agent
+    tuning = read_upstream(store, layout.tuning_manifest(pair), producer="tuning_dataset", partition=pair)
+    source = read_upstream(store, layout.splits_manifest(agent), producer=f"dataset_splits for {agent}",
+                           partition=pair).get("source")
+    return paid_data_problems(train_rows=int((tuning.get("counts") or {}).get("train", 0)),
+                              min_train_rows=plan.cost.min_train_rows, source=source,
+                              is_fixture=settings.is_shipped_fixture(source))
+
+
+@dg.asset_check(
+    asset="tuning_dataset",
+    name="paid_job_data_is_real",
+    partitions_def=PAIR_PARTITIONS,
+    blocking=True,
+    description="A pair tuned on Vertex AI trains on named, real data: not the shipped fixture, and at least "
+                "cost.min_train_rows train rows. A pair trained locally passes (no paid job).",
+)
+def paid_job_data_is_real(context: dg.AssetCheckExecutionContext, store: ArtifactStore) -> dg.AssetCheckResult:
+    plan = default_plan()
+    pair = context.partition_key
+    if backend_for(plan.base_model_for(pair), gcp=settings.current().is_gcp) != BACKEND_VERTEX:
+        return dg.AssetCheckResult(passed=True, description=f"{pair} trains locally: no paid job to guard",
+                                   metadata={"paid": False})
+    problems = paid_job_problems(store, plan, pair)
+    return dg.AssetCheckResult(
+        passed=not problems,
+        description=summarise_problems(problems) or f"{pair}: named source with enough train rows for a paid job",
+        metadata={"paid": True, "problems": len(problems), "min_train_rows": plan.cost.min_train_rows},
+    )
+
+
 def estimate_for(store: ArtifactStore, plan: TrainingPlan, pair: str, report: TuningDataReport) -> TrainingEstimate:
     """The pair's cost (tuned on Vertex AI) or local training time (trained here), from its tuning data."""
     return training_estimate(plan, pair, gcp=settings.current().is_gcp, train_tokens=report.train_tokens,
@@ -130,4 +167,4 @@ def tuning_cost_within_budget(context: dg.AssetCheckExecutionContext, store: Art
     )
 
 
-TUNING_DATA_CHECKS = [tuning_data_trainable, tuning_cost_within_budget]
+TUNING_DATA_CHECKS = [tuning_data_trainable, tuning_cost_within_budget, paid_job_data_is_real]
