@@ -4,11 +4,13 @@ Vertex job on the shipped fixture or on fewer train rows than cost.min_train_row
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import dagster as dg
 import pytest
 import yaml
 
-from coursegpt_assets.cli.main import main
 from coursegpt_assets.core import settings
 from coursegpt_assets.core.plan import DEFAULT_PLAN_PATH, default_plan
 from coursegpt_assets.core.settings import FIXTURES_DIR, SettingsError
@@ -16,7 +18,7 @@ from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from coursegpt_assets.defs.tuning.checks import TUNING_DATA_CHECKS
 from coursegpt_assets.training.validation import paid_data_problems
 from resources import resources_for
-from tests.conftest import NAMED_SOURCES, step_failure_text
+from tests.conftest import NAMED_SOURCES, PROJECT_ROOT, step_failure_text
 from tests.fakes.tuning_store import write_tuning_data
 from tests.test_vertex_pipeline import instance, materialise_tuning_job, vertex_server  # noqa: F401
 
@@ -54,7 +56,7 @@ def test_the_rule():
     assert not settings.is_shipped_fixture("hf://Alovestocode/Router-agent-data")
 
 
-def test_gcp_definitions_need_every_source_named(monkeypatch, capsys):
+def test_gcp_definitions_need_every_source_named(monkeypatch):
     monkeypatch.setenv("COURSEGPT_ENV", "gcp")
     monkeypatch.setenv("COURSEGPT_STORE", "gs://bucket/forge")
     monkeypatch.setenv("COURSEGPT_MATH_SOURCE", NAMED_SOURCES["COURSEGPT_MATH_SOURCE"])
@@ -62,8 +64,11 @@ def test_gcp_definitions_need_every_source_named(monkeypatch, capsys):
         resources_for(settings.current())
     with pytest.raises(SettingsError, match="COURSEGPT_ROUTER_SOURCE"):
         settings.source_for("router", "COURSEGPT_ROUTER_SOURCE")
-    assert main(["run", "--dry-run"]) == 2
-    err = capsys.readouterr().err.strip()
+    # as a user meets it: a fresh `coursegpt` process loading the definitions
+    done = subprocess.run([sys.executable, "-m", "coursegpt_assets.cli.main", "run", "--dry-run"], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    err = done.stderr.strip()
+    assert done.returncode == 2, done.stderr[-2000:]
     assert err.startswith("coursegpt: error: COURSEGPT_ENV=gcp needs every agent's source named") and "\n" not in err
 
 
