@@ -118,9 +118,18 @@ def inputs_from_plan(
 
 # -- metadata --------------------------------------------------------------------------------------------
 def dataset_id(source: str) -> str | None:
-    """The Hub dataset id of a plan source (`owner/name[:config]`), or None for paths and URIs."""
-    name = source.removeprefix("hf://").split(":", 1)[0]
+    """The Hub dataset id of a plan source (`owner/name[:config][@revision]`), or None for paths and URIs."""
+    name = source.removeprefix("hf://").split("@", 1)[0].split(":", 1)[0]
     return name if re.fullmatch(r"[\w.\-]+/[\w.\-]+", name) else None
+
+
+def dataset_read(splits_manifest: dict) -> tuple[str | None, str | None]:
+    """(Hub dataset id, commit) the splits were actually read from; (None, None) for a path, a gs:// URI or
+    the shipped fixture: the card credits what was read, not what the plan names."""
+    source = str(splits_manifest.get("source") or "")
+    if not source.startswith("hf://"):
+        return None, None
+    return dataset_id(source), splits_manifest.get("source_revision")
 
 
 def _backend_tag(summary: dict) -> str:
@@ -176,7 +185,7 @@ def build_card_data(inputs: CardInputs):
     tags = [inputs.agent, f"{inputs.agent}-agent", "coursegpt-pro", "lora", "peft", _backend_tag(inputs.summary)]
     if inputs.smoke:
         tags.append(SMOKE_TAG)
-    ds = dataset_id(inputs.source)
+    ds, _ = dataset_read(inputs.splits_manifest)
     return ModelCardData(
         base_model=inputs.base_model_id,
         base_model_relation="adapter",
@@ -293,7 +302,9 @@ def render_body_context(inputs: CardInputs) -> dict[str, Any]:
         "backend_name": "Vertex AI supervised tuning (PEFT adapter)" if vertex else "TRL SFTTrainer + PEFT",
         "intended_use": inputs.intended_use,
         "synthetic_data": inputs.synthetic_data,
-        "dataset_id": dataset_id(inputs.source),
+        "dataset_id": dataset_read(sm)[0],
+        "dataset_revision": dataset_read(sm)[1],
+        "records_read_from": _fmt(sm.get("source")),
         "hyperparameters": [] if vertex else [(k, _fmt(v)) for k, v in hyper.items()],
         "vertex_settings": _vertex_settings(inputs.pair, s) if vertex else [],
         "vertex_reported": _vertex_reported(s) if vertex else [],

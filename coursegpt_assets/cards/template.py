@@ -58,7 +58,7 @@ Limits:
 {% endif %}
 ## Training data
 
-Source: {% if dataset_id %}[`{{ dataset_id }}`](https://huggingface.co/datasets/{{ dataset_id }}){% else %}`{{ inputs.source }}`{% endif %} (licence `{{ inputs.source_license }}`).
+Source: {% if dataset_id %}[`{{ dataset_id }}`](https://huggingface.co/datasets/{{ dataset_id }}{% if dataset_revision %}/tree/{{ dataset_revision }}{% endif %}){% if dataset_revision %} at revision `{{ dataset_revision }}`{% endif %}{% else %}`{{ records_read_from }}` (the agent's planned dataset is `{{ inputs.source }}`){% endif %} (licence `{{ inputs.source_license }}`).
 
 | | |
 |---|---|

@@ -23,12 +23,37 @@ class SourceError(RuntimeError):
     """The source cannot be read; the message names it and says what to do."""
 
 
-def parse_hf_source(source: str) -> tuple[str, str | None]:
-    spec = source[len("hf://"):]
+def parse_hf_source(source: str) -> tuple[str, str | None, str | None]:
+    """(dataset id, config, revision) of `hf://<dataset id>[:<config>][@<revision>]`."""
+    spec, _, revision = source[len("hf://"):].partition("@")
     dataset_id, _, config = spec.partition(":")
-    if not dataset_id:
-        raise SourceError(f"{source!r}: expected hf://<dataset id>[:<config>]")
-    return dataset_id, config or None
+    if not dataset_id or (source.count("@") and not revision):
+        raise SourceError(f"{source!r}: expected hf://<dataset id>[:<config>][@<revision>]")
+    return dataset_id, config or None, revision or None
+
+
+def hf_source(dataset_id: str, config: str | None, revision: str | None) -> str:
+    return f"hf://{dataset_id}" + (f":{config}" if config else "") + (f"@{revision}" if revision else "")
+
+
+def resolve_hf_revision(source: str) -> str:
+    """The commit an `hf://` source's revision (default: the main branch) names now. Reading at that commit
+    keeps a seeded subset deterministic when the dataset changes on the Hub later."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    dataset_id, _, revision = parse_hf_source(source)
+    try:  # HF_ENDPOINT is read here, at call time (huggingface_hub reads it once at import)
+        info = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None).dataset_info(dataset_id, revision=revision)
+    except (HfHubHTTPError, OSError) as e:
+        raise SourceError(
+            f"{source}: could not resolve revision {revision or 'main'} of Hugging Face dataset {dataset_id!r}: "
+            f"{type(e).__name__}: {str(e)[:300]}. Check the dataset id and revision, HF_TOKEN for gated data, "
+            "or point the agent's source variable at a local JSONL/Parquet copy."
+        ) from e
+    if not info.sha:
+        raise SourceError(f"{source}: the Hub returned no commit for revision {revision or 'main'}")
+    return info.sha
 
 
 def iter_jsonl_file(path: Path) -> Iterator[RawRow]:
@@ -142,12 +167,22 @@ def download_gcs(uri: str, dest_dir: Path) -> Path:
     return dest_dir / Path(name).name if len(blobs) == 1 and blobs[0].name == name else dest_dir
 
 
+def pinned_source(source: str) -> tuple[str, dict]:
+    """What to read, and what the manifest records of it: an `hf://` source is read at the commit its
+    revision names now (recorded as `revision`), so the same manifest always means the same rows."""
+    if not source.startswith("hf://"):
+        return source, {}
+    dataset_id, config, _ = parse_hf_source(source)
+    commit = resolve_hf_revision(source)
+    return hf_source(dataset_id, config, commit), {"revision": commit}
+
+
 def iter_hf(source: str, split: str = "train") -> Iterator[RawRow]:
     import datasets
 
-    dataset_id, config = parse_hf_source(source)
+    dataset_id, config, revision = parse_hf_source(source)
     try:
-        ds = datasets.load_dataset(dataset_id, config, split=split, streaming=True)
+        ds = datasets.load_dataset(dataset_id, config, split=split, streaming=True, revision=revision)
     except Exception as e:  # offline, gated, or misspelt: say which and what to do
         raise SourceError(
             f"{source}: could not load Hugging Face dataset {dataset_id!r}"

@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -24,6 +25,7 @@ _REPO = r"(?P<repo>[\w.\-]+/[\w.\-]+)"
 _PREUPLOAD = re.compile(rf"^/api/models/{_REPO}/preupload/(?P<rev>[^/?]+)$")
 _COMMIT = re.compile(rf"^/api/models/{_REPO}/commit/(?P<rev>[^/?]+)$")
 _REPO_INFO = re.compile(rf"^/api/models/{_REPO}$")
+_DATASET_INFO = re.compile(rf"^/api/datasets/{_REPO}(?:/revision/(?P<rev>[^/?]+))?$")
 
 
 @dataclass
@@ -40,6 +42,7 @@ class FakeHub:
     def __init__(self, token: str | None = None):
         self.token = token
         self.repos: dict[str, FakeRepo] = {}
+        self.datasets: dict[str, dict[str, str]] = {}  # dataset id -> {revision (branch, tag or commit): commit}
         self.calls: list[tuple[str, str]] = []
         self.unexpected: list[tuple[str, str]] = []
         self.auth_failures = 0
@@ -151,6 +154,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         path = self.path.split("?", 1)[0]
         self.fake.calls.append(("GET", path))
+        d = _DATASET_INFO.match(path)
+        if d and d["repo"] in self.fake.datasets:
+            commit = self.fake.datasets[d["repo"]].get(urllib.parse.unquote(d["rev"] or "main"))
+            if commit:
+                return self._reply(200, {"id": d["repo"], "sha": commit, "private": False})
+            return self._reply(404, {"error": f"Invalid rev id: {d['rev']}"})
         m = _REPO_INFO.match(path)
         if m and m["repo"] in self.fake.repos:
             repo = self.fake.repos[m["repo"]]

@@ -138,10 +138,18 @@ def vertex_training_summary(pair: str, *, data_stats: dict | None = None, **over
     return summary
 
 
-def splits_manifest(agent: str) -> dict:
+#: the commit a real `hf://` read of the plan's dataset would have recorded (dataset_splits' source_revision)
+DATASET_REVISION = "3f9c2a7d1e5b8c0a4d6e2f1b9a7c5e3d1f0b2a4c"
+
+
+def splits_manifest(agent: str, *, from_fixture: bool = False) -> dict:
+    """The seed's split counts, read from the plan's Hub dataset at DATASET_REVISION (or from the shipped
+    fixture, as the local default reads it)."""
+    read = {"source": str(FIXTURES_DIR / f"{agent}.jsonl")} if from_fixture else {
+        "source": f"hf://{default_plan().agents[agent].source}", "source_revision": DATASET_REVISION}
     return {
         "agent": agent, "counts": {"train": 6962, "validation": 818, "test": 409}, "seed": 42,
-        "content_hash": "e3b0c44298fc1c149afbf4c8996fb924", "source": str(FIXTURES_DIR / f"{agent}.jsonl"),
+        "content_hash": "e3b0c44298fc1c149afbf4c8996fb924", **read,
         "ratios": {"validation": 0.1, "test": 0.05},
     }
 

@@ -12,7 +12,7 @@ from coursegpt_assets.agents import get_agent
 from coursegpt_assets.core import layout, settings
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.data.cleaning import CleaningOutcome, clean, encode_raw_row
-from coursegpt_assets.data.sources import line_table
+from coursegpt_assets.data.sources import line_table, pinned_source
 from coursegpt_assets.data.splits import assign_splits, seeded_order
 from coursegpt_assets.defs.common import OWNERS, ROW_COUNT, preview, read_upstream, uri, verify
 from coursegpt_assets.defs.partitions import AGENT_PARTITIONS
@@ -40,11 +40,12 @@ def raw_examples(context: dg.AssetExecutionContext, config: RawExamplesConfig, s
     spec = default_plan().agents[agent_name]
     agent = get_agent(agent_name)
     source = config.source or settings.source_for(agent_name, agent.source_variable)
-    context.log.info(f"{agent_name}: reading {source}")
+    read, pinned = pinned_source(source)
+    context.log.info(f"{agent_name}: reading {read}")
     sample: list[dict] = []
 
     def lines():
-        for row in agent.load_raw(source, seed=default_plan().hyperparameters.seed, subset_size=spec.subset_size):
+        for row in agent.load_raw(read, seed=default_plan().hyperparameters.seed, subset_size=spec.subset_size):
             if len(sample) < 5 and row.record is not None:
                 sample.append(row.record)
             if row.raw is not None:  # JSONL: copied byte for byte; clean_examples parses and validates
@@ -65,12 +66,13 @@ def raw_examples(context: dg.AssetExecutionContext, config: RawExamplesConfig, s
 
     records_uri, count, sha = store.write_lines(layout.raw_records(agent_name), nonempty(lines()))
     store.write_json(layout.raw_manifest(agent_name), {"source": source, "rows": count, "sha256": sha,
-                                                       "files": line_table(source)})
-    context.log.info(f"{agent_name}: {count} rows from {source}")
+                                                       "files": line_table(source), **pinned})
+    context.log.info(f"{agent_name}: {count} rows from {read}")
     return dg.MaterializeResult(
         metadata={
             ROW_COUNT: count,
             "source": source,
+            **{f"source_{k}": v for k, v in pinned.items()},
             "uri": uri(records_uri),
             "sha256": sha,
             "preview": preview(sample, sorted({k for r in sample for k in r})[:6]),
@@ -187,11 +189,12 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
     content_hash = hashlib.sha256(json.dumps({**hashes, "think_wrapping": config.think_wrapping},
                                              sort_keys=True).encode()).hexdigest()
     counts = {s: len(rows) for s, rows in by_split.items()}
-    source = store.read_json(layout.raw_manifest(agent_name)).get("source")
+    raw = store.read_json(layout.raw_manifest(agent_name))
     manifest = {
         "agent": agent_name, "counts": counts, "seed": seed, "ratios": ratios.model_dump(),
-        "content_hash": content_hash, "sha256": hashes, "source": source,
+        "content_hash": content_hash, "sha256": hashes, "source": raw.get("source"),
         "limit": config.limit, "think_wrapping": config.think_wrapping,
+        **({"source_revision": raw["revision"]} if raw.get("revision") else {}),
     }
     manifest_uri = store.write_json(layout.splits_manifest(agent_name), manifest)
     context.log.info(f"{agent_name}: splits {counts} (seed {seed})")
