@@ -4,6 +4,12 @@ Dagster's multiprocess executor prints a DEBUG `STEP_WORKER_STARTED` line per st
 logger whose level only `python_logs.python_log_level` sets. INFO drops those lines and nothing else
 this project logs: Dagster events are stored whatever their level, and every `context.log` call here
 is info or above.
+
+`concurrency: pools: default_limit: 1` gives the `gpu` pool (tuning_job's local training, evaluation_report's
+local generation; the project's only pool) one slot: a second training or generation, of this run or
+another, waits for the first to end instead of sharing the GPU. The slot is claimed per step by the
+multiprocess executor, so it holds for `coursegpt run` (dg.execute_job) as for runs the UI launches.
+On a machine with several GPUs raise it: `dagster instance concurrency set gpu <n>`.
 """
 
 from __future__ import annotations
@@ -16,6 +22,10 @@ DEFAULT_DAGSTER_YAML = """\
 # Written by coursegpt for the local instance; edit freely, it is never rewritten once it has content.
 python_logs:
   python_log_level: INFO
+# one step at a time in each pool: the `gpu` pool (local training and generation) gets one GPU
+concurrency:
+  pools:
+    default_limit: 1
 """
 
 

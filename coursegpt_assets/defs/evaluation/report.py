@@ -224,6 +224,7 @@ with warnings.catch_warnings():
         partitions_def=PAIR_PARTITIONS,
         check_specs=THRESHOLD_CHECKS,
         can_subset=True,  # threshold checks exist for agents with thresholds only; other pairs yield none
+        pool="gpu",  # local generation holds the GPU, like local training (tuning_job)
     )
     def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig, store: ArtifactStore,
                           inference: Inference):
