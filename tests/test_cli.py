@@ -124,14 +124,21 @@ def test_partitions_run_side_by_side_each_in_its_own_process(isolated_home):
     assert len(run_pids) == 2
 
 
-def test_home_writes_the_instance_config_once_and_keeps_the_users(isolated_home, capsys):
+def test_home_writes_the_instance_config_once_and_keeps_the_users(isolated_home, capsys, monkeypatch):
     import yaml
+
+    from coursegpt_assets.cli import local_instance
 
     config = isolated_home / "dagster" / "dagster.yaml"
     config.parent.mkdir(parents=True)
     config.touch()  # what earlier versions left: empty, so it is filled in
+    monkeypatch.setattr(local_instance, "cuda_gpu_present", lambda: False)  # a CPU machine: no pool limit
     assert main(["home"]) == 0
     assert capsys.readouterr().out.strip() == str(isolated_home / "dagster")
+    assert yaml.safe_load(config.read_text()) == {"python_logs": {"python_log_level": "INFO"}}
+    config.unlink()
+    monkeypatch.setattr(local_instance, "cuda_gpu_present", lambda: True)  # a GPU machine: one gpu slot
+    assert main(["home"]) == 0
     assert yaml.safe_load(config.read_text()) == {"python_logs": {"python_log_level": "INFO"},
                                                   "concurrency": {"pools": {"default_limit": 1}}}
     config.write_text("telemetry:\n  enabled: false\n")  # the user's own: never rewritten
@@ -211,10 +218,11 @@ def _run_gpu_job(instance_ref, partition: str) -> bool:
 
 def test_the_gpu_pool_keeps_the_steps_of_two_runs_apart(isolated_home):
     """Two runs started together, as `coursegpt run` starts a stage's partitions (one process each, the
-    multiprocess executor inside), under the dagster.yaml coursegpt writes: their gpu steps never overlap."""
+    multiprocess executor inside), under the dagster.yaml coursegpt writes on a GPU machine: their gpu steps
+    never overlap (without the limit they do: both sleep at once)."""
     from coursegpt_assets.cli.local_instance import ensure_dagster_yaml
 
-    home = ensure_dagster_yaml(isolated_home / "dagster").parent
+    home = ensure_dagster_yaml(isolated_home / "dagster", gpu=True).parent
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.get_runs()  # the storage exists before two processes open it
         with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:

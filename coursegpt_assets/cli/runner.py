@@ -8,9 +8,10 @@ Publishing is opt-in: `publish=True` (`coursegpt run --publish`) adds publish_jo
 for the pairs of this invocation that are neither smoke-test models nor handed to the Vertex sensor.
 
 Steps in the `gpu` pool (local training, local generation) wait for a slot of the instance's pool limit
-(`concurrency: pools: default_limit` in DAGSTER_HOME/dagster.yaml, 1 as coursegpt writes it): Dagster's
-multiprocess executor claims the slot in the instance's event log storage, so two runs of this command,
-or a run of it and one from the UI, never train on the GPU at the same time.
+(`concurrency: pools: default_limit` in DAGSTER_HOME/dagster.yaml: 1 as coursegpt writes it on a machine
+with a CUDA GPU, none on a CPU-only one): Dagster's multiprocess executor claims the slot in the
+instance's event log storage, so two runs of this command, or a run of it and one from the UI, never
+train on the GPU at the same time. Nothing here serialises them itself.
 
 Runs are not started in threads of one process: when `dagster.yaml` holds any setting, Dagster applies
 `logging.config.dictConfig` each time a run starts, which takes the logging module's lock and then every
