@@ -41,6 +41,8 @@ SCANNED_FILES = (CARD_FILE, ADAPTER_CONFIG, "tokenizer_config.json", "special_to
 PATH_FIELDS = ("base_model_name_or_path", "name_or_path", "_name_or_path")
 DROP_FIELDS = ("tokenizer_file",)
 DEFAULT_ENDPOINT = "https://huggingface.co"
+#: remote files HfHub deletes unless the commit uploads them again: all of them (fnmatch: `*` spans `/`)
+STALE_FILES = "*"
 
 
 class HubError(RuntimeError):
@@ -168,7 +170,8 @@ class LocalHub(Hub):
 
 
 class HfHub(Hub):
-    """Creates the model repository and uploads the staged folder with `HfApi` (one commit)."""
+    """Creates the model repository and uploads the staged folder with `HfApi` (one commit), deleting the
+    files of earlier versions that the staged folder no longer holds."""
 
     token: str | None = Field(default=None, description="HF write token; bind dg.EnvVar('HF_TOKEN'), never a literal")
     endpoint: str | None = Field(
@@ -201,8 +204,11 @@ class HfHub(Hub):
         api = HfApi(endpoint=endpoint, token=self.token, library_name="coursegpt-forge")
         try:
             repo_url = api.create_repo(repo_id, repo_type="model", private=self.private, exist_ok=True)
+            # one commit that also deletes every remote file the staged folder no longer has (an earlier
+            # version's files), as LocalHub replaces its folder whole; the Hub keeps .gitattributes
             info = api.upload_folder(
-                repo_id=repo_id, repo_type="model", folder_path=folder, commit_message=commit_message
+                repo_id=repo_id, repo_type="model", folder_path=folder, commit_message=commit_message,
+                delete_patterns=STALE_FILES,
             )
         except HfHubHTTPError as e:
             status = e.response.status_code if e.response is not None else "?"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
 
+import dagster as dg
 import pytest
 
 from coursegpt_assets.cli.main import main
@@ -18,6 +22,8 @@ from resources.storage import ArtifactStore
 from tests.conftest import PROJECT_ROOT
 
 AGENTS = ["router", "math", "code"]
+ALL_ASSETS = {"raw_examples", "clean_examples", "dataset_splits", "benchmark", "tuning_dataset", "tuning_job",
+              "adapter", "evaluation_report", "model_card", "leaderboard", "published_adapter"}
 TINY = [f"{a}__tiny-llama" for a in AGENTS]
 
 
@@ -118,15 +124,23 @@ def test_partitions_run_side_by_side_each_in_its_own_process(isolated_home):
     assert len(run_pids) == 2
 
 
-def test_home_writes_the_instance_config_once_and_keeps_the_users(isolated_home, capsys):
+def test_home_writes_the_instance_config_once_and_keeps_the_users(isolated_home, capsys, monkeypatch):
     import yaml
+
+    from coursegpt_assets.cli import local_instance
 
     config = isolated_home / "dagster" / "dagster.yaml"
     config.parent.mkdir(parents=True)
     config.touch()  # what earlier versions left: empty, so it is filled in
+    monkeypatch.setattr(local_instance, "cuda_gpu_present", lambda: False)  # a CPU machine: no pool limit
     assert main(["home"]) == 0
     assert capsys.readouterr().out.strip() == str(isolated_home / "dagster")
     assert yaml.safe_load(config.read_text()) == {"python_logs": {"python_log_level": "INFO"}}
+    config.unlink()
+    monkeypatch.setattr(local_instance, "cuda_gpu_present", lambda: True)  # a GPU machine: one gpu slot
+    assert main(["home"]) == 0
+    assert yaml.safe_load(config.read_text()) == {"python_logs": {"python_log_level": "INFO"},
+                                                  "concurrency": {"pools": {"default_limit": 1}}}
     config.write_text("telemetry:\n  enabled: false\n")  # the user's own: never rewritten
     assert main(["home"]) == 0
     assert config.read_text() == "telemetry:\n  enabled: false\n"
@@ -175,6 +189,119 @@ def test_a_vertex_pair_run_stops_at_its_tuning_job(monkeypatch):
     monkeypatch.setenv("COURSEGPT_ENV", "gcp")
     monkeypatch.setenv("COURSEGPT_STORE", "gs://bucket/forge")
     assert runner._assets_for("router__llama31-8b", "pair", stage, lines.append) == stage[:2]
-    assert "vertex_job_sensor materialises adapter, evaluation_report, model_card" in lines[-1]
+    assert "the sensors materialise adapter, evaluation_report, model_card when the job succeeds" in lines[-1]
     assert runner._assets_for("router__tiny-llama", "pair", stage, lines.append) == stage  # trained locally
     assert runner._assets_for("router", "agent", ["raw_examples"], lines.append) == ["raw_examples"]
+
+
+# -- the gpu pool -------------------------------------------------------------------------------------------
+GPU_PARTITIONS = dg.StaticPartitionsDefinition(["first", "second"])
+
+
+@dg.asset(pool="gpu", partitions_def=GPU_PARTITIONS)
+def holds_the_gpu() -> None:
+    """Stands in for local training: long enough that two runs started together would overlap."""
+    time.sleep(3)
+
+
+def gpu_job():
+    """Reconstructed in each run and step process."""
+    return dg.Definitions(assets=[holds_the_gpu], jobs=[dg.define_asset_job(
+        "gpu_job", selection=[holds_the_gpu], partitions_def=GPU_PARTITIONS)]).resolve_job_def("gpu_job")
+
+
+def _run_gpu_job(instance_ref, partition: str) -> bool:
+    job = dg.build_reconstructable_job("tests.test_cli", "gpu_job")
+    with dg.DagsterInstance.from_ref(instance_ref) as instance:
+        return dg.execute_job(job, instance=instance, tags={"dagster/partition": partition}).success
+
+
+def test_the_gpu_pool_keeps_the_steps_of_two_runs_apart(isolated_home):
+    """Two runs started together, as `coursegpt run` starts a stage's partitions (one process each, the
+    multiprocess executor inside), under the dagster.yaml coursegpt writes on a GPU machine: their gpu steps
+    never overlap (without the limit they do: both sleep at once)."""
+    from coursegpt_assets.cli.local_instance import ensure_dagster_yaml
+
+    home = ensure_dagster_yaml(isolated_home / "dagster", gpu=True).parent
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs()  # the storage exists before two processes open it
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_run_gpu_job, instance.get_ref(), p) for p in GPU_PARTITIONS.get_partition_keys()]
+            assert [f.result() for f in futures] == [True, True]
+        spans = []
+        for run in instance.get_runs():
+            times = {e.dagster_event.event_type: e.timestamp for e in instance.all_logs(run.run_id)
+                     if e.dagster_event and e.dagster_event.step_key == "holds_the_gpu"}
+            spans.append((times[dg.DagsterEventType.STEP_START], times[dg.DagsterEventType.STEP_SUCCESS]))
+        [limit] = [p for p in instance.event_log_storage.get_pool_limits() if p.name == "gpu"]
+    assert limit.limit == 1
+    (first_start, first_end), (second_start, second_end) = sorted(spans)
+    assert first_end - first_start >= 3 and second_start >= first_end, spans
+
+
+class _InlineRuns:
+    """Stands in for the runner's process pool: records each run instead of starting a process."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, instance_ref, job_name, key, **kwargs):
+        from concurrent.futures import Future
+
+        self.calls.append((job_name, key, kwargs["assets"], kwargs["checks"]))
+        future = Future()
+        future.set_result(True)
+        return future
+
+
+def test_a_vertex_pair_handed_to_the_sensor_is_a_success_and_says_what_comes_next(isolated_home, monkeypatch):
+    from coursegpt_assets.cli import runner
+
+    calls, lines = [], []
+    monkeypatch.setattr(runner, "_run_processes", lambda workers: _InlineRuns(calls))
+    monkeypatch.setenv("COURSEGPT_ENV", "gcp")
+    monkeypatch.setenv("COURSEGPT_STORE", "gs://bucket/forge")
+    with dg.instance_for_test() as instance:
+        ok, _ = runner.run_pipeline(instance=instance, agents=["router"], pairs=["router__llama31-8b"], assets=None,
+                                    defined_assets=ALL_ASSETS, max_parallel=2, emit=lines.append, publish=True)
+    assert ok
+    assert [(job, key, assets) for job, key, assets, _ in calls] == [
+        ("agent_data_job", "router", ["raw_examples", "clean_examples", "dataset_splits", "benchmark"]),
+        ("pair_pipeline_job", "router__llama31-8b", ["tuning_dataset", "tuning_job"]),
+        ("leaderboard_job", "router", ["leaderboard"]),
+    ]  # no publish_job run: the pair's card comes from the sensors later
+    text = "\n".join(lines)
+    assert "handed to the sensors (not a failure): router__llama31-8b" in text
+    assert "vertex_job_sensor polls each Vertex AI tuning job" in text and "--assets leaderboard" in text
+    assert "its Vertex job has not finished" in text
+
+
+def test_runs_carry_their_jobs_checks_only_and_publishing_skips_smoke_pairs(isolated_home, monkeypatch):
+    from coursegpt_assets.cli import runner
+
+    calls, lines = [], []
+    monkeypatch.setattr(runner, "_run_processes", lambda workers: _InlineRuns(calls))
+    with dg.instance_for_test() as instance:
+        ok, _ = runner.run_pipeline(instance=instance, agents=["router"], pairs=["router__tiny-llama", "router__llama31-8b"],
+                                    assets={"model_card", "published_adapter"}, defined_assets=ALL_ASSETS,
+                                    max_parallel=2, emit=lines.append, publish=True)
+    assert ok
+    by_job = {(job, key): (assets, checks) for job, key, assets, checks in calls}
+    assets, checks = by_job[("pair_pipeline_job", "router__tiny-llama")]
+    assert assets == ["model_card"] and checks == [("model_card", "card_is_valid")]  # no smoke check
+    assets, checks = by_job[("publish_job", "router__llama31-8b")]
+    assert assets == ["published_adapter"]
+    assert checks == [("model_card", "card_is_valid"), ("model_card", "not_a_smoke_model")]
+    assert ("publish_job", "router__tiny-llama") not in by_job
+    assert any("router__tiny-llama: a smoke-test model; not published" in line for line in lines)
+
+
+def test_publishing_is_opt_in_on_the_command_line(capsys):
+    assert main(["run", "--assets", "published_adapter"]) == 2
+    assert "publishing is opt-in: add --publish" in capsys.readouterr().err

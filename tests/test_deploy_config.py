@@ -129,6 +129,22 @@ def test_the_instance_yaml_loads_through_dagsters_instance_loader(tmp_path, clus
     assert (postgres["hostname"], postgres["db_name"], postgres["port"]) == ("dagster-postgresql", "dagster", 5432)
 
 
+def test_the_gpu_pool_holds_one_slot_per_gpu_node_and_gates_whole_runs(tmp_path, cluster_env):
+    """The pool limit of tuning_job/evaluation_report matches the GPU runs the queue allows at once."""
+    from coursegpt_assets.definitions import defs
+
+    shutil.copy(INSTANCE_YAML, tmp_path / "dagster.yaml")
+    concurrency = dagster_instance_config(str(tmp_path))[0]["concurrency"]
+    [gpu_runs] = [t["limit"] for t in concurrency["runs"]["tag_concurrency_limits"]
+                  if t["key"] == "coursegpt/node-pool" and t["value"] == "gpu"]
+    assert concurrency["pools"] == {"default_limit": gpu_runs, "granularity": "run"}
+    graph = defs.resolve_asset_graph()
+    pools = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()
+             if graph.get(key).is_materializable}
+    assert {name for name, p in pools.items() if p} == {"tuning_job", "evaluation_report"}
+    assert pools["tuning_job"] == pools["evaluation_report"] == {"gpu"}
+
+
 def test_every_env_reference_is_set_in_run_pods():
     referenced = env_references(load(INSTANCE_YAML))
     assert referenced == set(INSTANCE_ENV), "keep INSTANCE_ENV in step with deploy/dagster.yaml"

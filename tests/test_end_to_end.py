@@ -1,4 +1,5 @@
-"""`make run`'s path: the whole *__tiny-llama graph for all three agents on a temporary home."""
+"""`make run`'s path: the whole *__tiny-llama graph for all three agents on a temporary home.
+It publishes nothing: publishing is opt-in (`--publish`) and a smoke-test model is never published."""
 
 import json
 import os
@@ -86,5 +87,16 @@ def test_every_check_passed_and_the_instance_holds_the_runs(finished_run):
     assert not failed
     materialized = {r.asset_key.to_user_string() for r in instance.get_event_records(
         dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION), limit=10_000)}
-    assert {"raw_examples", "adapter", "evaluation_report", "model_card", "published_adapter",
-            "leaderboard"} <= materialized
+    assert {"raw_examples", "adapter", "evaluation_report", "model_card", "leaderboard"} <= materialized
+    checks = {r.event_log_entry.dagster_event.event_specific_data.check_name for r in records}
+    assert "card_is_valid" in checks and "not_a_smoke_model" not in checks  # publish_job's check only
+
+
+def test_nothing_is_published(finished_run):
+    home, proc = finished_run
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+    assert not instance.fetch_materializations(dg.AssetKey("published_adapter"), limit=1).records
+    assert not (home / "hub").exists() and "published_adapter" not in proc.stdout

@@ -117,8 +117,8 @@ def test_upload_dir_round_trips_an_adapter_folder(gcs_emulator, gcs_store, tmp_p
 
 
 def test_card_and_publish_read_the_adapter_and_report_from_gcs(gcs_emulator, gcs_store, tmp_path):
-    pair = "router__tiny-llama"
-    written = write_upstream(gcs_store, pair, base_dir=str(tmp_path / "base" / "tiny-llama"))
+    pair = "router__llama31-8b"  # a real base model's pair: a smoke pair is never published
+    written = write_upstream(gcs_store, pair, base_dir=str(tmp_path / "base" / "llama31-8b"))
     upstream = [dg.AssetSpec("evaluation_report", partitions_def=PAIR_PARTITIONS),
                 dg.AssetSpec("adapter", partitions_def=PAIR_PARTITIONS)]
     hub = LocalHub(root=str(tmp_path / "hub"))

@@ -16,11 +16,12 @@ from resources.storage import ArtifactStore
 from tests.fakes.hub_server import FakeHub
 from tests.fakes.publish_artifacts import ADAPTER_VERSION, adapter_file, write_upstream
 
-PAIR = "router__tiny-llama"
+PAIR = "router__llama31-8b"  # a real base model: smoke pairs are never published
 ORG = "coursegpt-test-org"
-REPO = f"{ORG}/router-tiny-llama-peft"
+REPO = f"{ORG}/router-llama31-8b-peft"
+BASE_ID = default_plan().base_model_for(PAIR).hf_id
 TOKEN = "hf_" + "Zb3Lq9Xw2Rt7Yp5Mn1Kc8Vd4Hs6Fj0GaUe"
-CARD = "---\nlicense: mit\nlibrary_name: peft\n---\n\n# router-tiny-llama-peft\n"
+CARD = "---\nlicense: llama3.1\nlibrary_name: peft\n---\n\n# router-llama31-8b-peft\n"
 REPO_FILES = ["README.md", "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja",
               "loss_curve.png", "tokenizer.json", "tokenizer_config.json"]
 
@@ -28,7 +29,7 @@ REPO_FILES = ["README.md", "adapter_config.json", "adapter_model.safetensors", "
 @pytest.fixture
 def store(tmp_path) -> ArtifactStore:
     s = LocalStore(root=str(tmp_path / "store"))
-    write_upstream(s, PAIR, base_dir=str(tmp_path / "base" / "tiny-llama"))
+    write_upstream(s, PAIR, base_dir=str(tmp_path / "base" / "llama31-8b"))
     return s
 
 
@@ -50,7 +51,7 @@ def test_repo_id_names_agent_and_base_model():
     assert repo_id_for("CourseGPT-Pro-DSAI-Lab-Group-6", "math__qwen3-32b") == "CourseGPT-Pro-DSAI-Lab-Group-6/math-qwen3-32b-peft"
     with pytest.raises(HubError, match="not a Hub organisation"):
         repo_id_for("a/b", PAIR)
-    assert LocalHub(organization="other").repo_id(PAIR, ORG) == "other/router-tiny-llama-peft"
+    assert LocalHub(organization="other").repo_id(PAIR, ORG) == "other/router-llama31-8b-peft"
     assert LocalHub().repo_id(PAIR, ORG) == REPO
 
 
@@ -59,10 +60,10 @@ def test_staged_repo_holds_card_adapter_and_tokenizer_without_local_paths(store,
     assert (staged / "README.md").read_text() == CARD
     assert (staged / "adapter_model.safetensors").read_bytes() == adapter_file(store, PAIR, "adapter_model.safetensors")
     config = json.loads((staged / "adapter_config.json").read_text())
-    assert config["base_model_name_or_path"] == "local/tiny-llama"
+    assert config["base_model_name_or_path"] == BASE_ID
     assert config["r"] == 16 and config["peft_type"] == "LORA"
     tok_config = json.loads((staged / "tokenizer_config.json").read_text())
-    assert tok_config["name_or_path"] == "local/tiny-llama" and tok_config["eos_token"] == "<|eos|>"
+    assert tok_config["name_or_path"] == BASE_ID and tok_config["eos_token"] == "<|eos|>"
     assert str(tmp_path) not in "".join(p.read_text(errors="replace") for p in staged.iterdir())
 
 
@@ -70,17 +71,17 @@ def test_staging_refuses_missing_adapter_and_leaking_files(store, tmp_path):
     adapter = Path(store.uri(layout.adapter_dir(PAIR, ADAPTER_VERSION)))
     (adapter / "chat_template.jinja").write_text(f"{{# pushed with {TOKEN} #}}{{{{ messages }}}}")
     with pytest.raises(HubError, match=r"chat_template.jinja line 1: Hugging Face token") as err:
-        stage_repo(adapter, CARD, tmp_path / "a", "local/tiny-llama")
+        stage_repo(adapter, CARD, tmp_path / "a", BASE_ID)
     assert TOKEN not in str(err.value)
     (adapter / "adapter_model.safetensors").unlink()
     with pytest.raises(HubError, match=r"lacks \['adapter_model.safetensors'\]"):
-        stage_repo(adapter, CARD, tmp_path / "b", "local/tiny-llama")
+        stage_repo(adapter, CARD, tmp_path / "b", BASE_ID)
 
 
 def test_local_hub_lays_out_the_repository_and_replaces_it_whole(staged, tmp_path):
     hub = LocalHub(root=str(tmp_path / "hub"))
     result = hub.publish(staged, REPO, commit_message="Publish v1")
-    dest = tmp_path / "hub" / ORG / "router-tiny-llama-peft"
+    dest = tmp_path / "hub" / ORG / "router-llama31-8b-peft"
     assert result.location == str(dest) and result.uploaded and list(result.files) == REPO_FILES
     assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == REPO_FILES
     assert (dest / "README.md").read_text() == CARD
@@ -88,7 +89,7 @@ def test_local_hub_lays_out_the_repository_and_replaces_it_whole(staged, tmp_pat
     (staged / "README.md").write_text(CARD + "\nv2\n")
     hub.publish(staged, REPO, commit_message="Publish v2")
     assert not (dest / "stale.bin").exists() and (dest / "README.md").read_text().endswith("v2\n")
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["router-tiny-llama-peft"]  # no temp folders left
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["router-llama31-8b-peft"]  # no temp folders left
 
 
 def test_hf_hub_uploads_exactly_the_staged_files(staged, online):
@@ -105,8 +106,23 @@ def test_hf_hub_uploads_exactly_the_staged_files(staged, online):
         assert result.location == f"{fake.endpoint}/{REPO}" and list(result.files) == REPO_FILES
 
 
+def test_hf_hub_deletes_files_of_an_earlier_version_in_the_same_commit(staged, online):
+    with FakeHub(token=TOKEN) as fake:
+        hub = HfHub(token=TOKEN, endpoint=fake.endpoint, organization=ORG)
+        (staged / "old_weights.bin").write_bytes(b"v1 only")
+        hub.publish(staged, REPO, commit_message="v1")
+        fake.repos[REPO].files[".gitattributes"] = b"*.safetensors filter=lfs\n"  # what the Hub creates
+        (staged / "old_weights.bin").unlink()
+        (staged / "README.md").write_text(CARD + "\nv2\n")
+        result = hub.publish(staged, REPO, commit_message="v2")
+        repo = fake.repos[REPO]
+        assert sorted(repo.files) == sorted([*REPO_FILES, ".gitattributes"])  # old_weights.bin is gone
+        assert repo.files["README.md"].decode().endswith("v2\n") and list(result.files) == REPO_FILES
+        assert [c["summary"] for c in repo.commits] == ["v1", "v2"] and fake.unexpected == []
+
+
 def test_hf_hub_honours_public_setting_and_existing_repositories(staged, online):
-    public_repo = f"{ORG}/math-tiny-llama-peft"
+    public_repo = f"{ORG}/math-llama31-8b-peft"
     with FakeHub(token=TOKEN) as fake:
         hub = HfHub(token=TOKEN, endpoint=fake.endpoint, private=False)
         hub.publish(staged, public_repo, commit_message="first")

@@ -1,6 +1,7 @@
 """`coursegpt`: a thin command line over Dagster's Python API.
 
-    coursegpt run [--agent A] [--base-model M] [--assets a,b]   materialise with live progress
+    coursegpt run [--agent A] [--base-model M] [--assets a,b]   materialise with live progress (publishes nothing)
+    coursegpt run --publish [...]                                then publish the pairs' cards and adapters (publish_job)
     coursegpt run --dry-run [--agent A] [--base-model M]        per pair: backend, cost or local time; runs nothing
     coursegpt status                                             versions per pair and what is stale
     coursegpt plan                                               the training plan, cost and time estimates
@@ -43,6 +44,7 @@ def cmd_run(args) -> int:
     from coursegpt_assets.cli.status import print_table
     from coursegpt_assets.core.plan import default_plan
     from coursegpt_assets.definitions import defs
+    from coursegpt_assets.defs.jobs import PUBLISH_STAGE
 
     plan = default_plan()
     agents = [a for a in plan.agent_names if not args.agent or a in args.agent]
@@ -61,15 +63,20 @@ def cmd_run(args) -> int:
     if assets and assets - defined:
         print(f"error: unknown assets {sorted(assets - defined)}; defined: {sorted(defined)}", file=sys.stderr)
         return 2
+    if assets and PUBLISH_STAGE[0] in assets and not args.publish:
+        print(f"error: publishing is opt-in: add --publish to run {PUBLISH_STAGE[0]}", file=sys.stderr)
+        return 2
+    if assets and args.publish:
+        assets.add(PUBLISH_STAGE[0])
     if args.dry_run:
         return _dry_run(pairs)
     # one line per step on stdout: no per-file progress bars from the HF libraries in step processes
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    print(f"coursegpt run: agents={agents} pairs={pairs}")
+    print(f"coursegpt run: agents={agents} pairs={pairs}" + (" (then publish)" if args.publish else ""))
     ok, lines = run_pipeline(
         instance=_instance(), agents=agents, pairs=pairs, assets=assets, defined_assets=defined,
-        max_parallel=args.parallel or os.cpu_count() or 1,
+        max_parallel=args.parallel or os.cpu_count() or 1, publish=args.publish,
     )
     rows = [
         [line.asset, line.partition, line.status, f"{line.seconds:.1f}",
@@ -137,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--base-model", action="append", help="base model(s) to run (repeatable); default all")
     run.add_argument("--assets", help="comma-separated asset names to materialise; default all stages")
     run.add_argument("--parallel", type=int, default=None, help="partitions run side by side (default: cores)")
+    run.add_argument("--publish", action="store_true",
+                     help="after the pipeline, publish each pair's reviewed card and adapter (publish_job); "
+                          "smoke-test models are never published")
     run.add_argument("--dry-run", action="store_true",
                      help="print each pair's backend and estimated cost or local training time; run nothing")
     run.set_defaults(func=cmd_run)

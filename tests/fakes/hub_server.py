@@ -1,6 +1,7 @@
 """A loopback Hugging Face Hub: the endpoints `HfApi.create_repo` + `upload_folder` call, nothing else.
 
-huggingface_hub 2.x sends, in order: POST /api/repos/create, POST /api/validate-yaml (when README.md is
+huggingface_hub 2.x sends, in order: POST /api/repos/create, GET /api/models/<repo>/tree/<rev> (the
+remote file list, when `delete_patterns` is given), POST /api/validate-yaml (when README.md is
 in the commit), POST /api/models/<repo>/preupload/<rev>, then POST /api/models/<repo>/commit/<rev> with
 an NDJSON body (a header line, then one line per file). The preupload answer decides how each file
 travels; this fake answers "regular" for every file, so the commit line carries the file's bytes
@@ -26,6 +27,7 @@ _PREUPLOAD = re.compile(rf"^/api/models/{_REPO}/preupload/(?P<rev>[^/?]+)$")
 _COMMIT = re.compile(rf"^/api/models/{_REPO}/commit/(?P<rev>[^/?]+)$")
 _REPO_INFO = re.compile(rf"^/api/models/{_REPO}$")
 _DATASET_INFO = re.compile(rf"^/api/datasets/{_REPO}(?:/revision/(?P<rev>[^/?]+))?$")
+_TREE = re.compile(rf"^/api/models/{_REPO}/tree/(?P<rev>[^/?]+)$")
 
 
 @dataclass
@@ -141,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _reply(self, status: int, payload: dict) -> None:
+    def _reply(self, status: int, payload: dict | list) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -164,6 +166,11 @@ class _Handler(BaseHTTPRequestHandler):
         if m and m["repo"] in self.fake.repos:
             repo = self.fake.repos[m["repo"]]
             return self._reply(200, {"id": repo.repo_id, "private": repo.private, "sha": None})
+        m = _TREE.match(path)
+        if m and m["repo"] in self.fake.repos:  # one page: the recursive listing of every file
+            files = self.fake.repos[m["repo"]].files
+            return self._reply(200, [{"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                                     for name, data in sorted(files.items())])
         self.fake.unexpected.append(("GET", path))
         self._reply(404, {"error": f"fake hub: no route GET {path}"})
 

@@ -164,10 +164,12 @@ def tuning_manifest(pair: str) -> dict:
     }
 
 
-def write_upstream(store: ArtifactStore, pair: str, *, base_dir: str = "/tmp/coursegpt/base/tiny-llama",
+def write_upstream(store: ArtifactStore, pair: str, *, base_dir: str | None = None,
                    summary_overrides: dict | None = None, report_adapter_version: str | None = None) -> dict:
-    """Write every artifact model_card and published_adapter read; returns what was written."""
-    agent, _ = pair.split("__")
+    """Write every artifact model_card and published_adapter read; returns what was written. `base_dir`
+    is the local folder the base model was loaded from (default /tmp/coursegpt/base/<base_model>)."""
+    agent, base_model = pair.split("__")
+    base_dir = base_dir or f"/tmp/coursegpt/base/{base_model}"
     store.write_json(layout.splits_manifest(agent), splits_manifest(agent))
     store.write_json(layout.tuning_manifest(pair), tuning_manifest(pair))
     adapter_key = layout.adapter_dir(pair, ADAPTER_VERSION)

@@ -138,6 +138,7 @@ def _submit_vertex(context, store: ArtifactStore, trainer: Trainer, req: Adapter
     kinds={"pytorch", "vertexai"},
     owners=OWNERS,
     code_version="1",
+    pool="gpu",  # local training holds the GPU; the instance's pool limit keeps a second one waiting
 )
 def tuning_job(context: dg.AssetExecutionContext, store: ArtifactStore, trainer: Trainer):
     """Trains the pair's LoRA adapter (TRL + PEFT in a Pipes subprocess) or submits its Vertex AI job.

@@ -261,6 +261,7 @@ with warnings.catch_warnings():
             description=f"WARN: at most {MAX_SHARE_AT_BUDGET:.0%} of the answers stop at the token budget "
                         "(more means the scores count truncated answers)")],
         can_subset=True,  # threshold checks exist for agents with thresholds only; other pairs yield none
+        pool="gpu",  # local generation holds the GPU, like local training (tuning_job)
     )
     def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig, store: ArtifactStore,
                           inference: Inference):

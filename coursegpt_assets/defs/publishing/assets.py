@@ -1,9 +1,11 @@
-"""Publishing assets (pair partitions): model_card → [blocking card check] → published_adapter.
+"""Publishing assets (pair partitions): model_card → [blocking card checks] → published_adapter.
 
 `model_card` writes the Hugging Face README for the newest evaluated adapter to `cards/<pair>/README.md`;
-the blocking check validates that stored card (metadata round-trip, no secrets); `published_adapter`
-sends the card with the adapter and tokenizer files through the `hub` resource. Publishing is its own
-asset so a reviewer can read the card before anything leaves the machine.
+`card_is_valid` validates that stored card (metadata round-trip, no secrets); `not_a_smoke_model`
+refuses a smoke-test model (tiny-llama: random weights, a few steps). `published_adapter` sends the card
+with the adapter and tokenizer files through the `hub` resource. Publishing is its own asset, and runs
+only in `publish_job`, so a reviewer can read the card before anything leaves the machine; it refuses a
+smoke pair itself too, so no selection (a UI materialisation of it alone) can publish one.
 """
 
 
@@ -15,7 +17,7 @@ import dagster as dg
 
 from coursegpt_assets.cards.builder import CardInputs, build_card, inputs_from_plan, validate_card
 from coursegpt_assets.core import layout
-from coursegpt_assets.core.names import ADAPTER_VERSION_TAG
+from coursegpt_assets.core.names import ADAPTER_VERSION_TAG, split_pair
 from coursegpt_assets.core.plan import TrainingPlan, default_plan
 from coursegpt_assets.defs.common import OWNERS, read_latest_version, read_upstream, uri
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
@@ -24,6 +26,9 @@ from resources.storage import ArtifactStore
 
 PUBLISHING_GROUP = "publishing"
 CARD_CHECK = "card_is_valid"
+SMOKE_CHECK = "not_a_smoke_model"
+#: the job that publishes (defs/jobs.py); the smoke check blocks there and only warns in any other run
+PUBLISH_JOB = "publish_job"
 
 
 def load_card_inputs(store: ArtifactStore, plan: TrainingPlan, pair: str, repo_id: str,
@@ -128,6 +133,42 @@ def card_is_valid(context: dg.AssetCheckExecutionContext, store: ArtifactStore) 
     )
 
 
+def smoke_reasons(store: ArtifactStore, plan: TrainingPlan, pair: str) -> list[str]:
+    """Why this pair's adapter is a smoke-test model (empty when it is not): the plan marks its base model
+    `smoke: true`, or the adapter the stored card describes was trained with the smoke tier."""
+    base_model = split_pair(pair)[1]
+    reasons = []
+    if plan.is_smoke(pair):
+        reasons.append(f"base model {base_model} is a smoke-test model (smoke: true in training_plan.yaml)")
+    if store.exists(layout.card_manifest(pair)):
+        version = store.read_json(layout.card_manifest(pair)).get("adapter_version")
+        summary_key = layout.adapter_summary(pair, str(version))
+        if version and store.exists(summary_key) and store.read_json(summary_key).get("smoke"):
+            reasons.append(f"adapter {version} was trained as a smoke test ({store.uri(summary_key)}: smoke true)")
+    return reasons
+
+
+@dg.asset_check(
+    asset=model_card,
+    name=SMOKE_CHECK,
+    partitions_def=PAIR_PARTITIONS,
+    blocking=True,
+    description=(f"The adapter is not a smoke-test model. Blocks published_adapter in {PUBLISH_JOB}; anywhere "
+                 "else a smoke pair only warns (its card is rendered, never published)."),
+)
+def not_a_smoke_model(context: dg.AssetCheckExecutionContext, store: ArtifactStore) -> dg.AssetCheckResult:
+    pair = context.partition_key
+    reasons = smoke_reasons(store, default_plan(), pair)
+    publishing = context.run.job_name == PUBLISH_JOB
+    return dg.AssetCheckResult(
+        passed=not reasons,
+        severity=dg.AssetCheckSeverity.ERROR if publishing else dg.AssetCheckSeverity.WARN,
+        description=(f"{pair}: a smoke-test model is never published: " + "; ".join(reasons)) if reasons else None,
+        metadata={"smoke": bool(reasons), "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in reasons) or "none"),
+                  "blocks_publishing": publishing},
+    )
+
+
 def _card_to_publish(store: ArtifactStore, pair: str, repo_id: str, log) -> tuple[str, dict]:
     """The stored card, checked again (publishing may run apart from the check) and aimed at `repo_id`."""
     text = store.read_text(layout.card(pair))
@@ -157,6 +198,10 @@ def published_adapter(context: dg.AssetExecutionContext, store: ArtifactStore, h
     """The reviewed card, adapter and tokenizer files published as a Hugging Face model repository."""
     pair = context.partition_key
     plan = default_plan()
+    reasons = smoke_reasons(store, plan, pair)
+    if reasons:
+        raise dg.Failure(description=f"{pair}: refusing to publish a smoke-test model: " + "; ".join(reasons)
+                         + ". Publish a pair of a real base model (coursegpt run --publish --base-model <model>)")
     repo_id = hub.repo_id(pair, plan.hub_organization)
     text, manifest = _card_to_publish(store, pair, repo_id, context.log)
     version = manifest["adapter_version"]
@@ -187,4 +232,4 @@ def published_adapter(context: dg.AssetExecutionContext, store: ArtifactStore, h
 
 
 MODEL_CARD_ASSETS = [model_card, published_adapter]
-MODEL_CARD_CHECKS = [card_is_valid]
+MODEL_CARD_CHECKS = [card_is_valid, not_a_smoke_model]
