@@ -211,7 +211,8 @@ def gpu_job():
 
 
 def _run_gpu_job(instance_ref, partition: str) -> bool:
-    job = dg.build_reconstructable_job("tests.test_cli", "gpu_job")
+    # step processes import `tests.test_cli` again: from the project root, which only pytest's own path holds
+    job = dg.build_reconstructable_job("tests.test_cli", "gpu_job", reconstructor_working_directory=str(PROJECT_ROOT))
     with dg.DagsterInstance.from_ref(instance_ref) as instance:
         return dg.execute_job(job, instance=instance, tags={"dagster/partition": partition}).success
 
@@ -227,7 +228,7 @@ def test_the_gpu_pool_keeps_the_steps_of_two_runs_apart(isolated_home):
         instance.get_runs()  # the storage exists before two processes open it
         with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(_run_gpu_job, instance.get_ref(), p) for p in GPU_PARTITIONS.get_partition_keys()]
-            assert [f.result() for f in futures] == [True, True]
+            assert [f.result(timeout=300) for f in futures] == [True, True]
         spans = []
         for run in instance.get_runs():
             times = {e.dagster_event.event_type: e.timestamp for e in instance.all_logs(run.run_id)
