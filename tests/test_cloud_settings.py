@@ -10,7 +10,6 @@ import sys
 
 import dagster as dg
 import pytest
-import yaml
 
 from coursegpt_assets.cli.main import main
 from coursegpt_assets.core import settings
@@ -20,6 +19,7 @@ from resources import resources_for
 from resources.inference import VertexEndpoint
 from resources.tuning import VertexTrainer
 from tests.conftest import NAMED_SOURCES, PROJECT_ROOT
+from tests.fakes.tuning_store import plan_copy
 from tests.fakes.vertex_server import FakeVertexServer
 
 VARIABLES = ("COURSEGPT_VERTEX_LOCATION", "COURSEGPT_VERTEX_API_ENDPOINT", "COURSEGPT_GCP_CREDENTIALS",
@@ -95,14 +95,11 @@ def test_a_bad_value_is_a_one_line_error_naming_the_variable(gcp, capsys, name, 
 @pytest.fixture
 def other_plan(tmp_path, monkeypatch):
     """A plan with only the router's tiny pair and 5 epochs, named by COURSEGPT_PLAN."""
-    raw = yaml.safe_load(DEFAULT_PLAN_PATH.read_text())
-    raw["pairs"] = {"router": ["tiny-llama"]}
-    raw["hyperparameters"]["epochs"] = 5
-    path = tmp_path / "other_plan.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    monkeypatch.setenv("COURSEGPT_PLAN", str(path))
-    default_plan.cache_clear()
-    yield path
+    def edit(raw):
+        raw["pairs"] = {"router": ["tiny-llama"]}
+        raw["hyperparameters"]["epochs"] = 5
+
+    yield plan_copy(tmp_path / "other_plan.yaml", edit, monkeypatch=monkeypatch)
     default_plan.cache_clear()
 
 

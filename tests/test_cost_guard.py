@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
-import yaml
 
 from coursegpt_assets.cli.main import main
 from coursegpt_assets.core import layout
-from coursegpt_assets.core.plan import DEFAULT_PLAN_PATH, default_plan
+from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.core.tokens import estimate_tokens, estimated_cost_usd
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from coursegpt_assets.defs.tuning.assets import token_stats
 from coursegpt_assets.defs.tuning.checks import TUNING_DATA_CHECKS
 from tests.conftest import NAMED_SOURCES
-from tests.fakes.tuning_store import router_rows, write_tuning_data
+from tests.fakes.tuning_store import plan_copy, router_rows, write_tuning_data
 
 LOCAL_PAIR, VERTEX_PAIR = "router__tiny-llama", "router__llama31-8b"
 BUDGET_USD = 1.0
@@ -31,12 +30,8 @@ def tuning_data_written() -> None:
 
 @pytest.fixture(autouse=True)
 def small_budget(tmp_path, monkeypatch):
-    raw = yaml.safe_load(DEFAULT_PLAN_PATH.read_text())
-    raw["cost"]["budget_usd"] = BUDGET_USD
-    path = tmp_path / "training_plan.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    monkeypatch.setenv("COURSEGPT_PLAN", str(path))
-    default_plan.cache_clear()
+    plan_copy(tmp_path / "training_plan.yaml", lambda raw: raw["cost"].update(budget_usd=BUDGET_USD),
+              monkeypatch=monkeypatch)
     yield
     default_plan.cache_clear()
 

@@ -9,17 +9,16 @@ import sys
 
 import dagster as dg
 import pytest
-import yaml
 
 from coursegpt_assets.core import settings
-from coursegpt_assets.core.plan import DEFAULT_PLAN_PATH, default_plan
+from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.core.settings import FIXTURES_DIR, SettingsError
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from coursegpt_assets.defs.tuning.checks import TUNING_DATA_CHECKS
 from coursegpt_assets.training.validation import paid_data_problems
 from resources import resources_for
 from tests.conftest import NAMED_SOURCES, PROJECT_ROOT, step_failure_text
-from tests.fakes.tuning_store import write_tuning_data
+from tests.fakes.tuning_store import plan_copy, write_tuning_data
 from tests.test_vertex_pipeline import instance, materialise_tuning_job, vertex_server  # noqa: F401
 
 VERTEX_PAIR, LOCAL_PAIR = "router__llama31-8b", "router__tiny-llama"
@@ -85,11 +84,7 @@ def test_the_check_refuses_the_fixture_and_a_small_split_for_a_paid_pair(gcp, tm
 
 
 def test_a_named_source_with_enough_rows_passes(gcp, tmp_path, monkeypatch):
-    raw = yaml.safe_load(DEFAULT_PLAN_PATH.read_text())
-    raw["cost"]["min_train_rows"] = 8
-    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(raw))
-    monkeypatch.setenv("COURSEGPT_PLAN", str(tmp_path / "plan.yaml"))
-    default_plan.cache_clear()
+    plan_copy(tmp_path / "plan.yaml", lambda raw: raw["cost"].update(min_train_rows=8), monkeypatch=monkeypatch)
     try:
         write_tuning_data(gcp, VERTEX_PAIR)  # the source COURSEGPT_ROUTER_SOURCE names
         assert guard(gcp, VERTEX_PAIR).passed

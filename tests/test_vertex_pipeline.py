@@ -16,12 +16,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml
 
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.layout import JOB_RECORD, VERTEX_EXPORT
 from coursegpt_assets.core.layout import SUMMARY_FILE as SUMMARY
-from coursegpt_assets.core.plan import DEFAULT_PLAN_PATH, default_plan
+from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.core.settings import FIXTURES_DIR
 from coursegpt_assets.defs.adapters.assets import ADAPTER_ASSETS, ADAPTER_CHECK, tuning_job
 from coursegpt_assets.training.spec import BACKEND_LOCAL, BACKEND_VERTEX, adapter_request
@@ -29,7 +28,7 @@ from resources.tuning import VertexTrainer
 from resources.vertex_tuning import VertexTuning, job_labels
 from schedules.sensors import SENSOR_CHECKS, VERTEX_CHECK, vertex_job_sensor
 from tests.conftest import assert_vertex_failure_reported, step_failure_text
-from tests.fakes.tuning_store import write_tuning_data
+from tests.fakes.tuning_store import plan_copy, write_tuning_data
 from tests.fakes.vertex_server import FakeVertexServer
 
 PAIR = "router__llama31-8b"  # a pair whose base model has a Vertex model id
@@ -62,12 +61,7 @@ def named_small_source(tmp_path, monkeypatch):
     source = tmp_path / "my_router_traces.jsonl"
     source.write_bytes((FIXTURES_DIR / "router.jsonl").read_bytes())
     monkeypatch.setenv("COURSEGPT_ROUTER_SOURCE", str(source))
-    raw = yaml.safe_load(DEFAULT_PLAN_PATH.read_text())
-    raw["cost"]["min_train_rows"] = 8
-    path = tmp_path / "plan-floor.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    monkeypatch.setenv("COURSEGPT_PLAN", str(path))
-    default_plan.cache_clear()
+    plan_copy(tmp_path / "plan-floor.yaml", lambda raw: raw["cost"].update(min_train_rows=8), monkeypatch=monkeypatch)
     yield source
     default_plan.cache_clear()
 
@@ -76,12 +70,9 @@ def named_small_source(tmp_path, monkeypatch):
 def plan_with(tmp_path, monkeypatch):
     """`plan_with(**hyperparameters)`: COURSEGPT_PLAN points at a copy of the current plan with those changed."""
     def change(**hyperparameters):
-        raw = yaml.safe_load((tmp_path / "plan-floor.yaml").read_text())
-        raw["hyperparameters"].update(hyperparameters)
         path = tmp_path / f"plan-{len(list(tmp_path.glob('plan-*.yaml')))}.yaml"
-        path.write_text(yaml.safe_dump(raw, sort_keys=False))
-        monkeypatch.setenv("COURSEGPT_PLAN", str(path))
-        default_plan.cache_clear()
+        plan_copy(path, lambda raw: raw["hyperparameters"].update(hyperparameters), base=tmp_path / "plan-floor.yaml",
+                  monkeypatch=monkeypatch)
 
     yield change
     default_plan.cache_clear()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import yaml
 
@@ -65,10 +66,18 @@ def write_tuning_data(store: ArtifactStore, pair: str, *, validation: int = 8, r
     return manifest
 
 
+def plan_copy(path, edit, *, base=DEFAULT_PLAN_PATH, monkeypatch=None):
+    """Write `base` (the shipped plan) to `path` after `edit(raw)` changes its parsed YAML; with
+    `monkeypatch`, COURSEGPT_PLAN names the copy and the cached plan is dropped. Returns `path`."""
+    raw = yaml.safe_load(Path(base).read_text())
+    edit(raw)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    if monkeypatch is not None:
+        monkeypatch.setenv("COURSEGPT_PLAN", str(path))
+        default_plan.cache_clear()
+    return path
+
+
 def plan_with_smoke_max_length(tmp_dir, max_length: int):
     """A copy of the shipped plan with another smoke max_length (router rows need ~800 tiny tokens)."""
-    raw = yaml.safe_load(DEFAULT_PLAN_PATH.read_text())
-    raw["smoke"]["max_length"] = max_length
-    path = tmp_dir / "training_plan.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
+    return plan_copy(tmp_dir / "training_plan.yaml", lambda raw: raw["smoke"].update(max_length=max_length))
