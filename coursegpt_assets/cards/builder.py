@@ -293,6 +293,7 @@ def render_body_context(inputs: CardInputs) -> dict[str, Any]:
     tuning_counts = tm.get("counts") or {}
     backend = str(s.get("backend", "")).lower()
     vertex = backend == "vertex"
+    read_id, read_revision = dataset_read(sm)
     return {
         "model_name": model_name(inputs),
         "inputs": inputs,
@@ -302,8 +303,8 @@ def render_body_context(inputs: CardInputs) -> dict[str, Any]:
         "backend_name": "Vertex AI supervised tuning (PEFT adapter)" if vertex else "TRL SFTTrainer + PEFT",
         "intended_use": inputs.intended_use,
         "synthetic_data": inputs.synthetic_data,
-        "dataset_id": dataset_read(sm)[0],
-        "dataset_revision": dataset_read(sm)[1],
+        "dataset_id": read_id,
+        "dataset_revision": read_revision,
         "records_read_from": _fmt(sm.get("source")),
         "hyperparameters": [] if vertex else [(k, _fmt(v)) for k, v in hyper.items()],
         "vertex_settings": _vertex_settings(inputs.pair, s) if vertex else [],
