@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard, ModelCardData
@@ -249,6 +250,13 @@ def test_tokens_and_local_paths_in_inputs_are_scrubbed_from_the_card():
     assert "/root/.cache" not in text  # the summary's base_model_id
     assert "<redacted>" in text and "<local path>/preds.jsonl" in text
     assert find_secrets(text) == [] and validate_card(text) == []
+
+
+def test_paths_under_this_checkout_are_scrubbed_wherever_it_was_cloned():
+    # a CI runner may clone to /check/..., /builds/... (roots no fixed list knows); this file's own path leaks the same
+    here = str(Path(__file__).resolve())
+    assert scrub(f"Source: `{here}`") == f"Source: `<local path>/{Path(here).name}`"
+    assert [f.kind for f in find_secrets(here)] == ["local absolute path"]
 
 
 def test_validate_card_rejects_secrets_without_repeating_them(llama_card):

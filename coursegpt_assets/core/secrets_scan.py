@@ -8,7 +8,10 @@ Findings never repeat the secret itself: they name the line and the kind of secr
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +37,22 @@ _SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 # Absolute paths on a developer machine or runner, with at least one segment below the root (a bare
 # "/tmp" names no machine). The look-behind keeps URL paths (https://host/home/...) and relative
-# paths (a/tmp/b) out.
-_PATH_ROOTS = r"home|root|tmp|work|Users|mnt|private|var/folders|scratch|workspace|opt|srv|data"
+# paths (a/tmp/b) out. Besides the usual roots, the top folders this very machine works from (the
+# project's checkout, the interpreter, home, temp) count: a CI runner cloning to /check/... or /builds/...
+# leaks that path into a card just as a laptop leaks /home/....
+_USUAL_ROOTS = ("home", "root", "tmp", "work", "Users", "mnt", "private", "var/folders", "scratch",
+                "workspace", "opt", "srv", "data")
+
+
+def _machine_roots() -> tuple[str, ...]:
+    """The first folder of each place this process works from (checkout, interpreter, home, temp)."""
+    places = (os.path.dirname(os.path.abspath(__file__)), os.getcwd(), sys.prefix, os.path.expanduser("~"),
+              tempfile.gettempdir())
+    heads = {p.split("/")[1] for p in places if p.startswith("/") and p.count("/") >= 2}
+    return tuple(sorted(h for h in heads if h and h not in _USUAL_ROOTS))
+
+
+_PATH_ROOTS = "|".join(re.escape(root) for root in _USUAL_ROOTS + _machine_roots())
 _POSIX_PATH = re.compile(rf"(?<![\w.:/~\-])/(?:{_PATH_ROOTS})/[^\s\"'`<>|)\]}},;]+")
 _FILE_URI = re.compile(r"\bfile://[^\s\"'`<>|)\]},;]+")
 _WINDOWS_PATH = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]:\\(?:[^\s\"'`<>|)\]},;]*)")
