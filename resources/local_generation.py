@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from coursegpt_assets.core.progress import format_progress
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
@@ -159,7 +161,7 @@ def generate(loaded: LoadedModel, prompts: list[str], *, max_new_tokens: int, ba
             reasons[i] = "length" if stop_at is None else "stop"
             texts[i] = tok.decode(kept, skip_special_tokens=True)
         if log is not None:
-            log.info(f"generated {min(start + batch_size, len(order))}/{len(order)} completions")
+            log.info(format_progress(min(start + batch_size, len(order)), len(order), "completions"))
     return texts, reasons, generated
 
 

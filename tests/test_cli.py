@@ -306,3 +306,28 @@ def test_runs_carry_their_jobs_checks_only_and_publishing_skips_smoke_pairs(isol
 def test_publishing_is_opt_in_on_the_command_line(capsys):
     assert main(["run", "--assets", "published_adapter"]) == 2
     assert "publishing is opt-in: add --publish" in capsys.readouterr().err
+
+
+def test_version_names_the_distribution_and_dagster(capsys):
+    from importlib.metadata import version
+
+    from coursegpt_assets.cli.main import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"coursegpt-forge {version('coursegpt-forge')} (dagster {version('dagster')})"
+
+
+@pytest.mark.parametrize(("status", "work"), [
+    ({"adapter": "-", "report": "-", "stale": "not materialised"}, "trains, evaluates"),
+    ({"adapter": "abc", "report": "def", "stale": "adapter (tuning data changed), adapter (hyperparameters changed)"},
+     "retrains (tuning data changed; hyperparameters changed), evaluates"),
+    ({"adapter": "abc", "report": "-", "stale": "report missing"}, "adapter abc current (reused), evaluates"),
+    ({"adapter": "abc", "report": "def", "stale": "report (new benchmark)"}, "adapter abc current (reused), evaluates"),
+    ({"adapter": "abc", "report": "def", "stale": "-"}, "adapter abc current (reused), report current (skipped)"),
+])
+def test_dry_run_says_what_a_run_would_do_and_what_is_current(status, work):
+    from coursegpt_assets.cli.status import planned_work
+
+    assert planned_work({"pair": "p", "data": "x", **status}) == work

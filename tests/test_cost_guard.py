@@ -129,6 +129,7 @@ def test_plan_and_dry_run_show_backend_and_cost_or_local_time(isolated_home, cap
     assert "passes (no cloud cost)" in rows[LOCAL_PAIR] and "min local" in rows[LOCAL_PAIR]
     assert "1,669 tokens/s (training_plan.yaml base_models.tiny-llama" in rows[LOCAL_PAIR]
     assert "materialise dataset_splits (router) first" in rows["router__gemma3-27b"]
+    assert "trains, evaluates" in rows[LOCAL_PAIR]  # nothing trained yet
     assert not (isolated_home / "dagster" / "history").exists()  # no run was recorded
 
 

@@ -7,6 +7,7 @@
     coursegpt plan                                               the training plan, cost and time estimates
     coursegpt home                                               create the local home, print its path
     coursegpt score <agent> ...                                  score saved predictions, no model needed
+    coursegpt --version
 """
 
 from __future__ import annotations
@@ -136,8 +137,16 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _version() -> str:
+    """`coursegpt-forge X (dagster Y)`: the installed distribution's version, as pip sees it."""
+    from importlib.metadata import version
+
+    return f"coursegpt-forge {version('coursegpt-forge')} (dagster {version('dagster')})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coursegpt", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialise the pipeline with live progress")
     run.add_argument("--agent", action="append", help="agent(s) to run (repeatable); default all")

@@ -2,7 +2,7 @@
 
 Partitions of a stage run side by side, one run per process, as Dagster's own run workers do (each
 run's steps then execute in child processes through the multiprocess executor). Progress is read from
-the instance's event log while they run.
+the instance's event log while they run (`cli.progress`).
 
 Publishing is opt-in: `publish=True` (`coursegpt run --publish`) adds publish_job after the other stages,
 for the pairs of this invocation that are neither smoke-test models nor handed to the Vertex sensor.
@@ -21,32 +21,21 @@ runs in one process could then deadlock.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 
 import dagster as dg
 
 from coursegpt_assets.agents import get_agent
+from coursegpt_assets.cli.progress import INVOCATION_TAG, ProgressPrinter, StepLine
 from coursegpt_assets.core.names import split_pair
 from coursegpt_assets.defs.jobs import PUBLISH, STAGES, selection_for
 
 #: the runner's own summary numbers; each agent adds its headline metrics (see `headline_keys`)
 STEP_KEYS = ("dagster/row_count", "final_loss", "wall_time_s", "best_score")
-INVOCATION_TAG = "coursegpt/invocation"
-
-
-@dataclass
-class StepLine:
-    asset: str
-    partition: str
-    status: str
-    seconds: float
-    headline: dict[str, float] = field(default_factory=dict)
 
 
 def headline_keys(agents: list[str]) -> tuple[str, ...]:
@@ -64,66 +53,6 @@ def _headline(metadata: dict, keys: tuple[str, ...]) -> dict[str, float]:
     return out
 
 
-class ProgressPrinter:
-    """Polls the event log of this invocation's runs and prints each step once as it finishes."""
-
-    def __init__(self, instance: dg.DagsterInstance, invocation: str, emit: Callable[[str], None],
-                 keys: tuple[str, ...]):
-        self.instance, self.invocation, self.emit, self.keys = instance, invocation, emit, keys
-        self.started = time.monotonic()
-        self.seen: set[str] = set()
-        self.lines: list[StepLine] = []
-        self._stop = threading.Event()
-
-    def poll(self) -> None:
-        runs = self.instance.get_runs(filters=dg.RunsFilter(tags={INVOCATION_TAG: self.invocation}))
-        for run in runs:
-            partition = run.tags.get("dagster/partition", "")
-            materialized: dict[str, dict] = {}
-            for entry in self.instance.all_logs(run.run_id):
-                event = entry.dagster_event
-                if event is None:
-                    continue
-                if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
-                    mat = event.step_materialization_data.materialization
-                    materialized[event.step_key] = dict(mat.metadata)
-                elif event.event_type in (
-                    dg.DagsterEventType.STEP_SUCCESS,
-                    dg.DagsterEventType.STEP_FAILURE,
-                    dg.DagsterEventType.STEP_SKIPPED,
-                ):
-                    uid = f"{run.run_id}:{event.step_key}"
-                    if uid in self.seen:
-                        continue
-                    self.seen.add(uid)
-                    status = event.event_type.value.removeprefix("STEP_").lower()
-                    seconds = (getattr(event.event_specific_data, "duration_ms", None) or 0) / 1000
-                    line = StepLine(event.step_key, partition, status, seconds,
-                                    _headline(materialized.get(event.step_key, {}), self.keys))
-                    self.lines.append(line)
-                    mark = {"success": "✓", "failure": "✗", "skipped": "-"}.get(status, "?")
-                    elapsed = time.monotonic() - self.started
-                    self.emit(f"[{elapsed:7.1f}s] {mark} {line.asset:<36} {partition:<20} {status:<8} {seconds:6.1f}s")
-                    error = getattr(event.event_specific_data, "error", None)
-                    while error is not None and error.cause is not None:
-                        error = error.cause
-                    if error is not None:
-                        self.emit(f"            {error.message.strip()[:300]}")
-
-    def run_in_background(self, interval: float = 0.5) -> threading.Thread:
-        def loop():
-            while not self._stop.wait(interval):
-                self.poll()
-
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
-        return thread
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.poll()
-
-
 def run_pipeline(
     *,
     instance: dg.DagsterInstance,
@@ -138,7 +67,7 @@ def run_pipeline(
     """Execute each stage for its partitions; a failed partition stops only what depends on it.
     A pair handed to the Vertex sensor is a success: what the sensors do next is printed at the end."""
     invocation = uuid.uuid4().hex[:12]
-    printer = ProgressPrinter(instance, invocation, emit, headline_keys(agents))
+    printer = ProgressPrinter(instance, invocation, emit, functools.partial(_headline, keys=headline_keys(agents)))
     printer.run_in_background()
     ok = True
     failed: set[str] = set()  # partitions whose run failed; what depends on them is not started

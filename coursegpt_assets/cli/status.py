@@ -155,21 +155,37 @@ def plan_rows(store: ArtifactStore, plan: TrainingPlan | None = None, gcp: bool 
     return rows
 
 
-DRY_RUN_HEADERS = ["pair", "backend", "train tokens (est.)", "estimate", "cost guard", "from"]
+DRY_RUN_HEADERS = ["pair", "would run", "backend", "train tokens (est.)", "estimate", "cost guard", "from"]
+
+
+def planned_work(status: dict) -> str:
+    """What a run would do for a pair (a `pair_status` row): what it trains or evaluates, what is current."""
+    stale = status["stale"]
+    if status["adapter"] == "-":
+        return "trains, evaluates"
+    why = [reason.removeprefix("adapter (").removesuffix(")") for reason in stale.split(", ")
+           if reason.startswith("adapter (")]
+    if why:
+        return f"retrains ({'; '.join(why)}), evaluates"
+    adapter = f"adapter {status['adapter']} current (reused)"
+    if status["report"] == "-" or "report (" in stale or "report missing" in stale:
+        return f"{adapter}, evaluates"
+    return f"{adapter}, report current (skipped)"
 
 
 def dry_run_rows(store: ArtifactStore, pairs: list[str], plan: TrainingPlan | None = None) -> list[list[str]]:
-    """`coursegpt run --dry-run` (DRY_RUN_HEADERS): per pair, who trains it, the estimated cost or local
-    training time, what the cost guard would say and what the estimate is computed from."""
+    """`coursegpt run --dry-run` (DRY_RUN_HEADERS): per pair, what a run would do and what is current, who
+    trains it, the estimated cost or local training time, what the cost guard would say and what the estimate is computed from."""
     plan = plan or default_plan()
+    work = {row["pair"]: planned_work(row) for row in pair_status(store, plan)}
     rows = []
     for p, estimate, source in pair_estimates(store, plan, pairs):
         if estimate is None:
-            rows.append([p.key, "-", "-", "-", "-", f"materialise dataset_splits ({p.agent}) first"])
+            rows.append([p.key, work[p.key], "-", "-", "-", "-", f"materialise dataset_splits ({p.agent}) first"])
             continue
         guard = ("passes (no cloud cost)" if not estimate.paid else
                  "passes" if estimate.within_budget else f"BLOCKS: over the ${estimate.budget_usd:,.2f} budget")
-        rows.append([p.key, estimate.backend, str(estimate.train_tokens), estimate.headline(), guard,
+        rows.append([p.key, work[p.key], estimate.backend, str(estimate.train_tokens), estimate.headline(), guard,
                      f"{estimate.basis()}, {source}"])
     return rows
 

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from coursegpt_assets.core.layout import ADAPTER_CONFIG, CHAT_TEMPLATE_FILE, SUMMARY_FILE
+from coursegpt_assets.core.progress import format_progress
 from coursegpt_assets.training.device_plan import DevicePlan, device_plan, load_base_model, pick_device
 from coursegpt_assets.training.labels import completion_labels, prepare_pair, terminator_is_trained
 from coursegpt_assets.training.library_noise import silence_library_noise
@@ -115,10 +116,8 @@ def make_progress_callback(pipes, history: list[dict], started: list[float]):
             started[:] = [now, tokens]
             history.append(point)
             pipes.report_custom_message(point)
-            pipes.log.info(
-                f"step {point['step']}/{point['max_steps']} loss {point['loss']:.4f} "
-                f"lr {point['learning_rate']:.2e} {point['tokens_per_second']:.0f} tok/s"
-            )
+            pipes.log.info(format_progress(point["step"], point["max_steps"], "steps", loss=point["loss"],
+                                           lr=point["learning_rate"], tok_s=point["tokens_per_second"]))
 
     return PipesProgress()
 
