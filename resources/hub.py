@@ -21,7 +21,7 @@ import dagster as dg
 from pydantic import Field
 
 from coursegpt_assets.core import settings
-from coursegpt_assets.core.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CHAT_TEMPLATE_FILE
+from coursegpt_assets.core.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CHAT_TEMPLATE_FILE, LOSS_CURVE_FILE
 from coursegpt_assets.core.names import split_pair
 from coursegpt_assets.core.secrets_scan import find_secrets
 
@@ -32,7 +32,7 @@ TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", CHAT_TEMPLATE_FILE, "special_tokens_map.json",
     "tokenizer.model", "added_tokens.json", "vocab.json", "merges.txt",
 )
-EXTRA_FILES = ("loss_curve.png",)
+EXTRA_FILES = (LOSS_CURVE_FILE,)
 # Files a person or a tool writes settings into, scanned for tokens and local paths before publishing.
 # Vocabulary files (tokenizer.json, vocab.json, merges.txt) are data: their tokens ("/home", "hf_") are not leaks.
 SCANNED_FILES = (CARD_FILE, ADAPTER_CONFIG, "tokenizer_config.json", "special_tokens_map.json",

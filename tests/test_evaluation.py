@@ -3,6 +3,8 @@ an OpenAI-compatible server on loopback, threshold WARN checks, report reuse and
 
 from __future__ import annotations
 
+import base64
+
 import dagster as dg
 import pytest
 
@@ -104,6 +106,9 @@ def test_local_report_proves_the_adapter_and_saves_everything(evaluated_store, m
         materialization = result.asset_materializations_for_node("evaluation_report")[0]
         assert materialization.metadata["adapter_proof"].value == "logit_probe"
         assert materialization.metadata["json_valid"].value == 0.0
+        charts = {k: v.value for k, v in materialization.metadata.items() if k.startswith("chart/")}
+        assert charts and len(charts) == len(report["files"]["plots"])  # every stored chart, on the asset page
+        assert all(v.startswith("![") and "(data:image/png;base64," in v for v in charts.values())
         checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
         json_check = checks[threshold_check_name("router", "overall", "json_valid", "min")]
         assert not json_check.passed and json_check.severity == dg.AssetCheckSeverity.WARN
@@ -214,6 +219,17 @@ def test_leaderboard_ranks_base_models_per_metric(store):
     assert len(evaluated) == 2 and len(board["rows"]) > 2  # planned pairs without a report are listed too
     meta = result.asset_materializations_for_node("leaderboard")[0].metadata
     assert meta["evaluated_models"].value == 2 and meta["comparable"].value is True
+    # on the asset page: a sortable table with a float column per metric, and the chart as an embedded PNG
+    table = meta["table"]
+    assert isinstance(table, dg.TableMetadataValue)
+    assert {c.name: c.type for c in table.schema.columns}["json_valid"] == "float"
+    by_model = {r.data["base_model"]: r.data for r in table.records}
+    assert by_model["llama31-8b"]["json_valid"] == 0.9 and by_model["gemma3-27b"]["route_plan_exact"] == 0.6
+    assert by_model["qwen3-32b"]["evaluated"] is False and by_model["qwen3-32b"]["json_valid"] is None
+    chart = meta["chart"].value
+    assert chart.startswith("![router leaderboard](data:image/png;base64,")
+    png = base64.b64decode(chart.split("base64,", 1)[1].rstrip(")"))
+    assert png == store.read_bytes(f"{layout.leaderboard_dir('router')}/leaderboard.png")
     assert "llama31-8b" in store.read_text(f"{layout.leaderboard_dir('router')}/leaderboard.md")
 
 

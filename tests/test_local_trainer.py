@@ -6,6 +6,7 @@ assets (no retraining) or tamper with a copy of the store.
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import shutil
@@ -69,6 +70,11 @@ def test_adapter_folder_and_summary(trained):
                  "chat_template.jinja", "loss_curve.png", "training_summary.json"):
         assert store.exists(f"{adir}/{name}"), name
     assert store.read_bytes(f"{adir}/loss_curve.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same curve on the tuning_job and adapter asset pages, embedded in markdown metadata
+    png = base64.b64encode(store.read_bytes(f"{adir}/loss_curve.png")).decode()
+    for node in ("tuning_job", "adapter"):
+        [mat] = trained.result.asset_materializations_for_node(node)
+        assert mat.metadata["loss_curve"].value == f"![Training and validation loss](data:image/png;base64,{png})"
     assert store.read_text(f"{adir}/chat_template.jinja") == family("tiny").template
     assert store.read_json(f"{adir}/adapter_config.json")["base_model_name_or_path"] == "local/tiny-llama"
     summary = store.read_json(f"{adir}/training_summary.json")

@@ -24,6 +24,7 @@ SUMMARY_FILE = "training_summary.json"  # written last: an adapter folder is com
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
+LOSS_CURVE_FILE = "loss_curve.png"  # the local trainer's; Vertex adapters have none
 JOB_RECORD = "tuning_job.json"  # what tuning_job submitted or ran
 VERTEX_EXPORT = "vertex_export"  # the Vertex job's output_uri, below the adapter folder
 REPORT_FILE = "report.json"  # written last: a report folder is complete once it exists

@@ -9,6 +9,8 @@ on that mix.
 
 from __future__ import annotations
 
+import base64
+
 import dagster as dg
 
 from resources.storage import ArtifactStore
@@ -31,6 +33,32 @@ def preview(rows: list[dict], columns: list[str], *, limit: int = 5, width: int 
         "| " + " | ".join(_cell(row.get(c, ""), width) for c in columns) + " |\n" for row in rows[:limit]
     )
     return dg.MetadataValue.md(head + body if rows else "_no rows_")
+
+
+#: an image larger than this stays a link in the store: the event log holds every materialisation's metadata
+MAX_INLINE_IMAGE_BYTES = 400_000
+
+
+def image(png: bytes | None, alt: str) -> dg.MetadataValue | None:
+    """A PNG shown on the asset page: markdown with the image embedded as a data URI (Dagster 1.13 has no
+    image metadata type). None when there is no image or it is too large to keep in the event log."""
+    if not png or len(png) > MAX_INLINE_IMAGE_BYTES or not png.startswith(b"\x89PNG"):
+        return None
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})")
+
+
+def stored_image(store: ArtifactStore, key: str, alt: str) -> dict[str, dg.MetadataValue]:
+    """{'<file stem>': image} for a PNG in the store, {} when it is absent (a Vertex adapter has no loss curve)."""
+    if not store.exists(key):
+        return {}
+    value = image(store.read_bytes(key), alt)
+    return {key.rsplit("/", 1)[-1].removesuffix(".png"): value} if value else {}
+
+
+def column_schema(columns: dict[str, tuple[str, str]]) -> dg.TableSchema:
+    """`dagster/column_schema` from {name: (type, description)}: the catalog's columns tab."""
+    return dg.TableSchema(columns=[dg.TableColumn(name, kind, description=text)
+                                   for name, (kind, text) in columns.items()])
 
 
 def uri(value: str) -> dg.MetadataValue:

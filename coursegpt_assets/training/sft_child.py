@@ -22,14 +22,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from coursegpt_assets.core.layout import ADAPTER_CONFIG, CHAT_TEMPLATE_FILE, SUMMARY_FILE
+from coursegpt_assets.core.layout import ADAPTER_CONFIG, CHAT_TEMPLATE_FILE, LOSS_CURVE_FILE, SUMMARY_FILE
 from coursegpt_assets.core.progress import format_progress
 from coursegpt_assets.training.device_plan import DevicePlan, device_plan, load_base_model, pick_device
 from coursegpt_assets.training.labels import completion_labels, prepare_pair, terminator_is_trained
 from coursegpt_assets.training.library_noise import silence_library_noise
 from coursegpt_assets.training.report import hardware_description, plot_loss_curve
 
-LOSS_CURVE_FILE = "loss_curve.png"
 LOG_MESSAGE = "training_log"
 ERROR_MESSAGE = "training_error"
 

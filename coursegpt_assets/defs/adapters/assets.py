@@ -25,7 +25,7 @@ from coursegpt_assets.core import layout, settings
 from coursegpt_assets.core.chat_templates import family
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.defs.adapters.vertex_export import collect_vertex_export, job_metadata
-from coursegpt_assets.defs.common import OWNERS, read_upstream
+from coursegpt_assets.defs.common import OWNERS, image, read_upstream, stored_image
 from coursegpt_assets.defs.common import uri as uri_metadata
 from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
 from coursegpt_assets.defs.tuning.checks import cost_of, paid_job_problems, tuning_data_report
@@ -55,6 +55,16 @@ def summary_metadata(summary: dict) -> dict:
             meta[key] = str(summary[key])
     meta["smoke"] = bool(summary.get("smoke", False))
     return meta
+
+
+LOSS_ALT = "Training and validation loss"
+
+
+def _loss_curve(folder: Path) -> dict[str, dg.MetadataValue]:
+    """The local trainer's loss curve on the asset page ({} for a Vertex adapter, which has none)."""
+    path = folder / layout.LOSS_CURVE_FILE
+    value = image(path.read_bytes(), LOSS_ALT) if path.exists() else None
+    return {"loss_curve": value} if value else {}
 
 
 def _staging_root(pair: str) -> Path:
@@ -87,12 +97,13 @@ def _train_local(context, store: ArtifactStore, trainer: Trainer, req: AdapterRe
                   "logging_steps_reported": len(messages)}
         (out / layout.JOB_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         adapter_uri = store.upload_dir(out, layout.adapter_dir(req.pair, req.version), last=layout.SUMMARY_FILE)
+        curve = _loss_curve(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     context.log.info(f"{req.pair}: adapter {req.version} trained and stored at {adapter_uri}")
     yield dg.MaterializeResult(
         metadata={**summary_metadata(summary), "reused": False, "adapter_uri": uri_metadata(adapter_uri),
-                  "observations": len(messages)},
+                  "observations": len(messages), **curve},
     )
 
 
@@ -149,7 +160,8 @@ def tuning_job(context: dg.AssetExecutionContext, store: ArtifactStore, trainer:
     summary_key = layout.adapter_summary(req.pair, req.version)
     if store.exists(summary_key):
         context.log.info(f"{req.pair}: adapter {req.version} already exists ({store.uri(summary_key)}); not retraining")
-        yield dg.MaterializeResult(metadata={**summary_metadata(store.read_json(summary_key)), "reused": True})
+        curve = stored_image(store, f"{layout.adapter_dir(req.pair, req.version)}/{layout.LOSS_CURVE_FILE}", LOSS_ALT)
+        yield dg.MaterializeResult(metadata={**summary_metadata(store.read_json(summary_key)), "reused": True, **curve})
         return
     if req.backend == BACKEND_VERTEX:
         yield from _submit_vertex(context, store, trainer, req)
@@ -183,7 +195,7 @@ def adapter(context: dg.AssetExecutionContext, store: ArtifactStore, trainer: Tr
     report = validate_adapter(folder, rank=hp["lora_rank"], target_modules=hp["target_modules"],
                               base_model_id=req.base_model_id, exact_targets=req.backend != BACKEND_VERTEX)
     metadata = {**summary_metadata(summary), "adapter_uri": uri_metadata(store.uri(adir)),
-                "lora_tensors": report.lora_tensors, "adapter_bytes": report.size_bytes}
+                "lora_tensors": report.lora_tensors, "adapter_bytes": report.size_bytes, **_loss_curve(folder)}
     if report.valid:
         metadata["latest"] = uri_metadata(store.write_json(layout.adapter_latest(req.pair), {"version": req.version}))
         context.log.info(f"{req.pair}: adapter {req.version} passed its check; latest.json points at it")

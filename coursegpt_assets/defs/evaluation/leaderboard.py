@@ -14,7 +14,7 @@ import dagster as dg
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.plan import default_plan
-from coursegpt_assets.defs.common import OWNERS, uri
+from coursegpt_assets.defs.common import OWNERS, image, uri
 from coursegpt_assets.defs.evaluation.report import GROUP, REPORT_KEY
 from coursegpt_assets.defs.partitions import AGENT_PARTITIONS, PAIRS_TO_AGENT
 from coursegpt_assets.scoring.leaderboard import (
@@ -25,6 +25,25 @@ from coursegpt_assets.scoring.leaderboard import (
     leaderboard_rows,
 )
 from resources.storage import ArtifactStore
+
+
+def _table(rows: list[dict]) -> dg.MetadataValue:
+    """The leaderboard as a Dagster table (sortable in the UI): one record per pair, a column per metric."""
+    metrics = list(dict.fromkeys(m for r in rows if r["evaluated"] for m in r["headline"]))
+    columns = [dg.TableColumn("base_model", "string"), dg.TableColumn("evaluated", "bool"),
+               dg.TableColumn("smoke", "bool"), dg.TableColumn("samples", "int"),
+               *(dg.TableColumn(m, "float") for m in metrics), dg.TableColumn("report_version", "string")]
+    records = []
+    for r in rows:
+        numbers = {m: _float(r["headline"].get(m)) for m in metrics} if r["evaluated"] else dict.fromkeys(metrics)
+        records.append(dg.TableRecord({
+            "base_model": r["base_model"], "evaluated": r["evaluated"], "smoke": r.get("smoke"),
+            "samples": r.get("samples"), **numbers, "report_version": r.get("report_version")}))
+    return dg.MetadataValue.table(records, schema=dg.TableSchema(columns=columns))
+
+
+def _float(value) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _newest_report(store: ArtifactStore, pair: str) -> dict | None:
@@ -58,8 +77,10 @@ def leaderboard(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.M
     folder = layout.leaderboard_dir(agent)
     with tempfile.TemporaryDirectory(prefix="coursegpt-leaderboard-") as tmp:
         chart = leaderboard_chart(agent, rows, Path(tmp) / "leaderboard.png")
+        shown = {}
         if chart is not None:
             store.write_bytes(f"{folder}/leaderboard.png", chart.read_bytes(), "image/png")
+            shown = {"chart": image(chart.read_bytes(), f"{agent} leaderboard")}
     store.write_text(f"{folder}/leaderboard.md", markdown, "text/markdown")
     json_uri = store.write_json(f"{folder}/leaderboard.json",
                                 {"agent": agent, "rows": rows, "best": best, "notes": notes})
@@ -68,7 +89,8 @@ def leaderboard(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.M
     numbers = {f"{r['base_model']}/{m}": float(v) for r in evaluated for m, v in r["headline"].items()
                if isinstance(v, int | float) and not isinstance(v, bool)}
     return dg.MaterializeResult(metadata={
-        "table": dg.MetadataValue.md(markdown), "evaluated_models": len(evaluated),
+        "table": _table(rows), "leaderboard_md": dg.MetadataValue.md(markdown), **{k: v for k, v in shown.items() if v},
+        "evaluated_models": len(evaluated),
         "not_evaluated": len(pending), "pending": ", ".join(pending) or "none",
         "leaderboard": uri(json_uri), "comparable": not notes,
         **{f"best/{m}": ", ".join(b["base_models"]) for m, b in best.items()}, **numbers,

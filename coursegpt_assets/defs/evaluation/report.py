@@ -22,7 +22,7 @@ from coursegpt_assets.core import layout, settings
 from coursegpt_assets.core.chat_templates import family
 from coursegpt_assets.core.names import ADAPTER_VERSION_TAG, split_pair
 from coursegpt_assets.core.plan import default_plan
-from coursegpt_assets.defs.common import OWNERS, read_latest_version, read_upstream, uri
+from coursegpt_assets.defs.common import OWNERS, read_latest_version, read_upstream, stored_image, uri
 from coursegpt_assets.defs.partitions import AGENT_TO_PAIRS, PAIR_PARTITIONS
 from coursegpt_assets.scoring.report import (
     build_report,
@@ -206,6 +206,15 @@ def _metadata(report: dict, report_uri: str, markdown: str, reused: bool) -> dic
     return meta
 
 
+def _charts(store: ArtifactStore, report: dict) -> dict[str, dg.MetadataValue]:
+    """The report's per-bucket metric charts on the asset page, one entry per chart."""
+    rdir = layout.report_dir(report["pair"], report["report_version"])
+    charts: dict[str, dg.MetadataValue] = {}
+    for name in (report.get("files") or {}).get("plots") or []:
+        charts.update({f"chart/{k}": v for k, v in stored_image(store, f"{rdir}/{name}", name).items()})
+    return charts
+
+
 def _run(context, store: ArtifactStore, inference: Inference, config: EvaluationConfig) -> tuple[dict, str, bool]:
     """The stored report of this version, or a new one (generate, save predictions, score, write)."""
     request, agent, rows, total, bench_version, limit, base, budget = _request(context, store, config)
@@ -282,7 +291,8 @@ with warnings.catch_warnings():
         context.log.info(f"{report['pair']}: report {report['report_version']} at {rdir_uri}; latest.json updated")
         yield dg.MaterializeResult(
             asset_key=REPORT_KEY,
-            metadata={**_metadata(report, f"{rdir_uri}/{layout.REPORT_FILE}", markdown, reused), "latest": uri(pointer)},
+            metadata={**_metadata(report, f"{rdir_uri}/{layout.REPORT_FILE}", markdown, reused), "latest": uri(pointer),
+                      **_charts(store, report)},
             check_results=checks, data_version=dg.DataVersion(report["report_version"]))
 
     @dg.asset_check(asset=REPORT_KEY, name=CURRENT_CHECK, partitions_def=PAIR_PARTITIONS, blocking=False,
