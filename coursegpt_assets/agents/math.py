@@ -1,8 +1,9 @@
 """Math agent: a tutor that solves problems step by step, tuned on a seeded subset of MathX-5M.
 
 Raw rows follow MathX-5M (`problem` or `question`, `generated_solution`, optional `expected_answer` /
-`answer`). The subset is a seeded bottom-k sample read in one bounded pass (see `subset.py`), so the
-same seed and source always give the same rows. Clean records are `{id, problem, solution, answer}`.
+`answer`). The subset is a seeded bottom-k sample (see `subset.py`); of a Parquet source it reads
+seeded row groups, at most 10 % of the rows (`parquet_plan.py`). The same seed and source always give
+the same rows. Clean records are `{id, problem, solution, answer}`.
 How the agent is benchmarked and scored is in `math_evaluation.py`.
 """
 
