@@ -16,7 +16,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.data import subset
-from coursegpt_assets.data.parquet_plan import MIN_GROUPS, plan_reads, spread_order
+from coursegpt_assets.data.parquet_plan import MIN_GROUPS, RowGroup, plan_reads, spread_order
 from coursegpt_assets.data.records import RawRow
 from coursegpt_assets.data.subset import bottom_k, row_batches, select_subset
 
@@ -81,7 +81,7 @@ def test_every_group_is_equally_likely_to_be_read():
 
 
 def test_the_plan_reads_at_most_the_share_and_at_least_enough_groups():
-    groups = [subset.RowGroup(0, i, i * 1000, 1000) for i in range(5000)]  # 5M rows, MathX's size
+    groups = [RowGroup(0, i, i * 1000, 1000) for i in range(5000)]  # 5M rows, MathX's size
     plan = plan_reads(groups, k=10_000, seed=42)
     first = sum(g.rows for g in plan.first)
     assert plan.budget == 500_000 and 50_000 <= first <= plan.budget

@@ -24,7 +24,6 @@ import hashlib
 import heapq
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -340,17 +339,20 @@ def bounded_selection(parts: ParquetParts, plan: ReadPlan, sampler: Sampler, key
     when the bound cannot give k rows, e.g. a source of repeats) the groups past it."""
     import pyarrow.parquet as pq
 
-    with ExitStack() as stack:
-        opened: dict[int, object] = {}
+    open_file, handle, reader = None, None, None  # one file open at a time: each holds a read buffer
 
-        def read(group: RowGroup) -> None:
-            if group.file not in opened:  # one open per file: on the Hub each open is a request
-                fh = stack.enter_context(parts.fs.open(parts.files[group.file], "rb"))
-                opened[group.file] = pq.ParquetFile(fh, metadata=parts.metadata[group.file], **PARQUET_READ_OPTIONS)
-            for batch in _parquet_file_batches(opened[group.file], key_fields, group.offset, batch_rows,
-                                               [group.index]):
-                sampler.add(batch)
+    def read(group: RowGroup) -> None:
+        nonlocal open_file, handle, reader
+        if open_file != group.file:  # `first` is in source order, so there each file opens once
+            if handle is not None:
+                handle.close()
+            handle = parts.fs.open(parts.files[group.file], "rb")
+            reader = pq.ParquetFile(handle, metadata=parts.metadata[group.file], **PARQUET_READ_OPTIONS)
+            open_file = group.file
+        for batch in _parquet_file_batches(reader, key_fields, group.offset, batch_rows, [group.index]):
+            sampler.add(batch)
 
+    try:
         for group in plan.first:
             read(group)
         mode = "whole" if plan.budget is None else "bounded"
@@ -363,6 +365,9 @@ def bounded_selection(parts: ParquetParts, plan: ReadPlan, sampler: Sampler, key
                 break
             read(group)
             mode = "past the bound"
+    finally:
+        if handle is not None:
+            handle.close()
     selection = sampler.selection()
     selection.source_rows, selection.read_mode = parts.rows, mode
     return selection
