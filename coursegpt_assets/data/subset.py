@@ -15,7 +15,8 @@ distinct questions and no question can straddle two splits.
 
 A Parquet source is not read whole: `parquet_plan` picks seeded row groups spread over it, at most 10 %
 of its rows, and the bottom-k runs over those rows (a uniform subset of the rows read, which are
-themselves an even, seeded sample of the source). JSON Lines and other streams are read in one pass.
+themselves an even, seeded sample of the source; a repeated problem is then represented by the
+earliest-listed of the rows read). JSON Lines and other streams are read in one pass.
 """
 
 from __future__ import annotations
