@@ -109,12 +109,16 @@ class CodeAgent:
     )
     synthetic_data = False
 
-    def load_raw(self, source: str, *, seed: int, subset_size: int | None) -> Iterator[RawRow]:
+    def load_raw(self, source: str, *, seed: int, subset_size: int | None,
+                 read: dict | None = None) -> Iterator[RawRow]:
         if subset_size is None:
             yield from iter_source(source)
             return
-        yield from select_subset(source, k=subset_size, seed=seed, key_fields=("instruction",),
-                                 is_valid=self.is_valid_row).rows
+        selection = select_subset(source, k=subset_size, seed=seed, key_fields=("instruction",),
+                                  is_valid=self.is_valid_row)
+        if read is not None:
+            read.update(selection.read_summary())
+        yield from selection.rows
 
     def is_valid_row(self, row: RawRow) -> bool:
         """Whether a raw row would pass clean_examples (the subset counts valid rows only)."""

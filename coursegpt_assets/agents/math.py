@@ -1,8 +1,9 @@
 """Math agent: a tutor that solves problems step by step, tuned on a seeded subset of MathX-5M.
 
 Raw rows follow MathX-5M (`problem` or `question`, `generated_solution`, optional `expected_answer` /
-`answer`). The subset is a seeded bottom-k sample read in one bounded pass (see `subset.py`), so the
-same seed and source always give the same rows. Clean records are `{id, problem, solution, answer}`.
+`answer`). The subset is a seeded bottom-k sample (see `subset.py`); of a Parquet source it reads
+seeded row groups, at most 10 % of the rows (`parquet_plan.py`). The same seed and source always give
+the same rows. Clean records are `{id, problem, solution, answer}`.
 How the agent is benchmarked and scored is in `math_evaluation.py`.
 """
 
@@ -106,12 +107,16 @@ class MathAgent:
     )
     synthetic_data = False
 
-    def load_raw(self, source: str, *, seed: int, subset_size: int | None) -> Iterator[RawRow]:
+    def load_raw(self, source: str, *, seed: int, subset_size: int | None,
+                 read: dict | None = None) -> Iterator[RawRow]:
         if subset_size is None:
             yield from iter_source(source)
             return
-        yield from select_subset(source, k=subset_size, seed=seed, key_fields=PROBLEM_FIELDS,
-                                 is_valid=self.is_valid_row).rows
+        selection = select_subset(source, k=subset_size, seed=seed, key_fields=PROBLEM_FIELDS,
+                                  is_valid=self.is_valid_row)
+        if read is not None:
+            read.update(selection.read_summary())
+        yield from selection.rows
 
     def is_valid_row(self, row: RawRow) -> bool:
         """Whether a raw row would pass clean_examples (the subset counts valid rows only)."""

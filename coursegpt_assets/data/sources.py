@@ -10,6 +10,8 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 from coursegpt_assets.data.records import RawRow
 
@@ -175,6 +177,46 @@ def pinned_source(source: str) -> tuple[str, dict]:
     dataset_id, config, _ = parse_hf_source(source)
     commit = resolve_hf_revision(source)
     return hf_source(dataset_id, config, commit), {"revision": commit}
+
+
+def parquet_files(source: str) -> tuple[Any, list[str]] | None:
+    """(fsspec filesystem, paths) when `source` is Parquet files only, so it can be read by row group:
+    a .parquet file, a folder of them, or a Hub dataset's Parquet train files. None (stream it) otherwise."""
+    if source.startswith("hf://"):
+        return hf_parquet_files(source)
+    files = local_files(Path(source).expanduser())
+    if not all(f.suffix in TABULAR_SUFFIXES for f in files):
+        return None
+    from fsspec.implementations.local import LocalFileSystem
+
+    return LocalFileSystem(), [str(f) for f in files]
+
+
+def hf_parquet_files(source: str) -> tuple[Any, list[str]] | None:
+    """The train split's files of an `hf://` dataset at its revision, found by `datasets`' own split-name
+    patterns over the repository listing (huggingface_hub's HfFileSystem, read by HTTP range). None when
+    they are not all Parquet, or a config is named (its files come from the dataset card: stream it)."""
+    dataset_id, config, revision = parse_hf_source(source)
+    if config:
+        return None
+    from datasets.data_files import DataFilesDict, get_data_patterns
+    from fsspec.core import url_to_fs
+
+    base = f"hf://datasets/{dataset_id}" + (f"@{quote(revision, safe='')}" if revision else "")
+    try:
+        files = list(DataFilesDict.from_patterns(get_data_patterns(base), base).get("train") or [])
+    except FileNotFoundError:  # no data files (datasets' EmptyDatasetError): streaming says what is wrong
+        return None
+    except Exception as e:  # offline, gated, or misspelt
+        raise SourceError(
+            f"{source}: could not list the files of Hugging Face dataset {dataset_id!r}: {type(e).__name__}: "
+            f"{str(e)[:300]}. Set HF_TOKEN for gated data, or point the agent's source variable at a local "
+            "JSONL/Parquet copy."
+        ) from e
+    if not files or not all(f.endswith(TABULAR_SUFFIXES) for f in files):
+        return None
+    fs, _ = url_to_fs(files[0])
+    return fs, [url_to_fs(f)[1] for f in files]
 
 
 def iter_hf(source: str, split: str = "train") -> Iterator[RawRow]:

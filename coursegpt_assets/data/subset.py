@@ -1,4 +1,4 @@
-"""A seeded, uniform, reproducible k-row subset of a large source, read once in bounded batches.
+"""A seeded, uniform, reproducible k-row subset of a large source, read in bounded batches.
 
 Why: MathX-5M holds about 5M rows; the seed took the head of a stream (not a sample) and shuffled it
 without a seed (not reproducible). Here each row's rank is SipHash-2-4 (pandas' `hash_array`) of its
@@ -12,6 +12,11 @@ first filtered against the heap's current worst rank in one vectorised compariso
 k·ln(n/k) rows ever become Python objects. Rows that share a normalised key (MathX lists several
 solutions per problem) count once: the earliest-listed row represents the key, so the subset holds k
 distinct questions and no question can straddle two splits.
+
+A Parquet source is not read whole: `parquet_plan` picks seeded row groups spread over it, at most 10 %
+of its rows, and the bottom-k runs over those rows (a uniform subset of the rows read, which are
+themselves an even, seeded sample of the source; a repeated problem is then represented by the
+earliest-listed of the rows read). JSON Lines and other streams are read in one pass.
 """
 
 from __future__ import annotations
@@ -24,6 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from coursegpt_assets.data.parquet_plan import (
+    MAX_READ_SHARE,
+    ParquetParts,
+    ReadPlan,
+    RowGroup,
+    describe,
+    plan_reads,
+)
 from coursegpt_assets.data.records import RawRow
 from coursegpt_assets.data.sources import (
     TABULAR_SUFFIXES,
@@ -31,6 +44,7 @@ from coursegpt_assets.data.sources import (
     iter_hf,
     iter_jsonl_file,
     local_files,
+    parquet_files,
 )
 
 BATCH_ROWS = 16_384
@@ -141,57 +155,93 @@ class BottomK:
 @dataclass
 class Selection:
     rows: list[RawRow]
+    #: rows read from the source (every row of a stream; the chosen row groups' rows of a Parquet source)
     scanned: int = 0
     #: rows turned into Python objects as candidates: the memory that streaming keeps bounded
     materialised: int = 0
     batches: int = 0
+    #: rows the source holds (known from Parquet footers; for a stream, every row was read)
+    source_rows: int = 0
+    #: how the rows were read: stream, bounded, whole (a small source), or past the bound
+    read_mode: str = "stream"
+
+    def read_summary(self) -> dict:
+        """What the raw manifest and metadata record of the read."""
+        return {"rows_read": self.scanned, "source_rows": self.source_rows, "subset_read": self.read_mode}
 
 
-def bottom_k(batches: Iterable[KeyedBatch], k: int, seed: int,
-             is_valid: Callable[[RawRow], bool] | None = None) -> Selection:
-    """Bottom-k selection over keyed batches; see the module docstring for why it is uniform.
+class Sampler:
+    """Bottom-k selection fed one keyed batch at a time; see the module docstring for why it is uniform.
 
     With `is_valid`, the k are k *valid* rows: an invalid row never takes a place, so cleaning leaves
     exactly k. Invalid rows that rank among them are returned too (in source order with the rest), so
     clean_examples still quarantines them and the invalid share still shows what the source holds.
     """
-    import numpy as np
 
-    chosen = BottomK(k)
-    rejected: list[tuple[int, int, RawRow]] = []  # (rank, line, row) of invalid candidates
-    out = Selection(rows=[])
-    for batch in batches:
-        ranks = seeded_ranks(batch.keys, seed)
-        bound = chosen.bound
+    def __init__(self, k: int, seed: int, is_valid: Callable[[RawRow], bool] | None = None):
+        self.chosen = BottomK(k)
+        self.seed, self.is_valid = seed, is_valid
+        self.rejected: list[tuple[int, int, RawRow]] = []  # (rank, line, row) of invalid candidates
+        self.out = Selection(rows=[])
+
+    @property
+    def full(self) -> bool:
+        """Whether k valid rows (one per key) are held."""
+        return self.chosen.bound is not None
+
+    def add(self, batch: KeyedBatch) -> None:
+        import numpy as np
+
+        ranks = seeded_ranks(batch.keys, self.seed)
+        bound = self.chosen.bound
         idx = np.arange(len(ranks)) if bound is None else np.flatnonzero(ranks <= np.uint64(bound))
-        out.scanned += len(ranks)
-        out.batches += 1
+        self.out.scanned += len(ranks)
+        self.out.batches += 1
         if not len(idx):
-            continue
+            return
         rows = batch.take(idx)
-        out.materialised += len(rows)
+        self.out.materialised += len(rows)
         for i, row in zip(idx, rows, strict=True):
-            if is_valid is not None and not is_valid(row):
-                rejected.append((int(ranks[i]), int(batch.lines[i]), row))
+            if self.is_valid is not None and not self.is_valid(row):
+                self.rejected.append((int(ranks[i]), int(batch.lines[i]), row))
                 continue
-            chosen.offer(int(ranks[i]), int(batch.lines[i]), batch.keys[i], row)
-        bound = chosen.bound
-        if bound is not None and len(rejected) > k:  # keep memory O(k): drop those that can no longer rank
-            rejected = [r for r in rejected if r[0] <= bound]
-    bound = chosen.bound
-    kept_invalid = [(line, row) for rank, line, row in rejected if bound is None or rank <= bound]
-    out.rows = [row for _, row in sorted([(r.line, r) for r in chosen.rows()] + kept_invalid, key=lambda x: x[0])]
-    return out
+            self.chosen.offer(int(ranks[i]), int(batch.lines[i]), batch.keys[i], row)
+        bound = self.chosen.bound
+        if bound is not None and len(self.rejected) > self.chosen.k:  # memory O(k): drop those that cannot rank
+            self.rejected = [r for r in self.rejected if r[0] <= bound]
+
+    def selection(self) -> Selection:
+        bound = self.chosen.bound
+        kept_invalid = [(line, row) for rank, line, row in self.rejected if bound is None or rank <= bound]
+        rows = [(r.line, r) for r in self.chosen.rows()] + kept_invalid
+        self.out.rows = [row for _, row in sorted(rows, key=lambda x: x[0])]
+        return self.out
+
+
+def bottom_k(batches: Iterable[KeyedBatch], k: int, seed: int,
+             is_valid: Callable[[RawRow], bool] | None = None) -> Selection:
+    """Bottom-k selection over keyed batches (see Sampler)."""
+    sampler = Sampler(k, seed, is_valid)
+    for batch in batches:
+        sampler.add(batch)
+    return sampler.selection()
 
 
 # -- batching the supported sources -------------------------------------------------------------------
 def _parquet_batches(path: Path, key_fields: Sequence[str], offset: int, batch_rows: int) -> Iterator[KeyedBatch]:
-    import numpy as np
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    yield from _parquet_file_batches(pq.ParquetFile(path, **PARQUET_READ_OPTIONS), key_fields, offset, batch_rows)
+
+
+def _parquet_file_batches(file, key_fields: Sequence[str], offset: int, batch_rows: int,
+                          row_groups: list[int] | None = None) -> Iterator[KeyedBatch]:
+    """Keyed batches of an open ParquetFile (only `row_groups` when given); line numbers from `offset` + 1."""
+    import numpy as np
+    import pyarrow as pa
+
     line = offset
-    for batch in pq.ParquetFile(path, **PARQUET_READ_OPTIONS).iter_batches(batch_size=batch_rows):
+    for batch in file.iter_batches(batch_size=batch_rows, row_groups=row_groups):
         lines = np.arange(line + 1, line + 1 + batch.num_rows, dtype=np.int64)
 
         def take(idx, batch=batch, lines=lines):
@@ -263,7 +313,62 @@ def source_batches(source: str, key_fields: Sequence[str], batch_rows: int = BAT
 
 def select_subset(
     source: str, *, k: int, seed: int, key_fields: Sequence[str], batch_rows: int = BATCH_ROWS,
-    is_valid: Callable[[RawRow], bool] | None = None,
+    is_valid: Callable[[RawRow], bool] | None = None, max_share: float = MAX_READ_SHARE,
 ) -> Selection:
-    """The seeded subset of `source` with k valid rows (one row per distinct key), in source order."""
-    return bottom_k(source_batches(source, key_fields, batch_rows), k, seed, is_valid)
+    """The seeded subset of `source` with k valid rows (one row per distinct key), in source order.
+
+    A source made of Parquet files only (a file, a folder of shards, a Hub dataset's Parquet train files)
+    is read by row group: at most `max_share` of its rows (see parquet_plan). Anything else is streamed.
+    """
+    if source.startswith("gs://"):
+        with tempfile.TemporaryDirectory(prefix="coursegpt-src-") as tmp:
+            return select_subset(str(download_gcs(source, Path(tmp))), k=k, seed=seed, key_fields=key_fields,
+                                 batch_rows=batch_rows, is_valid=is_valid, max_share=max_share)
+    found = parquet_files(source)
+    if found is None:
+        selection = bottom_k(source_batches(source, key_fields, batch_rows), k, seed, is_valid)
+        selection.source_rows = selection.scanned
+        return selection
+    parts = describe(*found)
+    return bounded_selection(parts, plan_reads(parts.groups, k=k, seed=seed, max_share=max_share),
+                             Sampler(k, seed, is_valid), key_fields, batch_rows)
+
+
+def bounded_selection(parts: ParquetParts, plan: ReadPlan, sampler: Sampler, key_fields: Sequence[str],
+                      batch_rows: int = BATCH_ROWS) -> Selection:
+    """Feed the planned row groups to the sampler: `first`, then the reserve while short of k, then (only
+    when the bound cannot give k rows, e.g. a source of repeats) the groups past it."""
+    import pyarrow.parquet as pq
+
+    open_file, handle, reader = None, None, None  # one file open at a time: each holds a read buffer
+
+    def read(group: RowGroup) -> None:
+        nonlocal open_file, handle, reader
+        if open_file != group.file:  # `first` is in source order, so there each file opens once
+            if handle is not None:
+                handle.close()
+            handle = parts.fs.open(parts.files[group.file], "rb")
+            reader = pq.ParquetFile(handle, metadata=parts.metadata[group.file], **PARQUET_READ_OPTIONS)
+            open_file = group.file
+        for batch in _parquet_file_batches(reader, key_fields, group.offset, batch_rows, [group.index]):
+            sampler.add(batch)
+
+    try:
+        for group in plan.first:
+            read(group)
+        mode = "whole" if plan.budget is None else "bounded"
+        for group in plan.reserve:
+            if sampler.full:
+                break
+            read(group)
+        for group in plan.beyond:
+            if sampler.full:
+                break
+            read(group)
+            mode = "past the bound"
+    finally:
+        if handle is not None:
+            handle.close()
+    selection = sampler.selection()
+    selection.source_rows, selection.read_mode = parts.rows, mode
+    return selection

@@ -43,9 +43,11 @@ def raw_examples(context: dg.AssetExecutionContext, config: RawExamplesConfig, s
     read, pinned = pinned_source(source)
     context.log.info(f"{agent_name}: reading {read}")
     sample: list[dict] = []
+    read_summary: dict = {}  # rows_read of source_rows, once a seeded subset has been read
 
     def lines():
-        for row in agent.load_raw(read, seed=default_plan().hyperparameters.seed, subset_size=spec.subset_size):
+        for row in agent.load_raw(read, seed=default_plan().hyperparameters.seed, subset_size=spec.subset_size,
+                                  read=read_summary):
             if len(sample) < 5 and row.record is not None:
                 sample.append(row.record)
             if row.raw is not None:  # JSONL: copied byte for byte; clean_examples parses and validates
@@ -66,13 +68,16 @@ def raw_examples(context: dg.AssetExecutionContext, config: RawExamplesConfig, s
 
     records_uri, count, sha = store.write_lines(layout.raw_records(agent_name), nonempty(lines()))
     store.write_json(layout.raw_manifest(agent_name), {"source": source, "rows": count, "sha256": sha,
-                                                       "files": line_table(source), **pinned})
-    context.log.info(f"{agent_name}: {count} rows from {read}")
+                                                       "files": line_table(source), **pinned, **read_summary})
+    context.log.info(f"{agent_name}: {count} rows from {read}" + (
+        " (read {rows_read:,} of {source_rows:,} source rows: {subset_read})".format(**read_summary)
+        if read_summary else ""))
     return dg.MaterializeResult(
         metadata={
             ROW_COUNT: count,
             "source": source,
             **{f"source_{k}": v for k, v in pinned.items()},
+            **read_summary,
             "uri": uri(records_uri),
             "sha256": sha,
             "preview": preview(sample, sorted({k for r in sample for k in r})[:6]),
