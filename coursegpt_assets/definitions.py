@@ -13,18 +13,20 @@ import dagster as dg
 from coursegpt_assets import defs as stages
 from coursegpt_assets.core import settings
 from coursegpt_assets.defs.jobs import JOBS
+from coursegpt_assets.defs.partitions import scope_tags
 from dbt_style_checks.loader import build_dbt_checks
 from resources import resources_for
 from schedules import AUTOMATION_CONDITIONS, SCHEDULES, SENSOR_CHECKS, SENSORS
 
 
-def _with_automation(spec: dg.AssetSpec) -> dg.AssetSpec:
+def _with_automation_and_tags(spec: dg.AssetSpec) -> dg.AssetSpec:
     condition = AUTOMATION_CONDITIONS.get(spec.key.to_user_string())
+    spec = spec.merge_attributes(tags=scope_tags(spec))
     return spec.replace_attributes(automation_condition=condition) if condition else spec
 
 
 defs = dg.Definitions(
-    assets=dg.map_asset_specs(_with_automation, dg.load_assets_from_package_module(stages)),
+    assets=dg.map_asset_specs(_with_automation_and_tags, dg.load_assets_from_package_module(stages)),
     asset_checks=[*dg.load_asset_checks_from_package_module(stages), *build_dbt_checks(), *SENSOR_CHECKS],
     jobs=JOBS,
     sensors=SENSORS,

@@ -13,7 +13,7 @@ import dagster as dg
 
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.names import TRIGGER_TAG
-from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
+from coursegpt_assets.defs.partitions import PAIR_PARTITIONS, partition_tags
 from resources.storage import ArtifactStore
 from schedules.config import AutomationConfigError, settings, settings_path
 
@@ -43,7 +43,7 @@ def _build_schedule() -> dg.ScheduleDefinition:
             return
         for pair in pairs:
             yield dg.RunRequest(run_key=f"{pair}:{date}", partition_key=pair, asset_selection=assets,
-                                tags={TRIGGER_TAG: "reevaluation_schedule"})
+                                tags={TRIGGER_TAG: "reevaluation_schedule", **partition_tags(pair)})
 
     try:
         return dg.schedule(

@@ -24,7 +24,7 @@ from coursegpt_assets.core.names import (  # the evaluation assets read the vers
     ADAPTER_VERSION_TAG,
     TRIGGER_TAG,
 )
-from coursegpt_assets.defs.partitions import PAIR_PARTITIONS
+from coursegpt_assets.defs.partitions import PAIR_PARTITIONS, partition_tags
 from resources.tuning import Trainer
 from schedules.config import settings
 
@@ -192,7 +192,7 @@ def _request(v: Verdict) -> dg.RunRequest:
         run_key=f"{v.pair}:{v.version}",
         partition_key=v.pair,
         asset_selection=[dg.AssetKey(a) for a in EVALUATION_ASSETS],
-        tags={ADAPTER_VERSION_TAG: str(v.version), TRIGGER_TAG: "new_adapter_sensor"},
+        tags={ADAPTER_VERSION_TAG: str(v.version), TRIGGER_TAG: "new_adapter_sensor", **partition_tags(v.pair)},
     )
 
 
@@ -283,7 +283,7 @@ def vertex_job_sensor(context: dg.SensorEvaluationContext, trainer: Trainer):
         if state == "SUCCEEDED":
             context.log.info(f"{pair}: Vertex job {name} succeeded; requesting the adapter")
             requests.append(dg.RunRequest(run_key=name, partition_key=pair, asset_selection=[dg.AssetKey("adapter")],
-                                          tags={TRIGGER_TAG: "vertex_job_sensor"}))
+                                          tags={TRIGGER_TAG: "vertex_job_sensor", **partition_tags(pair)}))
         elif state in FINAL_STATES:
             error = (info.error if info else None) or "no error message from Vertex"
             console = f" ({info.console_url})" if info else ""

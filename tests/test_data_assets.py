@@ -44,6 +44,11 @@ def test_router_chain_on_the_fixture(store):
     assert splits["train_rows"] == manifest["counts"]["train"]
     ids = [{r["id"] for r in store.read_jsonl(f"datasets/router/splits/{s}.jsonl")} for s in ("train", "validation", "test")]
     assert sum(map(len, ids)) == n and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    # the catalog's columns tab: the record fields, typed by their values
+    for meta in (raw, clean, splits):
+        columns = {c.name: c for c in meta["dagster/column_schema"].columns}
+        assert columns["user_query"].type == "string" and columns["route_plan"].type == "list"
+        assert columns["user_query"].constraints.nullable is False
 
 
 def test_materialising_twice_gives_identical_splits(store):

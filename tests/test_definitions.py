@@ -63,3 +63,23 @@ def test_definitions_load_in_the_gcp_environment_without_heavy_imports(tmp_path)
     assert loaded["types"] == {"store": "GcsStore", "trainer": "VertexTrainer", "inference": "VertexEndpoint",
                                "hub": "HfHub"}
     assert loaded["heavy"] == []
+
+
+def test_assets_say_whether_they_are_per_agent_or_per_pair_and_runs_say_which_partition():
+    from coursegpt_assets.core.plan import default_plan
+    from coursegpt_assets.definitions import defs
+    from coursegpt_assets.defs.partitions import partition_tags
+
+    graph = defs.resolve_asset_graph()
+    scopes = {k.to_user_string(): graph.get(k).tags.get("coursegpt/partitioned_by") for k in graph.get_all_asset_keys()
+              if graph.get(k).is_materializable}
+    assert scopes["raw_examples"] == "agent" and scopes["leaderboard"] == "agent"
+    assert scopes["tuning_job"] == "pair" and scopes["model_card"] == "pair"
+    assert set(scopes.values()) == {"agent", "pair"}
+    plan = default_plan()
+    for pair in plan.planned_pairs:
+        assert partition_tags(pair.key) == {
+            "coursegpt/agent": pair.agent, "coursegpt/base_model": pair.base_model,
+            "coursegpt/family": plan.base_models[pair.base_model].family,
+            "coursegpt/smoke": "true" if plan.is_smoke(pair.key) else "false"}
+    assert partition_tags("router") == {"coursegpt/agent": "router"} and partition_tags("nope") == {}

@@ -195,6 +195,7 @@ def test_a_checked_adapter_from_a_tuning_only_run_is_evaluated_once(store, insta
     assert (request.partition_key, request.run_key) == (ROUTER, f"{ROUTER}:v1")
     assert set(request.asset_selection) == EVALUATION_KEYS
     assert request.tags[ADAPTER_VERSION_TAG] == "v1" and request.tags[TRIGGER_TAG] == "new_adapter_sensor"
+    assert request.tags["coursegpt/agent"] == "router" and request.tags["coursegpt/base_model"] == ROUTER.split("__")[1]
     assert not first.asset_events
 
     again = tick(new_adapter_sensor, instance, defs, first.cursor)  # the next tick, or a restart with its cursor

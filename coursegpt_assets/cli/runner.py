@@ -33,6 +33,7 @@ from coursegpt_assets.agents import get_agent
 from coursegpt_assets.cli.progress import INVOCATION_TAG, ProgressPrinter, StepLine
 from coursegpt_assets.core.names import split_pair
 from coursegpt_assets.defs.jobs import PUBLISH, STAGES, selection_for
+from coursegpt_assets.defs.partitions import partition_tags
 
 #: the runner's own summary numbers; each agent adds its headline metrics (see `headline_keys`)
 STEP_KEYS = ("dagster/row_count", "final_loss", "wall_time_s", "best_score")
@@ -206,7 +207,7 @@ def _execute(instance_ref, job_name: str, partition: str, *, assets: list[str], 
         result = dg.execute_job(
             job,
             instance=instance,
-            tags={"dagster/partition": partition, INVOCATION_TAG: invocation},
+            tags={"dagster/partition": partition, INVOCATION_TAG: invocation, **partition_tags(partition)},
             run_config=RUN_CONFIG,
         )
     except Exception as e:  # a run that cannot even start: say which and why, then stop the pipeline

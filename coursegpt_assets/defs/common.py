@@ -55,10 +55,28 @@ def stored_image(store: ArtifactStore, key: str, alt: str) -> dict[str, dg.Metad
     return {key.rsplit("/", 1)[-1].removesuffix(".png"): value} if value else {}
 
 
-def column_schema(columns: dict[str, tuple[str, str]]) -> dg.TableSchema:
-    """`dagster/column_schema` from {name: (type, description)}: the catalog's columns tab."""
-    return dg.TableSchema(columns=[dg.TableColumn(name, kind, description=text)
-                                   for name, (kind, text) in columns.items()])
+COLUMN_SCHEMA = "dagster/column_schema"
+_TYPE_NAMES = ((bool, "bool"), (int, "int"), (float, "float"), (str, "string"), (list, "list"), (dict, "json"))
+
+
+def _type_name(value) -> str:
+    return next((name for kind, name in _TYPE_NAMES if isinstance(value, kind)), type(value).__name__)
+
+
+def column_schema(rows: list[dict]) -> dict[str, dg.TableSchema]:
+    """{`dagster/column_schema`: the columns these records have, typed by their values} for the catalog's
+    columns tab; a column missing from some rows is marked optional, one with mixed types lists each."""
+    if not rows:
+        return {}
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    columns = []
+    for name in names:
+        values = [r[name] for r in rows if name in r]
+        kinds = sorted({_type_name(v) for v in values if v is not None}) or ["null"]
+        optional = len(values) < len(rows) or any(v is None for v in values)
+        columns.append(dg.TableColumn(name, " | ".join(kinds),
+                                      constraints=dg.TableColumnConstraints(nullable=optional)))
+    return {COLUMN_SCHEMA: dg.TableSchema(columns=columns)}
 
 
 def uri(value: str) -> dg.MetadataValue:

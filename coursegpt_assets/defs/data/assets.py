@@ -14,7 +14,7 @@ from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.data.cleaning import CleaningOutcome, clean, encode_raw_row
 from coursegpt_assets.data.sources import line_table, pinned_source
 from coursegpt_assets.data.splits import assign_splits, seeded_order
-from coursegpt_assets.defs.common import OWNERS, ROW_COUNT, preview, read_upstream, uri, verify
+from coursegpt_assets.defs.common import OWNERS, ROW_COUNT, column_schema, preview, read_upstream, uri, verify
 from coursegpt_assets.defs.partitions import AGENT_PARTITIONS
 from resources.storage import ArtifactStore
 
@@ -81,6 +81,7 @@ def raw_examples(context: dg.AssetExecutionContext, config: RawExamplesConfig, s
             "uri": uri(records_uri),
             "sha256": sha,
             "preview": preview(sample, sorted({k for r in sample for k in r})[:6]),
+            **column_schema(sample),
         },
         data_version=dg.DataVersion(sha),
     )
@@ -141,7 +142,7 @@ def clean_examples(context: dg.AssetExecutionContext, store: ArtifactStore):
         "quarantined_rows": len(outcome.quarantined),
         "invalid_share": round(outcome.invalid_share, 4),
         "uri": uri(records_uri),
-        "preview": preview(sample, ["id", *agent.preview_columns]),
+        "preview": preview(sample, ["id", *agent.preview_columns]), **column_schema(sample),
     }
     if quarantine_uri:
         metadata["quarantine"] = uri(quarantine_uri)
@@ -203,6 +204,7 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
     }
     manifest_uri = store.write_json(layout.splits_manifest(agent_name), manifest)
     context.log.info(f"{agent_name}: splits {counts} (seed {seed})")
+    train_sample = [orjson.loads(x) for x in by_split["train"][:5]]
     return dg.MaterializeResult(
         metadata={
             ROW_COUNT: len(lines),
@@ -210,7 +212,8 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
             "seed": seed,
             "content_hash": content_hash,
             "manifest": uri(manifest_uri),
-            "preview": preview([orjson.loads(x) for x in by_split["train"][:5]], ["id", *agent.preview_columns]),
+            "preview": preview(train_sample, ["id", *agent.preview_columns]),
+            **column_schema(train_sample),
         },
         data_version=dg.DataVersion(content_hash),
     )

@@ -13,7 +13,7 @@ from coursegpt_assets.core.chat_templates import family
 from coursegpt_assets.core.names import split_pair
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.core.tokens import estimate_tokens
-from coursegpt_assets.defs.common import OWNERS, ROW_COUNT, preview, read_upstream, uri, verify
+from coursegpt_assets.defs.common import OWNERS, ROW_COUNT, column_schema, preview, read_upstream, uri, verify
 from coursegpt_assets.defs.partitions import AGENT_TO_PAIRS, PAIR_PARTITIONS
 from resources.storage import ArtifactStore
 
@@ -88,6 +88,7 @@ def tuning_dataset(context: dg.AssetExecutionContext, store: ArtifactStore):
             "validation_uri": uri(manifest["validation_uri"]),
             "manifest": uri(manifest_uri),
             "preview": preview(first_rows, ["id", "text_prompt", "text_completion"], limit=3, width=120),
+            **column_schema(first_rows),
         },
         data_version=dg.DataVersion(data_version),
     )
