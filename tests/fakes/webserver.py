@@ -97,7 +97,7 @@ def _wait_ready(server: Webserver) -> None:
                        f"{server.log_tail()}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen) -> None:
     """SIGTERM, then SIGKILL, to the process group this module started (webserver + code server)."""
     if proc.poll() is not None:
         return
@@ -118,24 +118,32 @@ def _stop(proc: subprocess.Popen) -> None:
         pass
 
 
+def launch(args: list[str], home: Path, env: dict[str, str]) -> Webserver:
+    """Start a Dagster UI process (`dagster-webserver` or `dagster dev`) in its own process group on a free
+    port, and wait until its code location has loaded; the caller stops it with `stop`."""
+    port = free_port()
+    log_path = home / "webserver.log"
+    cmd = [*args, "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    server = Webserver(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path)
+    try:
+        _wait_ready(server)
+    except RuntimeError as exc:
+        stop(proc)
+        pytest.fail(str(exc), pytrace=False)
+    return server
+
+
 @pytest.fixture(scope="module")
 def dagster_webserver(tmp_path_factory) -> Webserver:
     """A running `dagster-webserver -w workspace.yaml` with an isolated home, for the whole module."""
     if not WEBSERVER_BIN.exists():
         pytest.fail(f"{WEBSERVER_BIN} is missing; run `make install`")
     home = tmp_path_factory.mktemp("webserver_home")
-    port = free_port()
-    log_path = home / "webserver.log"
-    cmd = [str(WEBSERVER_BIN), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=webserver_env(home), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    server = Webserver(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path)
+    server = launch([str(WEBSERVER_BIN)], home, webserver_env(home))
     try:
-        try:
-            _wait_ready(server)
-        except RuntimeError as exc:
-            pytest.fail(str(exc), pytrace=False)
         yield server
     finally:
-        _stop(proc)
+        stop(server.proc)
