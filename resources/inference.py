@@ -12,6 +12,8 @@
   generated locally, as `VertexTrainer` trains them.
 For the remote backends the evidence that the adapter answered is the served model name / endpoint and
 deployed model the server reports, recorded with the adapter weights' sha256; no logits are visible there.
+They retry transient failures (`resources/http_retry.py`) and keep every finished answer in the request's
+`PredictionLog` (`resources/prediction_log.py`), so a failed run's successor asks only for the rest.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@
   (predictions.jsonl, benchmark_rows.jsonl, scores.json, PNG plots, report.md, report.json last), then
   `reports/<pair>/latest.json`. Each threshold of the agent is a WARN check: a miss never fails the run.
 The report version hashes adapter version + benchmark version + inference settings, so an unchanged
-input reuses its report instead of generating again (unless `force`).
+input reuses its report instead of generating again (unless `force`). While a remote backend generates,
+its finished answers are kept beside the report (`layout.prediction_log`), and a re-run after a failure
+generates only the missing rows.
 """
 
 import dataclasses
