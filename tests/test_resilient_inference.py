@@ -5,6 +5,7 @@ against real loopback servers that fail a share of requests (503, 429 + Retry-Af
 
 from __future__ import annotations
 
+import shutil
 import socket
 import ssl
 import urllib.error
@@ -26,9 +27,10 @@ from resources.http_retry import (
     transient_http_error,
 )
 from resources.inference import OpenAICompatibleServer, VertexEndpoint
+from resources.local_store import LocalStore
 from resources.prediction_log import PredictionLog, answer_all
 from tests.conftest import step_failure_text
-from tests.fakes.evaluation_store import BENCHMARK_ROWS, PAIR, router_benchmark
+from tests.fakes.evaluation_store import BENCHMARK_ROWS, PAIR, router_benchmark, write_benchmark
 from tests.fakes.faulty_server import (
     Faults,
     FaultyOpenAIServer,
@@ -37,10 +39,29 @@ from tests.fakes.faulty_server import (
     spawn,
 )
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.tiny_adapter import write_tiny_adapter
 from tests.fakes.vertex_predict_server import FakeVertexPredictServer
 from tests.test_evaluation import evaluate, newest_report
 
 ENDPOINT_ID = "4455667788"
+
+
+@pytest.fixture(scope="module")
+def trained_root(tmp_path_factory, models_home):
+    """The router benchmark and a tiny trained adapter, built once for the module (training is the slow part)."""
+    root = tmp_path_factory.mktemp("trained") / "store"
+    store = LocalStore(root=str(root))
+    write_benchmark(store, router_benchmark())
+    write_tiny_adapter(store, PAIR, models_home=models_home, steps=3)
+    return root
+
+
+@pytest.fixture
+def evaluated_store(trained_root, tmp_path):
+    """A fresh copy of the trained store per test (tests/fakes/evaluation_store.py trains one per test)."""
+    shutil.copytree(trained_root, tmp_path / "store")
+    store = LocalStore(root=str(tmp_path / "store"))
+    return store, store.read_json(layout.adapter_latest(PAIR))["version"]
 
 
 def gold() -> dict[str, str]:
@@ -249,7 +270,8 @@ def test_a_server_killed_mid_run_fails_the_report_and_the_next_run_asks_only_the
     assert f"127.0.0.1:{port}/v1/completions: server not reachable" in text and "after 3 attempts" in text
     assert not store.exists(layout.report_latest(PAIR))
     [key] = [k for k in store.list_keys("reports") if k.endswith("finished_predictions.jsonl")]
-    kept = len(store.read_jsonl(key))
+    kept_rows = store.read_jsonl(key)
+    kept = len(kept_rows)
     assert 2 <= kept < BENCHMARK_ROWS
     assert any(f"{kept} finished predictions are kept in" in line and "resumes" in line for line in logs)
 
@@ -263,10 +285,15 @@ def test_a_server_killed_mid_run_fails_the_report_and_the_next_run_asks_only_the
             resumed = evaluate(store, inference(), instance)
             logs = run_logs(instance, resumed)
         assert resumed.success and len(server.requests) == BENCHMARK_ROWS - kept
-    report = newest_report(store)
-    assert report["inference"]["samples"] == BENCHMARK_ROWS and report["headline"]["route_plan_exact"] == 1.0
-    assert any(f"{kept} finished predictions kept from an earlier run" in line for line in logs)
-    assert not store.exists(key)
+        report = newest_report(store)
+        assert report["inference"]["samples"] == BENCHMARK_ROWS and report["headline"]["route_plan_exact"] == 1.0
+        assert any(f"{kept} finished predictions kept from an earlier run" in line for line in logs)
+        assert not store.exists(key)  # the report holds them now
+
+        store.write_jsonl(key, kept_rows)  # as if another run had failed again; `force` asks for every row
+        server.requests.clear()
+        assert evaluate(store, inference(), config={"force": True}).success
+        assert len(server.requests) == BENCHMARK_ROWS
 
 
 # -- the same through a Vertex AI endpoint (the real SDK over REST) --------------------------------------------
