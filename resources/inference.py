@@ -223,7 +223,9 @@ def _http_json(url: str, payload: dict | None, *, api_key: str | None, timeout_s
     try:
         return http_retry.request_json(url, payload, headers=headers, timeout_s=timeout_s, policy=retry,
                                        on_retry=on_retry)
-    except (http_retry.HTTPStatusError, http_retry.RetriesExhausted, urllib.error.URLError, ValueError) as e:
+    except urllib.error.URLError as e:  # not worth retrying: TLS, an unsupported URL
+        raise InferenceError(f"{url}: {e.reason}") from None
+    except (http_retry.HTTPStatusError, http_retry.RetriesExhausted, ValueError) as e:
         raise InferenceError(str(e)) from None
 
 

@@ -56,12 +56,18 @@ class PredictionLog:
         return self.store.uri(self.key) if self.store is not None and self.key else "(not kept)"
 
     def _load(self) -> None:
-        for n, entry in enumerate(self.store.iter_jsonl(self.key), start=1):
-            if not (isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("value"),
-                                                                                                  list)
-                    and isinstance(entry.get("t"), int | float)):
-                raise ValueError(f"{self.uri} line {n}: not a finished-prediction entry ({str(entry)[:120]}); "
-                                 "delete the file to generate those predictions again")
+        for n, line in self.store.iter_lines(self.key):
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as e:
+                entry, why = None, f"invalid JSON: {e.msg}"
+            else:
+                why = str(entry)[:120]
+            well_formed = isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(
+                entry.get("value"), list) and isinstance(entry.get("t"), int | float)
+            if not well_formed:
+                raise ValueError(f"{self.uri} line {n}: not a finished-prediction entry ({why}); delete the file "
+                                 "to generate those predictions again")
             self._entries[entry["key"]] = entry
 
     def _info(self, message: str) -> None:

@@ -226,6 +226,9 @@ def test_a_damaged_prediction_log_names_its_line_and_the_fix(store):
     with pytest.raises(ValueError, match=r"finished_predictions\.jsonl line 2: not a finished-prediction entry .*"
                                          r"delete the file"):
         PredictionLog(store, key, total=2)
+    store.write_text(key, '{"key": "a", "t": 1.0, "value": ["x"]}\n\n{"key": "b", "t": 2')  # cut short
+    with pytest.raises(ValueError, match=r"line 3: not a finished-prediction entry \(invalid JSON"):
+        PredictionLog(store, key, total=2)
 
 
 # -- evaluation_report through failing servers -------------------------------------------------------------
