@@ -12,6 +12,8 @@
   generated locally, as `VertexTrainer` trains them.
 For the remote backends the evidence that the adapter answered is the served model name / endpoint and
 deployed model the server reports, recorded with the adapter weights' sha256; no logits are visible there.
+They retry transient failures (`resources/http_retry.py`) and keep every finished answer in the request's
+`PredictionLog` (`resources/prediction_log.py`), so a failed run's successor asks only for the rest.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ import re
 import threading
 import time
 import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +37,8 @@ from coursegpt_assets.core.chat_templates import render_template
 from coursegpt_assets.core.layout import ADAPTER_WEIGHTS as WEIGHTS_FILE
 from coursegpt_assets.core.layout import CHAT_TEMPLATE_FILE as TEMPLATE_FILE
 from coursegpt_assets.core.names import split_pair
+from resources import http_retry
+from resources.prediction_log import PredictionLog, answer_all
 
 _VERTEX_LOCK = threading.RLock()  # aiplatform.init is process-global: init + predict happen under one lock
 ENDPOINT_NAME = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/endpoints/(?P<id>[^/]+)$")
@@ -60,6 +62,8 @@ class GenerationRequest:
     max_new_tokens: int
     end_of_turn: str
     summary: dict = field(default_factory=dict, repr=False)  # the adapter's training_summary.json
+    # remote backends keep each finished answer here and skip the ones an earlier run kept
+    prediction_log: PredictionLog = field(default_factory=PredictionLog, repr=False, compare=False)
 
     @property
     def chat_template(self) -> str:
@@ -211,22 +215,18 @@ class LocalGenerator(Inference):
 
 
 # -- OpenAI-compatible HTTP servers -----------------------------------------------------------------------
-def _http_json(url: str, payload: dict | None, *, api_key: str | None, timeout_s: float) -> dict:
+def _http_json(url: str, payload: dict | None, *, api_key: str | None, timeout_s: float,
+               retry: http_retry.RetryPolicy, on_retry=None) -> dict:
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    data = json.dumps(payload).encode("utf-8") if payload is not None else None
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return json.loads(response.read().decode("utf-8"))
-    except urllib.error.HTTPError as e:
-        detail = e.read().decode("utf-8", "replace")[:500]
-        raise InferenceError(f"{url}: HTTP {e.code} {e.reason}: {detail}") from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-        raise InferenceError(f"{url}: server not reachable ({getattr(e, 'reason', e)}); is it running?") from None
-    except json.JSONDecodeError as e:
-        raise InferenceError(f"{url}: the answer is not JSON ({e.msg})") from None
+        return http_retry.request_json(url, payload, headers=headers, timeout_s=timeout_s, policy=retry,
+                                       on_retry=on_retry)
+    except urllib.error.URLError as e:  # not worth retrying: TLS, an unsupported URL
+        raise InferenceError(f"{url}: {e.reason}") from None
+    except (http_retry.HTTPStatusError, http_retry.RetriesExhausted, ValueError) as e:
+        raise InferenceError(str(e)) from None
 
 
 class OpenAICompatibleServer(Inference):
@@ -242,6 +242,12 @@ class OpenAICompatibleServer(Inference):
     timeout_s: float = Field(default=300.0, gt=0)
     concurrency: int = Field(default=4, gt=0, description="Requests in flight (the server batches them)")
     require_listed: bool = Field(default=True, description="Fail unless GET /models lists the model name")
+    max_attempts: int = Field(default=6, gt=0, description="Tries per request on 408/429/5xx, timeouts, refusals")
+    max_retry_delay_s: float = Field(default=60.0, ge=0, description="Longest wait between tries (Retry-After "
+                                                                     "included; a longer Retry-After gives up)")
+
+    def _retry(self) -> http_retry.RetryPolicy:
+        return http_retry.RetryPolicy(max_attempts=self.max_attempts, max_delay_s=self.max_retry_delay_s)
 
     def _model(self, request: GenerationRequest) -> str:
         agent, base = split_pair(request.pair)
@@ -253,8 +259,10 @@ class OpenAICompatibleServer(Inference):
                 "api": self.api, "decoding": "greedy (temperature 0)", "stop": request.end_of_turn,
                 "template": f"{TEMPLATE_FILE} beside the adapter" if self.api == "completions" else "server's"}
 
-    def _call(self, url: str, payload: dict) -> tuple[str, str, str, int | None]:
-        body = _http_json(url, payload, api_key=self.api_key, timeout_s=self.timeout_s)
+    def _call(self, url: str, payload: dict, on_retry=None) -> list:
+        """[text, finish reason, model answered as, completion tokens] of one request."""
+        body = _http_json(url, payload, api_key=self.api_key, timeout_s=self.timeout_s, retry=self._retry(),
+                          on_retry=on_retry)
         try:
             choice = body["choices"][0]
             text = choice["text"] if self.api == "completions" else choice["message"]["content"]
@@ -263,7 +271,10 @@ class OpenAICompatibleServer(Inference):
         text, stopped = cut_at_stop(text or "", payload["stop"][0])
         reason = "stop" if stopped == "stop" or choice.get("finish_reason") == "stop" else "length"
         tokens = (body.get("usage") or {}).get("completion_tokens")
-        return text, reason, str(body.get("model", "")), tokens
+        answered = str(body.get("model", ""))
+        if answered and answered != payload["model"]:  # checked before the answer is kept
+            raise InferenceError(f"{url}: asked for {payload['model']!r} but it answered as {answered!r}")
+        return [text, reason, answered, tokens]
 
     def generate(self, request: GenerationRequest, log=None) -> Generation:
         started = time.perf_counter()
@@ -271,7 +282,8 @@ class OpenAICompatibleServer(Inference):
         sha = adapter_sha256(request.adapter_dir)
         listed = None
         if self.require_listed:
-            served = _http_json(f"{root}/models", None, api_key=self.api_key, timeout_s=self.timeout_s)
+            served = _http_json(f"{root}/models", None, api_key=self.api_key, timeout_s=self.timeout_s,
+                                retry=self._retry(), on_retry=request.prediction_log.note_retry)
             listed = sorted(str(m.get("id")) for m in served.get("data", []) if isinstance(m, dict))
             if model not in listed:
                 raise InferenceError(f"{request.pair}: {root} does not serve {model!r} (it serves {listed}); load the "
@@ -282,11 +294,11 @@ class OpenAICompatibleServer(Inference):
             url, payloads = f"{root}/completions", [{**common, "prompt": p} for p in request.prompts()]
         else:
             url, payloads = f"{root}/chat/completions", [{**common, "messages": c} for c in request.conversations]
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai-gen") as pool:
-            answers = list(pool.map(lambda p: self._call(url, p), payloads))
+        kept = request.prediction_log
+        answers = answer_all([{"url": url, "payload": p} for p in payloads], concurrency=self.concurrency, log=kept,
+                             send=lambda batch: [self._call(r["url"], r["payload"], kept.note_retry) for r in batch],
+                             thread_name="openai-gen")
         reported = sorted({a[2] for a in answers if a[2]})
-        if reported and reported != [model]:
-            raise InferenceError(f"{request.pair}: asked {root} for {model!r} but it answered as {reported}")
         counts = [a[3] for a in answers]
         proof = {"kind": "served_model", "adapter_sha256": sha, "model": model, "answered_as": reported,
                  "listed": listed, "base_url": root}
@@ -313,6 +325,11 @@ class VertexEndpoint(LocalGenerator):
     api_transport: Literal["rest", "grpc"] = Field(default="rest")
     credentials: Literal["adc", "anonymous"] = Field(default="adc", description="anonymous: loopback fakes only")
     instances_per_request: int = Field(default=8, gt=0)
+    timeout_s: float = Field(default=600.0, gt=0, description="Per predict call; a timeout is retried")
+    max_attempts: int = Field(default=6, gt=0, description="Tries per predict call on 408/429/5xx, timeouts, "
+                                                           "refused connections")
+    max_retry_delay_s: float = Field(default=60.0, ge=0, description="Longest wait between tries (Retry-After "
+                                                                     "included; a longer Retry-After gives up)")
 
     def _endpoint(self, request: GenerationRequest) -> str | None:
         name = self.endpoints.get(request.pair) or request.summary.get("endpoint") or ""
@@ -402,33 +419,37 @@ class VertexEndpoint(LocalGenerator):
 
         started = time.perf_counter()
         sha = adapter_sha256(request.adapter_dir)
-        prompts = request.trained_prompts()
-        texts, reasons, deployed = [], [], set()
+        instances = [{"prompt": p, "max_tokens": request.max_new_tokens, "temperature": 0.0, "top_p": 1.0,
+                      "raw_response": True} for p in request.trained_prompts()]
+        kept = request.prediction_log
+        policy = http_retry.RetryPolicy(max_attempts=self.max_attempts, max_delay_s=self.max_retry_delay_s)
+
+        def predict(batch: list[dict]) -> list[list]:
+            """[text, finish reason, deployed model id, model, model version] per instance of one call (`ep` is
+            set below, under the lock)."""
+            chunk = [r["instance"] for r in batch]
+            answer = http_retry.call_with_retries(
+                lambda: ep.predict(instances=chunk, timeout=self.timeout_s), target=f"{endpoint}:predict",
+                policy=policy, transient=http_retry.transient_google_error, on_retry=kept.note_retry)
+            if len(answer.predictions) != len(chunk):
+                raise InferenceError(f"{endpoint}: {len(answer.predictions)} predictions for {len(chunk)} instances")
+            where = [answer.deployed_model_id, answer.model_resource_name, answer.model_version_id]
+            return [[*cut_at_stop(self._text(p, i["prompt"]), request.end_of_turn), *where]
+                    for i, p in zip(chunk, answer.predictions, strict=True)]
+
         with _VERTEX_LOCK:
-            aiplatform = self._init_sdk(endpoint)
+            ep = self._init_sdk(endpoint).Endpoint(endpoint)  # names the resource; the first predict fetches it
             try:
-                ep = aiplatform.Endpoint(endpoint)
-                for start in range(0, len(prompts), self.instances_per_request):
-                    chunk = prompts[start:start + self.instances_per_request]
-                    instances = [{"prompt": p, "max_tokens": request.max_new_tokens, "temperature": 0.0,
-                                  "top_p": 1.0, "raw_response": True} for p in chunk]
-                    answer = ep.predict(instances=instances)
-                    if len(answer.predictions) != len(chunk):
-                        raise InferenceError(f"{endpoint}: {len(answer.predictions)} predictions for {len(chunk)} "
-                                             "instances")
-                    deployed.add((answer.deployed_model_id, answer.model_resource_name, answer.model_version_id))
-                    for prompt, prediction in zip(chunk, answer.predictions, strict=True):
-                        text, reason = cut_at_stop(self._text(prediction, prompt), request.end_of_turn)
-                        texts.append(text)
-                        reasons.append(reason)
-                    if log is not None:
-                        log.info(f"{request.pair}: {len(texts)}/{len(prompts)} completions from {endpoint}")
+                answers = answer_all([{"endpoint": endpoint, "instance": i} for i in instances], predict, log=kept,
+                                     batch_size=self.instances_per_request, thread_name="vertex-predict")
             except gexc.NotFound as e:
                 raise InferenceError(f"{request.pair}: Vertex endpoint {endpoint} not found: {e.message}") from e
-            except gexc.GoogleAPICallError as e:
+            except (gexc.GoogleAPICallError, http_retry.RetriesExhausted) as e:
                 raise InferenceError(f"{request.pair}: prediction on {endpoint} failed: {e}") from e
+        deployed = sorted({tuple(a[2:]) for a in answers})
         proof = {"kind": "vertex_endpoint", "adapter_sha256": sha, "endpoint": endpoint,
                  "deployed_models": [{"deployed_model_id": d, "model": m, "model_version_id": v}
-                                     for d, m, v in sorted(deployed)]}
-        return Generation(texts, reasons, self.settings(request), proof, time.perf_counter() - started)
+                                     for d, m, v in deployed]}
+        return Generation([a[0] for a in answers], [a[1] for a in answers], self.settings(request), proof,
+                          time.perf_counter() - started)
 

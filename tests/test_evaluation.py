@@ -186,8 +186,9 @@ def test_server_answering_as_another_model_is_refused(evaluated_store):
 
 def test_unreachable_server_says_so(evaluated_store):
     store, _ = evaluated_store
-    with pytest.raises(InferenceError, match="not reachable"):
-        evaluate(store, OpenAICompatibleServer(base_url="http://127.0.0.1:9/v1", timeout_s=2))
+    with pytest.raises(InferenceError, match=r"127\.0\.0\.1:9/v1/models: server not reachable.*after 2 attempts"):
+        evaluate(store, OpenAICompatibleServer(base_url="http://127.0.0.1:9/v1", timeout_s=2, max_attempts=2,
+                                               max_retry_delay_s=0.1))
 
 
 # -- leaderboard -------------------------------------------------------------------------------------------

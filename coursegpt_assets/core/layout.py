@@ -9,6 +9,7 @@
     adapters/<pair>/<version>/                   adapter files; training_summary.json is written last
     adapters/<pair>/latest.json                  pointer to the newest complete adapter version
     reports/<pair>/<version>/                    evaluation report; report.json is written last
+    reports/<pair>/<version>/finished_predictions.jsonl   remote answers kept while generating (resume)
     reports/<pair>/latest.json                   pointer to the newest report
     cards/<pair>/README.md                       model card (+ card.json: the versions it describes, its sha256)
     leaderboards/<agent>/                        leaderboard.md, leaderboard.json, leaderboard.png
@@ -101,6 +102,11 @@ def report_dir(pair: str, version: str) -> str:
 
 def report_file(pair: str, version: str) -> str:
     return f"{report_dir(pair, version)}/{REPORT_FILE}"
+
+
+def prediction_log(pair: str, version: str) -> str:
+    """A remote backend's finished answers while the report is being generated; removed once it is complete."""
+    return f"{report_dir(pair, version)}/finished_predictions.jsonl"
 
 
 def report_latest(pair: str) -> str:

@@ -13,6 +13,7 @@ class LoopbackServer:
 
     def __init__(self) -> None:
         self._httpd: ThreadingHTTPServer | None = None
+        self.port = 0  # any free port; set it before start() to serve where an earlier server was
         self._thread: threading.Thread | None = None
 
     def _dispatch(self, handler: BaseHTTPRequestHandler) -> None:
@@ -40,7 +41,7 @@ class LoopbackServer:
             def log_message(self, *args):
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name=self.thread_name, daemon=True)
         self._thread.start()

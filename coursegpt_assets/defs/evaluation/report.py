@@ -6,9 +6,12 @@
   (predictions.jsonl, benchmark_rows.jsonl, scores.json, PNG plots, report.md, report.json last), then
   `reports/<pair>/latest.json`. Each threshold of the agent is a WARN check: a miss never fails the run.
 The report version hashes adapter version + benchmark version + inference settings, so an unchanged
-input reuses its report instead of generating again (unless `force`).
+input reuses its report instead of generating again (unless `force`). While a remote backend generates,
+its finished answers are kept beside the report (`layout.prediction_log`), and a re-run after a failure
+generates only the missing rows.
 """
 
+import dataclasses
 import re
 import tempfile
 import warnings
@@ -42,6 +45,7 @@ from coursegpt_assets.scoring.token_budget import (
     tokenizer_counter,
 )
 from resources.inference import GenerationRequest, Inference
+from resources.prediction_log import PredictionLog
 from resources.storage import ArtifactStore
 
 GROUP = "evaluation"
@@ -227,7 +231,13 @@ def _run(context, store: ArtifactStore, inference: Inference, config: Evaluation
         return store.read_json(f"{rdir}/{layout.REPORT_FILE}"), store.read_text(f"{rdir}/report.md"), True
     context.log.info(f"{request.pair}: answering {len(rows)} of {total} benchmark rows with adapter "
                      f"{request.adapter_version} ({settings_used['backend']})")
-    generation = inference.generate(request, log=context.log)
+    if config.force:  # generate again: answers kept by an earlier failed run are not reused either
+        store.delete(layout.prediction_log(request.pair, version))
+    kept = PredictionLog(store, layout.prediction_log(request.pair, version), total=len(rows), label=request.pair,
+                         log=context.log)
+    with kept:  # a remote backend's finished answers survive a failed run; the next one resumes from them
+        generation = inference.generate(dataclasses.replace(request, prediction_log=kept), log=context.log)
+    generation.wall_time_s += kept.earlier_wall_s  # the time that produced the kept answers counts too
     store.write_jsonl(f"{rdir}/predictions.jsonl",
                       prediction_rows(rows, generation.completions, generation.finish_reasons))
     store.write_jsonl(f"{rdir}/benchmark_rows.jsonl", rows)
@@ -249,6 +259,7 @@ def _run(context, store: ArtifactStore, inference: Inference, config: Evaluation
     markdown = report_markdown(report, score.plot_metrics)
     store.write_text(f"{rdir}/report.md", markdown, "text/markdown")
     store.write_json(f"{rdir}/{layout.REPORT_FILE}", report)  # last: the report is complete once this exists
+    kept.discard()  # predictions.jsonl holds them now
     return report, markdown, False
 
 
