@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from coursegpt_assets.core.progress import format_progress
+
 FLUSH_EVERY_S = 10.0
 
 
@@ -123,8 +125,9 @@ class PredictionLog:
     def progress(self) -> str:
         retries = sum(self.retries.values())
         by_reason = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.retries.items()))
-        return (f"{self.resumed + self.generated}/{self.total} predictions done ({self.resumed} kept from an earlier "
-                f"run, {self.generated} generated now); {retries} retries" + (f" ({by_reason})" if retries else ""))
+        line = format_progress(self.resumed + self.generated, self.total, "predictions", kept=self.resumed,
+                               generated=self.generated, retries=retries)
+        return line + (f" ({by_reason})" if retries else "")
 
     def discard(self) -> None:
         """Forget every kept answer (the report is complete, or `force` asks to generate again)."""

@@ -15,6 +15,7 @@ import dagster as dg
 import pytest
 
 from coursegpt_assets.core import layout
+from coursegpt_assets.core.progress import parse_progress
 from resources.http_retry import (
     HTTPStatusError,
     RetriesExhausted,
@@ -248,8 +249,9 @@ def test_report_completes_through_503s_429s_and_timeouts_and_logs_the_retries(ev
     assert faults.sent == {"503": 2, "429": 1, "429-date": 1}
     retries = faults.arrived - BENCHMARK_ROWS  # every answerable request beyond one per row was a retry
     assert retries >= 5
-    summary = next(line for line in logs if "predictions done" in line)
-    assert f"{BENCHMARK_ROWS}/{BENCHMARK_ROWS} predictions done" in summary and f"{retries} retries" in summary
+    summary = next(line for line in logs if parse_progress(line) and parse_progress(line).unit == "predictions")
+    assert parse_progress(summary).done == parse_progress(summary).total == BENCHMARK_ROWS
+    assert parse_progress(summary).fields["retries"] == retries
     assert "HTTP 503 Service Unavailable: 2" in summary and "HTTP 429 Too Many Requests: 2" in summary
     assert "timeout: " in summary
     assert sum("retrying in" in line for line in logs) == retries
@@ -327,8 +329,8 @@ def test_vertex_prediction_retries_503_429_and_timeouts(evaluated_store, no_meta
     assert report["inference"]["samples"] == BENCHMARK_ROWS
     assert faults.sent == {"503": 1, "429": 1}
     retries = faults.arrived - BENCHMARK_ROWS // 2  # three predict calls of two instances, plus the retries
-    summary = next(line for line in logs if "predictions done" in line)
-    assert retries >= 3 and f"{retries} retries" in summary
+    summary = next(line for line in logs if parse_progress(line) and parse_progress(line).unit == "predictions")
+    assert retries >= 3 and parse_progress(summary).fields["retries"] == retries
     assert "HTTP 503 ServiceUnavailable: 1" in summary and "HTTP 429 TooManyRequests: 1" in summary
     assert "timeout: " in summary
 
