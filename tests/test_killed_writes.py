@@ -21,7 +21,7 @@ from coursegpt_assets.defs.data.assets import DATA_ASSETS, clean_examples, datas
 from coursegpt_assets.defs.tuning.assets import tuning_dataset
 from resources.local_store import LocalStore
 from resources.storage import ArtifactStore
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, step_failure_text
 from tests.fakes.gcs_emulator import PREFIX
 
 PAIR = "router__tiny-llama"
@@ -144,3 +144,26 @@ def test_an_unversioned_manifest_fails_its_readers_clearly(store, tmp_path):
     store.write_json(layout.splits_manifest("router"), {k: v for k, v in manifest.items() if k != "version"})
     with pytest.raises(dg.Failure, match="names no split-set version .* re-materialise dataset_splits for router"):
         published_splits(store, "router", partition="router")
+
+
+class _PrunedMeanwhile(LocalStore):
+    """As if another run published first and pruned this run's half-written set: train goes before test is written."""
+
+    def _write_file(self, key, writer, content_type):
+        if key.endswith("/test.jsonl"):
+            (Path(self.root) / key).with_name("train.jsonl").unlink()
+        return super()._write_file(key, writer, content_type)
+
+
+def test_a_set_pruned_by_a_concurrent_run_is_never_published(tmp_path):
+    store = LocalStore(root=str(tmp_path / "store"))
+    dg.materialize(DATA_ASSETS, partition_key="router", resources={"store": store})
+    before = _published(store)
+    result = dg.materialize([dataset_splits, *[a.to_source_asset() for a in DATA_ASSETS[:2]]], partition_key="router",
+                            resources={"store": _PrunedMeanwhile(root=store.root)}, selection=[dataset_splits],
+                            raise_on_error=False)
+    assert not result.success
+    text = step_failure_text(result)
+    assert "train.jsonl went missing before this run's split set was published" in text
+    assert "the published set is unchanged" in text
+    assert _published(store) == before

@@ -198,6 +198,12 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
         "limit": config.limit, "think_wrapping": config.think_wrapping, "version": version,
         "previous_version": previous, **({"source_revision": raw["revision"]} if raw.get("revision") else {}),
     }
+    # a concurrent run for this agent that published first has pruned this run's set as stale: publish nothing
+    if missing := [s for s in layout.SPLITS if not store.exists(layout.split_records(agent_name, s, version))]:
+        raise dg.Failure(description=(
+            f"{agent_name}: {store.uri(layout.split_records(agent_name, missing[0], version))} went missing before "
+            "this run's split set was published (another dataset_splits run for the agent published meanwhile and "
+            f"removed it as stale); the published set is unchanged. Re-materialise dataset_splits for {agent_name}"))
     manifest_uri = store.write_json(layout.splits_manifest(agent_name), manifest)  # publishes the set, atomically
     # what killed runs left (unpublished sets, temp files) goes; the set before stays for readers still on it
     stale = store.prune(layout.splits_root(agent_name), keep=[
