@@ -38,7 +38,7 @@ class AssetSource:
     name: str
     level: str  # "agent" or "pair"
     splits: tuple[str, ...] | None  # None: one rows file per partition
-    path: Callable[..., str]  # (partition) or (partition, split) -> store key
+    path: Callable[..., str]  # (store, partition) or (store, partition, split) -> store key
     columns_for: Callable[[str], frozenset[str] | None]
 
     @property
@@ -56,13 +56,18 @@ class AssetSource:
 
     def read(self, store, partition: str, split: str | None = None) -> Iterator[dict]:
         if self.splits is None:
-            yield from store.iter_jsonl(self.path(partition))
+            yield from store.iter_jsonl(self.path(store, partition))
             return
         for name in [split] if split else self.splits:
-            yield from store.iter_jsonl(self.path(partition, name))
+            yield from store.iter_jsonl(self.path(store, partition, name))
 
     def read_splits(self, store, partition: str) -> dict[str, list[dict]]:
-        return {name: list(store.iter_jsonl(self.path(partition, name))) for name in self.splits or ()}
+        return {name: list(store.iter_jsonl(self.path(store, partition, name))) for name in self.splits or ()}
+
+
+def published_split(store, agent: str, split: str) -> str:
+    """The key of a split file of the set the agent's splits manifest publishes now."""
+    return layout.split_keys(store.read_json(layout.splits_manifest(agent)), (split,))[split]
 
 
 def agent_of(partition: str) -> str:
@@ -73,11 +78,12 @@ def agent_of(partition: str) -> str:
 SOURCES: dict[str, AssetSource] = {
     s.name: s
     for s in (
-        AssetSource("clean_examples", "agent", None, layout.clean_records, record_columns),
-        AssetSource("dataset_splits", "agent", layout.SPLITS, layout.split_records, record_columns),
+        AssetSource("clean_examples", "agent", None, lambda _, p: layout.clean_records(p), record_columns),
+        AssetSource("dataset_splits", "agent", layout.SPLITS, published_split, record_columns),
         # benchmark rows have per-agent shapes (`Agent.benchmark_rows`) no agent lists: run-time only
-        AssetSource("benchmark", "agent", None, layout.benchmark_records, lambda _: None),
-        AssetSource("tuning_dataset", "pair", layout.TUNING_SPLITS, layout.tuning_records, lambda _: TUNING_COLUMNS),
+        AssetSource("benchmark", "agent", None, lambda _, p: layout.benchmark_records(p), lambda _: None),
+        AssetSource("tuning_dataset", "pair", layout.TUNING_SPLITS, lambda _, p, s: layout.tuning_records(p, s),
+                    lambda _: TUNING_COLUMNS),
     )
 }
 

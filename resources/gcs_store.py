@@ -1,8 +1,10 @@
 """GcsStore: the ArtifactStore on `gs://bucket/prefix` (the gcp environment; Vertex AI reads from it).
 
 An object only becomes visible once its upload completes, so a failed write leaves the previous version.
-Every object carries the sha256 of its bytes as metadata, uploaded with them. The Google libraries are
-imported where a call needs them, so loading the definitions does not import them.
+Every object carries the sha256 of its bytes as metadata, uploaded with them. One `storage.Client` serves
+a resource instance (its connection pool is reused); folders move with `transfer_manager`, several
+objects at a time. The Google libraries are imported where a call needs them, so loading the
+definitions does not import them.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from resources.storage import ArtifactStore, StoreError, Writer
 
 SHA256_METADATA = "coursegpt-sha256"  # GCS object metadata: the sha256 of the bytes uploaded with it
+TRANSFER_WORKERS = 8  # objects of one folder copied at a time (threads: the client is shared)
 
 
 class GcsStore(ArtifactStore):
@@ -30,6 +33,7 @@ class GcsStore(ArtifactStore):
         default=120.0, gt=0,
         description="How long a call retries transient errors (refused connection, 5xx, 429) before failing",
     )
+    _bucket_handle = PrivateAttr(default=None)  # built on first use, then reused by every call
 
     @property
     def is_gcs(self) -> bool:
@@ -51,11 +55,14 @@ class GcsStore(ArtifactStore):
         return f"gs://{bucket}/{self._blob_name(key.strip('/'))}"
 
     def _bucket(self):
-        # dagster-gcp's GCSResource builds the client; google-cloud-storage honours STORAGE_EMULATOR_HOST.
-        from dagster_gcp import GCSResource
+        """The bucket, on the one client of this resource instance (credentials and connections are set up
+        once, not per call). dagster-gcp's GCSResource builds it; it honours STORAGE_EMULATOR_HOST."""
+        if self._bucket_handle is None:
+            from dagster_gcp import GCSResource
 
-        bucket, _ = self._bucket_and_prefix()
-        return GCSResource(project=self.gcs_project).get_client().bucket(bucket)
+            bucket, _ = self._bucket_and_prefix()
+            self._bucket_handle = GCSResource(project=self.gcs_project).get_client().bucket(bucket)
+        return self._bucket_handle
 
     def _retry(self):
         from google.cloud.storage.retry import DEFAULT_RETRY
@@ -132,15 +139,39 @@ class GcsStore(ArtifactStore):
         return io.BytesIO(self.read_bytes(key))
 
     def list_keys(self, prefix: str = "") -> list[str]:
+        """Keys under the folder `prefix`: listed with a trailing slash, so `adapters/p/v1` does not also
+        list (and download) `adapters/p/v10/`."""
         prefix = prefix.strip("/")
         _, root_prefix = self._bucket_and_prefix()
-        full = self._blob_name(prefix) if prefix else (f"{root_prefix}/" if root_prefix else "")
+        full = f"{self._blob_name(prefix)}/" if prefix else (f"{root_prefix}/" if root_prefix else "")
         strip = len(root_prefix) + 1 if root_prefix else 0
-        return sorted(b.name[strip:] for b in self._bucket().client.list_blobs(self._bucket(), prefix=full))
+        bucket = self._bucket()
+        return sorted(b.name[strip:] for b in bucket.client.list_blobs(bucket, prefix=full, retry=self._retry()))
+
+    def _upload_files(self, local_dir: Path, files: list[Path], key_prefix: str) -> None:
+        """transfer_manager.upload_many, each object with its sha256 in the same upload as its bytes."""
+        from google.cloud.storage import transfer_manager
+
+        pairs = []
+        for path in files:
+            blob = self._bucket().blob(self._blob_name(f"{key_prefix}/{path.relative_to(local_dir).as_posix()}"))
+            with path.open("rb") as fh:
+                blob.metadata = {SHA256_METADATA: hashlib.file_digest(fh, "sha256").hexdigest()}
+            pairs.append((str(path), blob))
+        try:
+            transfer_manager.upload_many(pairs, upload_kwargs={"retry": self._retry()}, max_workers=TRANSFER_WORKERS,
+                                         worker_type=transfer_manager.THREAD, raise_exception=True)
+        except Exception as e:
+            raise StoreError(f"upload of {local_dir} to {self.uri(key_prefix)} failed (transient errors are retried "
+                             f"for up to {self.retry_deadline_s:g} s): {e}") from e
 
     def download_dir(self, key_prefix: str, local_dir: str | os.PathLike) -> Path:
-        """Into a sibling staging folder, then one rename: a concurrent reader sees the old copy or the whole
-        new one, never a half-downloaded folder, and files deleted from the store do not linger."""
+        """Downloaded (transfer_manager) into a fresh sibling folder, then put in place by one atomic step:
+        `local_dir` is a symlink to the folder of the newest complete download, and a new download swaps
+        the link with a rename. A concurrent reader sees the old copy or the whole new one, never a missing
+        or half-downloaded folder, and files deleted from the store do not linger."""
+        from google.cloud.storage import transfer_manager
+
         local_dir = Path(local_dir)
         key_prefix = key_prefix.strip("/")
         keys = self.list_keys(key_prefix)
@@ -148,19 +179,28 @@ class GcsStore(ArtifactStore):
             raise FileNotFoundError(f"{self.uri(key_prefix)} holds no objects")
         local_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{local_dir.name}.", dir=local_dir.parent))
+        link = staging.with_name(f"{staging.name}.link")
         try:
-            for key in keys:
-                dest = staging / key[len(key_prefix) + 1:]
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(self.read_bytes(key))
-            old = None
-            if local_dir.exists():
-                old = local_dir.with_name(f".{local_dir.name}.old-{os.getpid()}-{id(staging)}")
-                os.replace(local_dir, old)
-            os.replace(staging, local_dir)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            names = [key[len(key_prefix) + 1:] for key in keys]
+            try:
+                results = transfer_manager.download_many_to_path(
+                    self._bucket(), names, destination_directory=str(staging),
+                    blob_name_prefix=f"{self._blob_name(key_prefix)}/", download_kwargs={"retry": self._retry()},
+                    max_workers=TRANSFER_WORKERS, worker_type=transfer_manager.THREAD, raise_exception=True)
+            except Exception as e:
+                raise StoreError(f"download of {self.uri(key_prefix)} failed (transient errors are retried for up "
+                                 f"to {self.retry_deadline_s:g} s): {e}") from e
+            if skipped := [str(r) for r in results if r is not None]:  # names that would leave the folder
+                raise StoreError(f"download of {self.uri(key_prefix)}: {len(skipped)} objects not copied: {skipped[0]}")
+            os.symlink(staging.name, link)  # relative: the cache folder can move as a whole
+            old = os.readlink(local_dir) if local_dir.is_symlink() else None
+            if local_dir.exists() and old is None:  # a real folder, from before downloads were links
+                shutil.rmtree(local_dir)
+            os.replace(link, local_dir)  # the one step that swaps the copies
         except BaseException:
+            link.unlink(missing_ok=True)
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        if old and Path(old).name != staging.name:
+            shutil.rmtree(local_dir.parent / Path(old).name, ignore_errors=True)
         return local_dir

@@ -131,6 +131,22 @@ class LocalStore(ArtifactStore):
             keys.extend(f"{rel}/{name}" if rel != "." else name for name in files if not name.endswith(".tmp"))
         return sorted(keys)
 
+    def _leftovers(self, prefix: str) -> list[str]:
+        """Temp files of writes killed before their rename (`.<name>.<random>.tmp`), and a killed
+        create_exclusive's."""
+        base = self._local(prefix)
+        return sorted(os.path.relpath(os.path.join(d, name), self.root).replace(os.sep, "/")
+                      for d, _dirs, files in os.walk(base) for name in files if name.endswith(".tmp"))
+
+    def prune(self, prefix: str, keep) -> list[str]:
+        """As ArtifactStore.prune; folders left empty go too."""
+        removed = super().prune(prefix, keep)
+        base = self._local(prefix.strip("/"))
+        for dirpath, _dirs, _files in sorted(os.walk(base), key=lambda entry: -len(entry[0])):
+            if dirpath != str(base) and not os.listdir(dirpath):
+                os.rmdir(dirpath)
+        return removed
+
     def download_dir(self, key_prefix: str, local_dir: str | os.PathLike) -> Path:
         """A plain copy of the store folder."""
         local_dir = Path(local_dir)

@@ -127,6 +127,21 @@ class ArtifactStore(dg.ConfigurableResource):
     def download_dir(self, key_prefix: str, local_dir: str | os.PathLike) -> Path:
         """Materialise a folder of the store at `local_dir`."""
 
+    def _leftovers(self, prefix: str) -> list[str]:
+        """What interrupted writes leave under `prefix` that `list_keys` does not show (a folder's temp files)."""
+        return []
+
+    def prune(self, prefix: str, keep: Iterable[str]) -> list[str]:
+        """Remove everything under the folder `prefix` except the keys in `keep` and what lies under them,
+        temp files of interrupted writes included; returns the keys removed. What publishes a set by a
+        pointer calls this once the pointer is swapped, so a killed run's files do not stay forever."""
+        prefix, keep = prefix.strip("/"), [k.strip("/") for k in keep]
+        stale = [key for key in self.list_keys(prefix) + self._leftovers(prefix)
+                 if not any(key == k or key.startswith(f"{k}/") for k in keep)]
+        for key in stale:
+            self.delete(key)
+        return sorted(stale)
+
     # -- writes --------------------------------------------------------------------------------------
     def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         def write(fh) -> str:
@@ -180,10 +195,15 @@ class ArtifactStore(dg.ConfigurableResource):
         """Copy a folder under `key_prefix`; `last` (a file name) is written after all others as the marker."""
         local_dir = Path(local_dir)
         files = sorted(p for p in local_dir.rglob("*") if p.is_file())
-        files.sort(key=lambda p: p.name == last)
-        for path in files:
-            self.write_bytes(f"{key_prefix.strip('/')}/{path.relative_to(local_dir).as_posix()}", path.read_bytes())
+        marker = [p for p in files if p.name == last]
+        self._upload_files(local_dir, [p for p in files if p.name != last], key_prefix.strip("/"))
+        self._upload_files(local_dir, marker, key_prefix.strip("/"))
         return self.uri(key_prefix)
+
+    def _upload_files(self, local_dir: Path, files: list[Path], key_prefix: str) -> None:
+        """Copy `files` (under `local_dir`) to `key_prefix`, in any order; a backend may copy them in parallel."""
+        for path in files:
+            self.write_bytes(f"{key_prefix}/{path.relative_to(local_dir).as_posix()}", path.read_bytes())
 
     # -- reads ---------------------------------------------------------------------------------------
     def read_text(self, key: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -21,6 +22,18 @@ NAMED_SOURCES = {
 requires_shared = pytest.mark.skipif(
     not (SHARED_DIR / "data").is_dir(), reason=f"{SHARED_DIR}/data is absent (real project data not available)"
 )
+
+
+def split_key(store, agent: str, split: str) -> str:
+    """The key of a split file of the set the agent's splits manifest publishes (one folder per written set);
+    `store` is an ArtifactStore or a local store folder."""
+    from coursegpt_assets.core import layout
+
+    if isinstance(store, Path):
+        manifest = json.loads((store / layout.splits_manifest(agent)).read_text())
+    else:
+        manifest = store.read_json(layout.splits_manifest(agent))
+    return layout.split_keys(manifest, (split,))[split]
 
 
 def step_failure_text(result) -> str:

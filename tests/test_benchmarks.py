@@ -19,7 +19,7 @@ from coursegpt_assets.data.benchmark_rows import BenchmarkError
 from coursegpt_assets.defs.data.assets import DATA_ASSETS
 from coursegpt_assets.defs.evaluation.benchmark import BENCHMARK_ASSETS, BENCHMARK_CHECKS, benchmark
 from coursegpt_assets.defs.tuning.assets import tuning_dataset
-from tests.conftest import requires_shared
+from tests.conftest import requires_shared, split_key
 
 SOURCES = [a.to_source_asset() for a in DATA_ASSETS]
 
@@ -44,7 +44,7 @@ def run_benchmark(store, agent, config=None, raise_on_error=True):
 
 
 def split(store, agent, name):
-    return store.read_jsonl(f"datasets/{agent}/splits/{name}.jsonl")
+    return store.read_jsonl(split_key(store, agent, name))
 
 
 def the_check(result):

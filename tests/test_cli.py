@@ -49,7 +49,8 @@ def test_plan_lists_every_pair_and_estimates_cost_from_the_train_split(home_stor
     assert "materialise dataset_splits (router) first" in rows["router__llama31-8b"]
 
     lines = [b'{"id": "%d", "text": "%s"}' % (i, b"x" * 4000) for i in range(500)]
-    home_store.write_lines(layout.split_records("router", "train"), lines)
+    home_store.write_lines(layout.split_records("router", "train", "v1"), lines)
+    home_store.write_json(layout.splits_manifest("router"), {"agent": "router", "version": "v1"})
     assert main(["plan"]) == 0
     rows = table(capsys.readouterr().out)
     tokens = sum(-(-len(line) // 4) for line in lines)  # ceil(bytes / 4) per line

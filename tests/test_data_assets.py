@@ -8,7 +8,7 @@ import pytest
 from coursegpt_assets.core.settings import FIXTURES_DIR
 from coursegpt_assets.defs.data.assets import DATA_ASSETS, clean_examples, dataset_splits, raw_examples
 from coursegpt_assets.defs.tuning.assets import tuning_dataset
-from tests.conftest import step_failure_text
+from tests.conftest import split_key, step_failure_text
 
 
 def _materialize(assets, partition, store, selection=None, run_config=None, raise_on_error=True):
@@ -42,7 +42,7 @@ def test_router_chain_on_the_fixture(store):
     n = clean["dagster/row_count"]
     assert manifest["counts"] == {"train": n - n // 10 - n // 20, "validation": n // 10, "test": n // 20}
     assert splits["train_rows"] == manifest["counts"]["train"]
-    ids = [{r["id"] for r in store.read_jsonl(f"datasets/router/splits/{s}.jsonl")} for s in ("train", "validation", "test")]
+    ids = [{r["id"] for r in store.read_jsonl(split_key(store, "router", s))} for s in ("train", "validation", "test")]
     assert sum(map(len, ids)) == n and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
     # the catalog's columns tab: the record fields, typed by their values
     for meta in (raw, clean, splits):
@@ -118,18 +118,18 @@ def test_dataset_splits_without_upstream_names_the_missing_file(store):
     assert "clean/manifest.json does not exist; materialise clean_examples for router first" in text
 
 
-def test_a_mixed_split_set_stops_tuning_and_names_the_producer(store):
-    """A run that died between its split files and its manifest leaves files from two runs: caught."""
+def test_a_published_split_file_changed_afterwards_stops_tuning_and_names_the_producer(store):
+    """A split file rewritten after its set was published (by hand, by another tool): caught."""
     _materialize(DATA_ASSETS, "router", store)
-    validation = "datasets/router/splits/validation.jsonl"
+    validation = split_key(store, "router", "validation")
     rows = store.read_jsonl(validation)
-    store.write_jsonl(validation, rows[:-1])  # as if a newer run's write landed and its manifest did not
+    store.write_jsonl(validation, rows[:-1])
     pair = "router__llama31-8b"
     result = _materialize([tuning_dataset, *[a.to_source_asset() for a in DATA_ASSETS]], pair, store,
                           selection=[tuning_dataset], raise_on_error=False)
     assert not result.success
     text = step_failure_text(result)
-    assert "do not match its manifest" in text and "splits/validation.jsonl" in text
+    assert "do not match its manifest" in text and validation in text
     assert "Re-materialise dataset_splits for router" in text
     assert not store.exists(f"tuning/{pair}/train.jsonl")
 

@@ -21,6 +21,7 @@ from dbt_style_checks.loader import MAX_FAILING_ROWS, PartitionData, build_dbt_c
 from dbt_style_checks.spec import SchemaError, load_schema
 from resources.local_store import LocalStore
 from resources.storage import ArtifactStore
+from tests.conftest import split_key
 
 PAIR = "router__tiny-llama"
 
@@ -229,7 +230,7 @@ def good_store(tmp_path_factory) -> Path:
         dg.materialize(DATA_ASSETS, partition_key="router", resources={"store": store}, instance=instance)
         dg.materialize([*DATA_ASSETS, *TUNING_DATA_ASSETS], selection=["tuning_dataset"], partition_key=PAIR,
                        resources={"store": store}, instance=instance)
-    store.write_jsonl(layout.benchmark_records("router"), store.read_jsonl(layout.split_records("router", "test")))
+    store.write_jsonl(layout.benchmark_records("router"), store.read_jsonl(split_key(store, "router", "test")))
     return root
 
 
@@ -254,7 +255,9 @@ def test_every_test_passes_on_the_real_router_path(good_store, asset, partition)
     assert all(r.metadata["failures"].value == 0 for n, r in results.items() if n not in failed)
 
 
-def _rewrite(store: ArtifactStore, key: str, mutate):
+def _rewrite(store: ArtifactStore, key, mutate):
+    """Rewrite the rows at `key` (a key, or a split name of router's published split set)."""
+    key = split_key(store, "router", key) if key in layout.SPLITS else key
     rows = store.read_jsonl(key)
     store.write_jsonl(key, mutate(rows))
 
@@ -270,11 +273,11 @@ BAD_PARTITIONS = [
     ("clean_examples", "router", layout.clean_records("router"),
      lambda rows: [{**r, "user_query": "   "} if i == 3 else r for i, r in enumerate(rows)], "user_query_not_blank", 1),
     ("clean_examples", "router", layout.clean_records("router"), lambda rows: rows[:4], "row_count_between", 1),
-    ("dataset_splits", "router", layout.split_records("router", "validation"),
+    ("dataset_splits", "router", "validation",
      lambda rows: rows[:2], "split_ratio", 2),
-    ("dataset_splits", "router", layout.split_records("router", "test"),
+    ("dataset_splits", "router", "test",
      lambda rows: [*rows, {**rows[0], "id": "x-copy"}], "no_overlap_normalised_user_query", 0),  # same split
-    ("dataset_splits", "router", layout.split_records("router", "test"),
+    ("dataset_splits", "router", "test",
      lambda rows: [*rows, {**rows[0], "id": "x-copy"}], "unique_id", 0),
     ("tuning_dataset", PAIR, layout.tuning_records(PAIR, "train"),
      lambda rows: [{**r, "completion": r["completion"][:-1]} if i < 3 else r for i, r in enumerate(rows)],
@@ -303,7 +306,7 @@ def test_crafted_bad_partition_fails_its_check(good_store, tmp_path, asset, part
 
 def test_benchmark_leaks_from_train_fail_by_id_and_by_normalised_question(good_store, tmp_path):
     store = _copy(good_store, tmp_path)
-    train = store.read_jsonl(layout.split_records("router", "train"))
+    train = store.read_jsonl(split_key(store, "router", "train"))
     _rewrite(store, layout.benchmark_records("router"), lambda rows: [
         *rows, {**train[0]}, {**train[1], "id": "renamed", "user_query": train[1]["user_query"].upper() + "  "},
     ])
@@ -316,15 +319,15 @@ def test_benchmark_leaks_from_train_fail_by_id_and_by_normalised_question(good_s
 
 def test_a_prompt_in_two_splits_fails_no_overlap_once_normalised(good_store, tmp_path):
     store = _copy(good_store, tmp_path)
-    train = store.read_jsonl(layout.split_records("router", "train"))
+    train = store.read_jsonl(split_key(store, "router", "train"))
     leaked = {**train[5], "id": "leak", "user_query": "  " + train[5]["user_query"].upper()}
-    _rewrite(store, layout.split_records("router", "test"), lambda rows: [*rows, leaked])
+    _rewrite(store, "test", lambda rows: [*rows, leaked])
     results = _results(store, "dataset_splits", "router")
     overlap = results["no_overlap_normalised_user_query"]
     assert not overlap.passed and overlap.metadata["failures"].value == 1
     assert overlap.metadata["failing_rows"].value[0]["splits"] == ["test", "train"]
     assert results["no_overlap_id"].passed
-    _rewrite(store, layout.split_records("router", "validation"), lambda rows: [*rows, train[0]])
+    _rewrite(store, "validation", lambda rows: [*rows, train[0]])
     assert _results(store, "dataset_splits", "router")["no_overlap_id"].metadata["failures"].value == 1
 
 

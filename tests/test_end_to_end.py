@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, split_key
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def test_every_artifact_exists(finished_run):
     store = home / "store"
     for agent in AGENTS:
         for split in ("train", "validation", "test"):
-            assert (store / f"datasets/{agent}/splits/{split}.jsonl").is_file()
+            assert (store / split_key(store, agent, split)).is_file()
         assert (store / f"benchmarks/{agent}/benchmark.jsonl").is_file()
         assert (store / f"leaderboards/{agent}").is_dir()
     for pair in PAIRS:

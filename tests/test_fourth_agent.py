@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, split_key
 from tests.fakes.toy_agent import AGENT as TOY
 from tests.fakes.toy_project import TOY_PAIR, toy_records, write_toy_project
 
@@ -54,7 +54,7 @@ def test_the_artifacts_say_what_the_toy_agent_declared(toy_run):
     home, _, _ = toy_run
     store = home / "store"
     rows = [json.loads(line) for line in (store / "benchmarks/toy/benchmark.jsonl").read_text().splitlines()]
-    test_split = [json.loads(line) for line in (store / "datasets/toy/splits/test.jsonl").read_text().splitlines()]
+    test_split = [json.loads(line) for line in (store / split_key(store, "toy", "test")).read_text().splitlines()]
     assert [r["id"] for r in rows] == [r["id"] for r in test_split] and rows[0]["answer"] == rows[0]["word"][::-1]
     manifest = json.loads((store / "benchmarks/toy/manifest.json").read_text())
     assert manifest["counts"] == {"source": {"test": len(rows)}} and manifest["train_overlap_ids"] == []

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from google.cloud.storage import transfer_manager
 
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.layout import card_manifest
@@ -60,16 +61,20 @@ def test_router_path_on_gcs_writes_what_the_local_store_writes(gcs_emulator, gcs
     root = f"gs://{gcs_emulator.bucket}/{PREFIX}/"
     uris = uri_metadata(gcs_results)
     assert uris and all(u.startswith(root) for u in uris), uris
-    # the same keys (quarantine files are named after their run id) and the same bytes for every JSONL
-    def keys(store):
-        return [k for k in store.list_keys() if not k.startswith("quarantine/")]
-    assert keys(gcs_store) == keys(local)
-    assert {k for k in keys(local) if k.startswith("tuning/")} == {
+    # the same keys (quarantine files and split sets are named after their run id), the same bytes for every JSONL
+    def keys(store) -> dict[str, str]:
+        version = store.read_json(layout.splits_manifest("router"))["version"]
+        return {k.replace(version, "<run>"): k for k in store.list_keys() if not k.startswith("quarantine/")}
+    gcs_keys, local_keys = keys(gcs_store), keys(local)
+    assert sorted(gcs_keys) == sorted(local_keys)
+    assert {k for k in local_keys if k.startswith("tuning/")} == {
         f"tuning/{pair}/{name}" for pair in ROUTER_PAIRS for name in ("train.jsonl", "validation.jsonl", "manifest.json")
     }
-    for key in keys(local):
+    assert {k for k in local_keys if k.startswith("datasets/router/splits/")} == {
+        "datasets/router/splits/manifest.json", *(f"datasets/router/splits/<run>/{s}.jsonl" for s in layout.SPLITS)}
+    for key in local_keys:
         if key.endswith(".jsonl"):
-            assert gcs_store.read_bytes(key) == local.read_bytes(key), key
+            assert gcs_store.read_bytes(gcs_keys[key]) == local.read_bytes(local_keys[key]), key
     # what another client sees: whole objects under the prefix, hashes matching the tuning manifests
     bucket = gcs_emulator.client().bucket(gcs_emulator.bucket)
     assert gcs_emulator.object_names(f"{PREFIX}/") == [f"{PREFIX}/{k}" for k in gcs_store.list_keys()]
@@ -105,11 +110,12 @@ def test_upload_dir_round_trips_an_adapter_folder(gcs_emulator, gcs_store, tmp_p
     assert gcs_store.list_keys(prefix) == sorted(f"{prefix}/{name}" for name in files)
     copy = gcs_store.local_dir(prefix, tmp_path / "cache")
     assert {p.relative_to(copy).as_posix(): p.read_bytes() for p in copy.rglob("*") if p.is_file()} == files
-    # a refreshed cache is replaced whole: a file gone from the store does not linger, no staging is left
+    # a refreshed cache is replaced whole: a file gone from the store does not linger, and beside the link
+    # only the copy it names is left (no staging, no earlier copy)
     (copy / "stale.bin").write_bytes(b"old")
     again = gcs_store.local_dir(prefix, tmp_path / "cache")
     assert again == copy and not (copy / "stale.bin").exists()
-    assert sorted(p.name for p in copy.parent.iterdir()) == [copy.name]
+    assert sorted(p.name for p in copy.parent.iterdir()) == sorted([copy.name, os.readlink(copy)])
     # the marker is the newest object of the version (written after all the others)
     blobs = list(gcs_emulator.client().list_blobs(gcs_emulator.bucket, prefix=f"{PREFIX}/{prefix}/"))
     newest = max(blobs, key=lambda b: (b.time_created, b.generation))
@@ -195,19 +201,17 @@ def test_outage_between_adapter_files_leaves_the_published_version_intact(gcs_em
     new = adapter_folder(tmp_path / "v2", seed=2)
 
     # the emulator dies after two files of v2 went up (as tuning_job's upload would be cut off)
-    original = ArtifactStore.write_bytes
-    calls = []
+    original = transfer_manager.upload_many
 
-    def write_bytes(self, key, data, *args, **kwargs):
-        calls.append(key)
-        if len(calls) == 3:
-            gcs_emulator.kill()
-        return original(self, key, data, *args, **kwargs)
+    def upload_many(pairs, **kwargs):
+        done = original(pairs[:2], **kwargs)
+        gcs_emulator.kill()
+        return done + original(pairs[2:], **kwargs)
 
-    monkeypatch.setattr(ArtifactStore, "write_bytes", write_bytes)
-    with pytest.raises(StoreError, match=re.escape(f"upload to {store.uri(v2)}/")):
+    monkeypatch.setattr(transfer_manager, "upload_many", upload_many)
+    with pytest.raises(StoreError, match=re.escape(f"to {store.uri(v2)} failed")):
         store.upload_dir(tmp_path / "v2", v2, last=SUMMARY)
-    monkeypatch.setattr(ArtifactStore, "write_bytes", original)
+    monkeypatch.setattr(transfer_manager, "upload_many", original)
 
     gcs_emulator.start()
     assert store.read_json(layout.adapter_latest(pair)) == {"version": "v1"}

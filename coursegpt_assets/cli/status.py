@@ -79,9 +79,11 @@ def _hyperparameters_changed(plan: TrainingPlan, pair: str, summary: dict) -> bo
 def _split_tokens(store: ArtifactStore, agent: str, cache: dict[str, tuple[int, int] | None]) -> tuple[int, int] | None:
     """The agent's train split in estimated tokens (core.tokens) and rows, before any tuning data exists."""
     if agent not in cache:
-        key = layout.split_records(agent, "train")
+        manifest = _read(store, layout.splits_manifest(agent)) or {}
         cache[agent] = None
-        if store.exists(key):
+        # the published set's train split (a manifest with no version predates versioned sets)
+        key = layout.split_keys(manifest, ("train",))["train"] if manifest.get("version") else None
+        if key and store.exists(key):
             lengths = [estimate_tokens(line) for _, line in store.iter_lines(key)]
             cache[agent] = (sum(lengths), len(lengths))
     return cache[agent]

@@ -3,7 +3,8 @@
     datasets/<agent>/raw/records.jsonl           raw_examples (one {"line", "record"|"error"} row per source row)
     datasets/<agent>/clean/records.jsonl         clean_examples (+ index.jsonl: [id, normalised prompt])
     quarantine/<agent>/<run_id>.jsonl            records clean_examples rejected, with line and reason
-    datasets/<agent>/splits/<split>.jsonl        dataset_splits (+ manifest.json)
+    datasets/<agent>/splits/<version>/<split>.jsonl  dataset_splits: one folder per written set
+    datasets/<agent>/splits/manifest.json        names the published set's version; swapped in last
     benchmarks/<agent>/benchmark.jsonl           benchmark (+ manifest.json)
     tuning/<pair>/<split>.jsonl                  tuning_dataset (+ manifest.json)
     adapters/<pair>/<version>/                   adapter files; training_summary.json is written last
@@ -56,12 +57,27 @@ def quarantine(agent: str, run_id: str) -> str:
     return f"quarantine/{agent}/{run_id}.jsonl"
 
 
-def split_records(agent: str, split: str) -> str:
-    return f"datasets/{agent}/splits/{split}.jsonl"
+def splits_root(agent: str) -> str:
+    return f"datasets/{agent}/splits"
+
+
+def splits_dir(agent: str, version: str) -> str:
+    """One written split set. It is read only once `splits_manifest` names its version, so a run killed
+    while writing one leaves readers on the set published before."""
+    return f"{splits_root(agent)}/{version}"
+
+
+def split_records(agent: str, split: str, version: str) -> str:
+    return f"{splits_dir(agent, version)}/{split}.jsonl"
 
 
 def splits_manifest(agent: str) -> str:
-    return f"datasets/{agent}/splits/manifest.json"
+    return f"{splits_root(agent)}/manifest.json"
+
+
+def split_keys(manifest: dict, splits=SPLITS) -> dict[str, str]:
+    """The keys of the split files a splits manifest publishes (KeyError when it names no version)."""
+    return {s: split_records(manifest["agent"], s, manifest["version"]) for s in splits}
 
 
 def benchmark_records(agent: str) -> str:

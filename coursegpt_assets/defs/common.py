@@ -1,10 +1,10 @@
 """What every stage shares: owners, metadata helpers, and reading what an upstream asset wrote.
 
-Artifact sets that belong together (splits, tuning data) are checked against their manifest with
-`verify`: each file is written atomically, but a set is not. If the split files of a new run are written
-and the run dies before its manifest, the store holds a train split from the new run beside a validation
-split and manifest from the old one; `verify` stops the run with an actionable message instead of tuning
-on that mix.
+Artifact sets that belong together are checked against their manifest with `verify`: each file is
+written atomically, but a set of files is not. A split set is published by its manifest
+(`published_splits`): dataset_splits writes a new version folder and swaps the manifest last, so a killed
+run leaves readers on the set before. Tuning data is still written in place, then its manifest; if a run
+dies in between, `verify` stops the next reader with an actionable message instead of tuning on a mix.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import base64
 
 import dagster as dg
 
+from coursegpt_assets.core import layout
 from resources.storage import ArtifactStore
 
 OWNERS = ["team:ml-platform"]
@@ -115,7 +116,20 @@ def verify(store: ArtifactStore, expected: dict[str, str], *, producer: str, par
             stale.append(f"{store.uri(key)} has sha256 {actual[:12]}…, its manifest says {str(sha)[:12]}…")
     if stale:
         raise dg.Failure(
-            description=f"{partition}: the files of {producer} do not match its manifest (an interrupted write "
-                        f"left a mixed set): {'; '.join(stale)}. Re-materialise {producer} for {partition}.",
+            description=f"{partition}: the files of {producer} do not match its manifest (one changed after "
+                        f"the manifest was written, or an interrupted write left a mixed set): {'; '.join(stale)}. Re-materialise {producer} for {partition}.",
             metadata={"mismatched_files": len(stale)},
         )
+
+
+def published_splits(store: ArtifactStore, agent: str, splits=layout.SPLITS, *, partition: str
+                     ) -> tuple[dict, dict[str, str]]:
+    """The agent's splits manifest and the keys of the split files it publishes, checked against it."""
+    producer = f"dataset_splits for {agent}"
+    manifest = read_upstream(store, layout.splits_manifest(agent), producer=producer, partition=partition)
+    if not manifest.get("version"):
+        raise dg.Failure(description=f"{partition}: {store.uri(layout.splits_manifest(agent))} names no split-set "
+                                     f"version (an older dataset_splits wrote it); re-materialise {producer}")
+    keys = layout.split_keys(manifest, splits)
+    verify(store, {keys[s]: manifest["sha256"][s] for s in splits}, producer="dataset_splits", partition=partition)
+    return manifest, keys

@@ -166,7 +166,8 @@ class DatasetSplitsConfig(dg.Config):
     deps=[clean_examples],
 )
 def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfig, store: ArtifactStore):
-    """Deterministic train/validation/test splits with no id or normalised prompt in two splits."""
+    """Deterministic train/validation/test splits with no id or normalised prompt in two splits. Each run writes
+    its set to a folder of its own and publishes it by swapping the manifest last."""
     agent_name = context.partition_key
     agent = get_agent(agent_name)
     plan = default_plan()
@@ -188,9 +189,10 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
     by_split: dict[str, list[bytes]] = {s: [] for s in layout.SPLITS}
     for line, split in zip(lines, assignment, strict=True):
         by_split[split].append(line)
+    version, previous = context.run_id, published_version(store, agent_name)
     hashes = {}
     for split, rows in by_split.items():
-        _, _, hashes[split] = store.write_lines(layout.split_records(agent_name, split), rows)
+        _, _, hashes[split] = store.write_lines(layout.split_records(agent_name, split, version), rows)
     # the think option changes what tuning_dataset renders from these same files: part of the version
     content_hash = hashlib.sha256(json.dumps({**hashes, "think_wrapping": config.think_wrapping},
                                              sort_keys=True).encode()).hexdigest()
@@ -199,11 +201,22 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
     manifest = {
         "agent": agent_name, "counts": counts, "seed": seed, "ratios": ratios.model_dump(),
         "content_hash": content_hash, "sha256": hashes, "source": raw.get("source"),
-        "limit": config.limit, "think_wrapping": config.think_wrapping,
-        **({"source_revision": raw["revision"]} if raw.get("revision") else {}),
+        "limit": config.limit, "think_wrapping": config.think_wrapping, "version": version,
+        "previous_version": previous, **({"source_revision": raw["revision"]} if raw.get("revision") else {}),
     }
-    manifest_uri = store.write_json(layout.splits_manifest(agent_name), manifest)
-    context.log.info(f"{agent_name}: splits {counts} (seed {seed})")
+    # a concurrent run for this agent that published first has pruned this run's set as stale: publish nothing
+    if missing := [s for s in layout.SPLITS if not store.exists(layout.split_records(agent_name, s, version))]:
+        raise dg.Failure(description=(
+            f"{agent_name}: {store.uri(layout.split_records(agent_name, missing[0], version))} went missing before "
+            "this run's split set was published (another dataset_splits run for the agent published meanwhile and "
+            f"removed it as stale); the published set is unchanged. Re-materialise dataset_splits for {agent_name}"))
+    manifest_uri = store.write_json(layout.splits_manifest(agent_name), manifest)  # publishes the set, atomically
+    # what killed runs left (unpublished sets, temp files) goes; the set before stays for readers still on it
+    stale = store.prune(layout.splits_root(agent_name), keep=[
+        layout.splits_manifest(agent_name), *(layout.splits_dir(agent_name, v) for v in (version, previous) if v)])
+    if stale:
+        context.log.info(f"{agent_name}: removed {len(stale)} stale split files, e.g. {stale[0]}")
+    context.log.info(f"{agent_name}: splits {counts} (seed {seed}) published as version {version}")
     train_sample = [orjson.loads(x) for x in by_split["train"][:5]]
     return dg.MaterializeResult(
         metadata={
@@ -211,12 +224,22 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
             **{f"{s}_rows": n for s, n in counts.items()},
             "seed": seed,
             "content_hash": content_hash,
+            "version": version,
+            "stale_files_removed": len(stale),
             "manifest": uri(manifest_uri),
             "preview": preview(train_sample, ["id", *agent.preview_columns]),
             **column_schema(train_sample),
         },
         data_version=dg.DataVersion(content_hash),
     )
+
+
+def published_version(store: ArtifactStore, agent_name: str) -> str | None:
+    """The version of the split set the manifest publishes now (None: none yet, or an unversioned one)."""
+    try:
+        return store.read_json(layout.splits_manifest(agent_name)).get("version")
+    except FileNotFoundError:
+        return None
 
 
 DATA_ASSETS = [raw_examples, clean_examples, dataset_splits]

@@ -14,7 +14,7 @@ from coursegpt_assets.agents import get_agent
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.data.benchmark_rows import counts_by, overlapping_ids
-from coursegpt_assets.defs.common import OWNERS, ROW_COUNT, preview, read_upstream, uri, verify
+from coursegpt_assets.defs.common import OWNERS, ROW_COUNT, preview, published_splits, uri
 from coursegpt_assets.defs.partitions import AGENT_PARTITIONS
 from resources.storage import ArtifactStore
 
@@ -40,22 +40,27 @@ class BenchmarkConfig(dg.Config):
     )
 
 
-def build_rows(agent_name: str, store: ArtifactStore, config: BenchmarkConfig) -> tuple[list[dict], list[dict]]:
-    """The agent's benchmark rows and the external files they came from (path, sha256, rows)."""
+def build_rows(agent_name: str, store: ArtifactStore, config: BenchmarkConfig, split_keys: dict[str, str]
+               ) -> tuple[list[dict], list[dict]]:
+    """The agent's benchmark rows and the external files they came from (path, sha256, rows); `split_keys`
+    are the files of the published split set."""
 
     def held_out(split: str) -> list[dict]:
         if split == "train":
             raise dg.Failure(f"{agent_name}: the agent's benchmark_rows read the train split; "
                              "a benchmark is built from held-out splits only")
-        return store.read_jsonl(layout.split_records(agent_name, split))
+        return store.read_jsonl(split_keys[split])
 
     return get_agent(agent_name).benchmark_rows(held_out, seed=default_plan().hyperparameters.seed, config=config)
 
 
-def train_keys(store: ArtifactStore, agent_name: str) -> set[str]:
-    """Normalised prompts of the training split: what a benchmark question must never equal."""
+def train_keys(store: ArtifactStore, agent_name: str, train_key: str | None = None) -> set[str]:
+    """Normalised prompts of the training split (by default, the published set's): what a benchmark question
+    must never equal."""
     agent = get_agent(agent_name)
-    return {agent.dedup_key(r) for r in store.iter_jsonl(layout.split_records(agent_name, "train"))}
+    if train_key is None:
+        train_key = published_splits(store, agent_name, ("train",), partition=agent_name)[1]["train"]
+    return {agent.dedup_key(r) for r in store.iter_jsonl(train_key)}
 
 
 @dg.asset(
@@ -70,17 +75,14 @@ def benchmark(context: dg.AssetExecutionContext, config: BenchmarkConfig, store:
     """Held-out evaluation rows for the agent (never the train split), each with `id`, `source` and the
     fields its scorer reads; counts per source and category in the metadata."""
     agent_name = context.partition_key
-    splits_manifest = read_upstream(store, layout.splits_manifest(agent_name), producer=f"dataset_splits for {agent_name}",
-                                    partition=agent_name)
-    verify(store, {layout.split_records(agent_name, s): splits_manifest["sha256"][s] for s in layout.SPLITS},
-           producer="dataset_splits", partition=agent_name)
-    rows, files = build_rows(agent_name, store, config)
+    splits_manifest, split_keys = published_splits(store, agent_name, partition=agent_name)
+    rows, files = build_rows(agent_name, store, config, split_keys)
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
         repeated = sorted({i for i in ids if ids.count(i) > 1})[:5]
         raise dg.Failure(f"{agent_name}: benchmark ids repeat: {repeated}")
     agent = get_agent(agent_name)
-    overlap = overlapping_ids(agent, rows, train_keys(store, agent_name))
+    overlap = overlapping_ids(agent, rows, train_keys(store, agent_name, split_keys["train"]))
     dropped: list[str] = []
     if config.drop_train_overlap and overlap:
         dropped, overlap = overlap, []

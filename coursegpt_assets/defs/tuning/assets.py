@@ -13,7 +13,7 @@ from coursegpt_assets.core.chat_templates import family
 from coursegpt_assets.core.names import split_pair
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.core.tokens import estimate_tokens
-from coursegpt_assets.defs.common import OWNERS, ROW_COUNT, column_schema, preview, read_upstream, uri, verify
+from coursegpt_assets.defs.common import OWNERS, ROW_COUNT, column_schema, preview, published_splits, uri
 from coursegpt_assets.defs.partitions import AGENT_TO_PAIRS, PAIR_PARTITIONS
 from resources.storage import ArtifactStore
 
@@ -45,16 +45,13 @@ def tuning_dataset(context: dg.AssetExecutionContext, store: ArtifactStore):
     plan = default_plan()
     model = plan.base_models[base_model]
     agent = get_agent(agent_name)
-    splits_manifest = read_upstream(store, layout.splits_manifest(agent_name), producer=f"dataset_splits for {agent_name}",
-                                    partition=agent_name)
-    verify(store, {layout.split_records(agent_name, s): splits_manifest["sha256"][s] for s in layout.TUNING_SPLITS},
-           producer="dataset_splits", partition=agent_name)
+    splits_manifest, split_keys = published_splits(store, agent_name, layout.TUNING_SPLITS, partition=agent_name)
     think = bool(splits_manifest.get("think_wrapping"))
     hashes, counts, tokens, first_rows = {}, {}, {}, []
     for split in layout.TUNING_SPLITS:
         rows = [
             tuning_row(agent, record, model.family, think=think)
-            for record in store.iter_jsonl(layout.split_records(agent_name, split))
+            for record in store.iter_jsonl(split_keys[split])
         ]
         _, counts[split], hashes[split] = store.write_jsonl(layout.tuning_records(pair, split), rows)
         tokens[split] = token_stats(rows, model.max_length)
