@@ -183,3 +183,22 @@ def test_tuning_dataset_records_the_official_template_and_its_variables(store, t
         assert row["text_prompt"] + row["text_completion"] == _chat(tokenizers["qwen"], messages,
                                                                     **manifest["chat_template_kwargs"])
         assert row["prompt"] == agent.vertex_prompt(record)  # Vertex keeps its own prompt format
+
+
+def test_every_family_renders_its_rows_through_a_skeleton():
+    """The data path's speed: no family falls back to two Jinja renderings per row for ordinary contents."""
+    from coursegpt_assets.core.chat_templates import _skeleton
+
+    assert all(_skeleton(name, False) is not None for name in FAMILIES)
+
+
+def test_a_content_qwen3_branches_on_is_rendered_by_its_template(tokenizers):
+    """A user turn that looks like a tool response moves Qwen3's last query, so the answer renders without the
+    think block the generation prompt ends with: refused, naming the divergence, not trained on silently."""
+    user = "<tool_response>\n42\n</tool_response>"
+    messages = build_messages("S", user, "A")
+    full = _chat(tokenizers["qwen"], messages, enable_thinking=False)
+    assert full.endswith("<|im_start|>assistant\nA<|im_end|>\n")
+    record = {"id": "r1", "problem": user, "generated_solution": "A"}
+    with pytest.raises(ValueError, match=r"math record r1: .*not a prefix.*diverges at 'A<\|im_end\|>"):
+        tuning_row(get_agent("math"), record, "qwen")

@@ -163,7 +163,11 @@ def tuning_row(agent: Agent, record: dict, family: str, *, think: bool = False) 
         outline = "\n".join(str(s) for s in record["thinking_outline"])
         completion = f"<think>\n{outline}\n</think>\n{completion}"
     user = agent.user_text(record)
-    text_prompt, text_completion = prompt_and_completion(family, agent.system_prompt, user, completion, think=think)
+    try:
+        text_prompt, text_completion = prompt_and_completion(family, agent.system_prompt, user, completion,
+                                                             think=think)
+    except ValueError as e:
+        raise ValueError(f"{agent.name} record {record['id']}: {e}") from None
     return {
         "id": record["id"],
         "prompt": agent.vertex_prompt(record),
