@@ -73,10 +73,16 @@ class GenerationRequest:
                                  "trained with (re-materialise adapter)")
         return path.read_text(encoding="utf-8")
 
+    @property
+    def chat_template_kwargs(self) -> dict:
+        """The template variables the adapter's tuning text was rendered with (Qwen3: enable_thinking)."""
+        return dict(self.summary.get("chat_template_kwargs") or {})
+
     def prompts(self, bos_token: str = "") -> list[str]:
-        """Each conversation rendered verbatim with the adapter's template, up to the assistant header."""
-        template = self.chat_template
-        return [render_template(template, c, bos_token=bos_token, add_generation_prompt=True)
+        """Each conversation rendered verbatim with the adapter's template and template variables, up to and
+        including the generation prompt, as training rendered its prompts."""
+        template, kwargs = self.chat_template, self.chat_template_kwargs
+        return [render_template(template, c, bos_token=bos_token, add_generation_prompt=True, **kwargs)
                 for c in self.conversations]
 
     @property
@@ -293,7 +299,9 @@ class OpenAICompatibleServer(Inference):
         if self.api == "completions":
             url, payloads = f"{root}/completions", [{**common, "prompt": p} for p in request.prompts()]
         else:
-            url, payloads = f"{root}/chat/completions", [{**common, "messages": c} for c in request.conversations]
+            # the server applies its own (the base model's) template; pass the variables training used with it
+            extra = {"chat_template_kwargs": request.chat_template_kwargs} if request.chat_template_kwargs else {}
+            url, payloads = f"{root}/chat/completions", [{**common, **extra, "messages": c} for c in request.conversations]
         kept = request.prediction_log
         answers = answer_all([{"url": url, "payload": p} for p in payloads], concurrency=self.concurrency, log=kept,
                              send=lambda batch: [self._call(r["url"], r["payload"], kept.note_retry) for r in batch],

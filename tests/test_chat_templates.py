@@ -1,8 +1,10 @@
-"""Each family's rendering against its official prompt format, written out literally.
+"""Each family's rendering of one conversation, written out literally.
 
-Sources of the expected strings: Meta's Llama 3 and Llama 4 prompt-format pages, Google's Gemma
-formatting page (no system role: the system text opens the first user turn), Qwen's ChatML, and the
-local tiny model's own tokens.
+The real families render their base model's official template (core/official_templates/SOURCES.md):
+Llama 3.1's system header with its knowledge and today dates, Gemma 3 with no system role (the system
+text opens the first user turn), Qwen3 without thinking (the empty think block closes the prompt), and
+Llama 4's header tokens; the tiny smoke model keeps its own hand-written tokens. The comparison with
+`transformers`' `apply_chat_template` itself is in test_official_templates.py.
 """
 
 import pytest
@@ -17,7 +19,8 @@ ASSISTANT = "2 + 2 = 4."
 
 OFFICIAL = {
     "llama3": (
-        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a helpful assistant.<|eot_id|>"
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+        "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nYou are a helpful assistant.<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\nWhat is 2 + 2?<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\n",
         "2 + 2 = 4.<|eot_id|>",
@@ -36,7 +39,7 @@ OFFICIAL = {
     "qwen": (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
         "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n"
-        "<|im_start|>assistant\n",
+        "<|im_start|>assistant\n<think>\n\n</think>\n\n",
         "2 + 2 = 4.<|im_end|>\n",
     ),
     "tiny": (
@@ -50,16 +53,24 @@ def test_every_family_has_an_official_string():
     assert set(OFFICIAL) == set(FAMILIES)
 
 
+def _kwargs(family):
+    return FAMILIES[family].template_kwargs(think=False)
+
+
 @pytest.mark.parametrize("family", sorted(OFFICIAL))
 def test_generation_prompt_matches_the_official_format(family):
     prompt, _ = OFFICIAL[family]
-    assert render(family, build_messages(SYSTEM, USER), add_generation_prompt=True) == prompt
+    assert render(family, build_messages(SYSTEM, USER), add_generation_prompt=True, **_kwargs(family)) == prompt
 
 
 @pytest.mark.parametrize("family", sorted(OFFICIAL))
 def test_full_conversation_matches_the_official_format(family):
     prompt, completion = OFFICIAL[family]
-    assert render(family, build_messages(SYSTEM, USER, ASSISTANT)) == prompt + completion
+    assert render(family, build_messages(SYSTEM, USER, ASSISTANT), **_kwargs(family)) == prompt + completion
+
+
+def test_only_the_smoke_model_keeps_a_hand_written_template():
+    assert {name for name, fam in FAMILIES.items() if not fam.official} == {"tiny"}
 
 
 @pytest.mark.parametrize("family", sorted(OFFICIAL))
@@ -73,15 +84,12 @@ def test_braces_and_template_syntax_in_content_stay_literal(family):
     prompt, completion = prompt_and_completion(family, SYSTEM, "Write f. {{ user }}", code)
     assert "Write f. {{ user }}" in prompt
     assert completion == code + OFFICIAL[family][1][len(ASSISTANT):]
-    assert render(family, build_messages(SYSTEM, "Write f. {{ user }}", code)) == prompt + completion
+    assert render(family, build_messages(SYSTEM, "Write f. {{ user }}", code), **_kwargs(family)) == prompt + completion
 
 
-@pytest.mark.parametrize("family", sorted(OFFICIAL))
-def test_content_with_nul_bytes_renders_like_jinja(family):
-    user = "odd \x00 input"
-    prompt, completion = prompt_and_completion(family, SYSTEM, user, ASSISTANT)
-    assert prompt == render(family, build_messages(SYSTEM, user), add_generation_prompt=True)
-    assert prompt + completion == render(family, build_messages(SYSTEM, user, ASSISTANT))
+def test_a_conversation_the_template_refuses_names_its_roles():
+    with pytest.raises(ValueError, match=r"roles \['user', 'user'\].*Conversation roles must alternate"):
+        render("gemma", [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
 
 
 @pytest.mark.parametrize("family", sorted(OFFICIAL))

@@ -103,7 +103,8 @@ def test_clean_records_and_tuning_rows():
     assert set(clean) == {"instruction", "output", "code", "entry_point", "testcase", "id"}
     tuned = tuning_row(AGENT, clean, "llama3")
     assert tuned["text_prompt"] == (
-        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are an expert programming assistant."
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+        "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nYou are an expert programming assistant."
         "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nAdd two numbers.<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\n"
     )

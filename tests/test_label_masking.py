@@ -1,14 +1,14 @@
 """Completion-only loss keeps the family's end-of-turn token inside the trained labels, for every family.
 
-Each family gets a small tokenizer that knows its special tokens (Llama 3/4 and Gemma add BOS by
-themselves, as the real ones do). The labels come from `completion_labels`, and a second test checks
-they are exactly what TRL's SFTTrainer builds for the same example.
+Each family gets a small tokenizer that knows its special tokens and carries its template (the base
+model's official one for the real families; Llama 3/4 and Gemma add BOS by themselves, as the real ones
+do). The labels come from `completion_labels`, and a second test checks they are exactly what TRL's
+SFTTrainer builds for the same example.
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
 
 import pytest
 
@@ -19,21 +19,9 @@ from coursegpt_assets.training.labels import (
     prepare_pair,
     terminator_is_trained,
 )
-from coursegpt_assets.training.tiny_llama import (
-    build_tiny_llama,
-    corpus_texts,
-    fixture_files,
-    train_tokenizer,
-)
+from coursegpt_assets.training.tiny_llama import build_tiny_llama
+from tests.fakes.family_tokenizers import FAMILY_TOKENS, family_tokenizer
 
-#: special tokens of each family's real tokenizer: (bos, tokenizer eos, pad, others, adds BOS itself)
-FAMILY_TOKENS = {
-    "llama3": ("<|begin_of_text|>", "<|eot_id|>", "<|finetune_right_pad_id|>",
-               ["<|start_header_id|>", "<|end_header_id|>"], True),
-    "llama4": ("<|begin_of_text|>", "<|eot|>", "<|finetune_right_pad|>", ["<|header_start|>", "<|header_end|>"], True),
-    "gemma": ("<bos>", "<eos>", "<pad>", ["<start_of_turn>", "<end_of_turn>"], True),
-    "qwen": (None, "<|im_end|>", "<|endoftext|>", ["<|im_start|>"], False),
-}
 SYSTEM = "You are the Router Agent. Answer with strict JSON."
 USER = "Derive the closed form of ridge regression.\nThen verify it numerically."
 ANSWER = '{"route_plan": ["/math(derive ridge)", "/code(verify, using Python)"], "difficulty": "intermediate"}'
@@ -47,14 +35,7 @@ def test_every_family_is_covered():
 def tokenizers(tmp_path_factory):
     from transformers import AutoTokenizer
 
-    corpus = list(itertools.islice(corpus_texts(fixture_files()), 400)) + [SYSTEM, USER, ANSWER]
-    out = {}
-    for name, (bos, eos, pad, others, prepend) in FAMILY_TOKENS.items():
-        fam = family(name)
-        out[name] = train_tokenizer(
-            corpus, special_tokens=[fam.end_of_turn, *others], bos_token=bos, eos_token=eos, pad_token=pad,
-            chat_template=fam.template, vocab_size=1024, prepend_bos=prepend,
-        )
+    out = {name: family_tokenizer(name, [SYSTEM, USER, ANSWER]) for name in FAMILY_TOKENS}
     out["tiny"] = AutoTokenizer.from_pretrained(build_tiny_llama(tmp_path_factory.mktemp("tiny_home")))
     return out
 

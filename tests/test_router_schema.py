@@ -65,13 +65,14 @@ def test_think_wrapping_puts_the_outline_before_the_json(record):
     assert json.loads(row["completion"].split("</think>\n", 1)[1])["route_plan"] == record["route_plan"]
 
 
-def test_fast_rendering_equals_jinja_for_every_family():
+def test_prompt_and_completion_split_the_rendering_for_every_family():
     from coursegpt_assets.core.chat_templates import FAMILIES, build_messages, prompt_and_completion, render
 
     cases = [("sys", "user", "answer"), ("  padded system \n", "\tuser with {{ braces }} and {% tags %}\n", " é ✓ "),
              ("s", "line1\nline2", '{"a": "<|eot_id|>"}'), ("s", "contains \x00 nul", "x")]
-    for name in FAMILIES:
+    for name, fam in FAMILIES.items():
+        kwargs = fam.template_kwargs(think=False)
         for system, user, assistant in cases:
             prompt, completion = prompt_and_completion(name, system, user, assistant)
-            assert prompt == render(name, build_messages(system, user), add_generation_prompt=True)
-            assert prompt + completion == render(name, build_messages(system, user, assistant))
+            assert prompt == render(name, build_messages(system, user), add_generation_prompt=True, **kwargs)
+            assert prompt + completion == render(name, build_messages(system, user, assistant), **kwargs)

@@ -154,8 +154,8 @@ def vertex_prompt_for_messages(fmt: str, messages: list[dict]) -> str:
 def tuning_row(agent: Agent, record: dict, family: str, *, think: bool = False) -> dict:
     """One tuning example: the seed's Vertex prompt/completion plus the conversation rendered for `family`.
 
-    `text_prompt` is everything up to the assistant header; `text_completion` the assistant turn with the
-    family's end-of-turn token. The raw message list is not repeated: it is the system prompt, the user
+    `text_prompt` is the family's generation prompt (the base model's own template for a real model);
+    `text_completion` the assistant turn with the family's end-of-turn token. The raw message list is not repeated: it is the system prompt, the user
     text and `completion`.
     """
     completion = agent.assistant_text(record)
@@ -163,7 +163,11 @@ def tuning_row(agent: Agent, record: dict, family: str, *, think: bool = False) 
         outline = "\n".join(str(s) for s in record["thinking_outline"])
         completion = f"<think>\n{outline}\n</think>\n{completion}"
     user = agent.user_text(record)
-    text_prompt, text_completion = prompt_and_completion(family, agent.system_prompt, user, completion)
+    try:
+        text_prompt, text_completion = prompt_and_completion(family, agent.system_prompt, user, completion,
+                                                             think=think)
+    except ValueError as e:
+        raise ValueError(f"{agent.name} record {record['id']}: {e}") from None
     return {
         "id": record["id"],
         "prompt": agent.vertex_prompt(record),

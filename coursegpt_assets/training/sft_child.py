@@ -263,6 +263,8 @@ def training_summary(extras: dict, device: str, used: dict, trainer, result, his
         "validation_examples": len(examples.validation),
         "dropped_examples": int(examples.dropped),
         "smoke": bool(extras.get("smoke", False)),
+        # the template variables the tuning text was rendered with; inference renders its prompts with them
+        "chat_template_kwargs": dict(extras.get("chat_template_kwargs") or {}),
         "tokens_trained": int(total_tokens),
         "tokens_per_second": total_tokens / runtime,
         "torch_version": torch.__version__,

@@ -89,6 +89,8 @@ def _train_local(context, store: ArtifactStore, trainer: Trainer, req: AdapterRe
         "output_dir": str(out),
         "chat_template": manifest.get("chat_template") or family(req.family).template,
         "end_of_turn": manifest.get("end_of_turn") or family(req.family).end_of_turn,
+        "chat_template_kwargs": manifest.get("chat_template_kwargs") if "chat_template_kwargs" in manifest
+        else family(req.family).template_kwargs(think=bool(manifest.get("think_wrapping"))),
     }
     try:
         messages = yield from trainer.run_child(context, extras)

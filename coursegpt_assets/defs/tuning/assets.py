@@ -64,6 +64,7 @@ def tuning_dataset(context: dg.AssetExecutionContext, store: ArtifactStore):
         "counts": counts, "sha256": hashes, "data_version": data_version,
         "splits_content_hash": splits_manifest["content_hash"],
         "chat_template": family(model.family).template, "end_of_turn": family(model.family).end_of_turn,
+        "chat_template_kwargs": family(model.family).template_kwargs(think=think),
         "token_estimate": tokens, "think_wrapping": think,
         "train_uri": store.uri(layout.tuning_records(pair, "train")),
         "validation_uri": store.uri(layout.tuning_records(pair, "validation")),
