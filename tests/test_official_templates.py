@@ -30,6 +30,7 @@ from coursegpt_assets.training.labels import (
     terminator_is_trained,
 )
 from resources.inference import GenerationRequest
+from tests.conftest import split_key
 from tests.fakes.family_tokenizers import FAMILY_TOKENS, family_tokenizer
 
 AGENTS = ("router", "math", "code")
@@ -178,7 +179,7 @@ def test_tuning_dataset_records_the_official_template_and_its_variables(store, t
     assert manifest["chat_template_kwargs"] == {"enable_thinking": False}
     agent = get_agent("router")
     for row, record in zip(store.iter_jsonl(layout.tuning_records(pair, "train")),
-                           store.iter_jsonl(layout.split_records("router", "train")), strict=True):
+                           store.iter_jsonl(split_key(store, "router", "train")), strict=True):
         messages = _conversation("router", record)
         assert row["text_prompt"] + row["text_completion"] == _chat(tokenizers["qwen"], messages,
                                                                     **manifest["chat_template_kwargs"])

@@ -18,7 +18,7 @@ import sys
 import pytest
 
 from coursegpt_assets.core import layout
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, split_key
 from tests.fakes.browser import BROWSER_MARKS, browser, screenshot, ui_page  # noqa: F401  (fixture)
 from tests.fakes.webserver import launch, stop, webserver_env
 
@@ -93,7 +93,7 @@ def test_engineers_materialise_the_data_chain_and_a_pair_asset_from_the_ui(dev, 
     manifest = store.read_json(layout.splits_manifest("router"))
     assert sum(manifest["counts"].values()) == len(store.read_jsonl(layout.clean_records("router"))) > 0
     for split in manifest["counts"]:
-        assert len(store.read_jsonl(layout.split_records("router", split))) == manifest["counts"][split]
+        assert len(store.read_jsonl(split_key(store, "router", split))) == manifest["counts"][split]
 
     materialize_in_ui(page, dev, "tuning_dataset", PAIR)
     tuning = store.read_json(layout.tuning_manifest(PAIR))
