@@ -106,7 +106,7 @@ def interval_text(interval: list[float] | None) -> str:
     return "—" if not interval else f"[{interval[0]:.4f}, {interval[1]:.4f}]"
 
 
-def _value(value: float | None) -> str:
+def value_text(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
@@ -135,7 +135,7 @@ def comparison_markdown(report: dict) -> list[str]:
               "| metric | base | adapter | delta | adapter 95 % CI | base 95 % CI | delta 95 % CI | |",
               "|---|---|---|---|---|---|---|---|"]
     for row in comparison_rows(report):
-        lines.append(f"| {row['metric']} | {_value(row['base'])} | {_value(row['adapter'])} | {signed(row['delta'])} | "
+        lines.append(f"| {row['metric']} | {value_text(row['base'])} | {value_text(row['adapter'])} | {signed(row['delta'])} | "
                      f"{interval_text(row['adapter_ci'])} | {interval_text(row['base_ci'])} | "
                      f"{interval_text(row['delta_ci'])} | {significance(row)} |")
     return [*lines, ""]
