@@ -5,12 +5,10 @@
   with the adapter enabled and disabled, or generation refuses to start (`AdapterNotApplied`).
 - `OpenAICompatibleServer`: a vLLM / Ollama / TGI server by base URL (`/v1/completions` with the prompt
   rendered by the adapter's own template, or `/v1/chat/completions`), stdlib HTTP only.
-- `VertexEndpoint` (COURSEGPT_ENV=gcp): `aiplatform.Endpoint(...).predict` for pairs tuned on Vertex AI, on the
-  endpoint the tuning job reported (training_summary.json `endpoint`) unless `endpoints` names another; a
-  Vertex-tuned adapter is asked in the prompt format it was tuned on (the summary's `vertex_prompt_format`,
-  the tuning rows' `prompt`), not the chat template. Pairs without a Vertex model (the tiny smoke model) are
-  generated locally, as `VertexTrainer` trains them.
-For the remote backends the evidence that the adapter answered is the served model name / endpoint and
+- `VertexEndpoint` (COURSEGPT_ENV=gcp, `resources/vertex_endpoint.py`): Vertex AI online prediction.
+Each backend also asks the base model the same prompts with the same decoding (`generate_with_base`), so the
+report can say whether fine-tuning helped; `base_settings` raises `BaseNotMeasured` with the reason when it
+has no base model to ask. For the remote backends the evidence that the adapter answered is the served model name / endpoint and
 deployed model the server reports, recorded with the adapter weights' sha256; no logits are visible there.
 They retry transient failures (`resources/http_retry.py`) and keep every finished answer in the request's
 `PredictionLog` (`resources/prediction_log.py`), so a failed run's successor asks only for the rest.
@@ -20,14 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
-import threading
 import time
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
@@ -40,12 +35,13 @@ from coursegpt_assets.core.names import split_pair
 from resources import http_retry
 from resources.prediction_log import PredictionLog, answer_all
 
-_VERTEX_LOCK = threading.RLock()  # aiplatform.init is process-global: init + predict happen under one lock
-ENDPOINT_NAME = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/endpoints/(?P<id>[^/]+)$")
-
 
 class InferenceError(RuntimeError):
     """Generation could not run or its answer is unusable; the message names the pair, file or setting."""
+
+
+class BaseNotMeasured(Exception):
+    """The backend has no base model to ask for this pair; the message says why and what to configure."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +58,7 @@ class GenerationRequest:
     max_new_tokens: int
     end_of_turn: str
     summary: dict = field(default_factory=dict, repr=False)  # the adapter's training_summary.json
+    vertex_base_endpoint: str | None = None  # the plan's endpoint serving the base model on Vertex AI
     # remote backends keep each finished answer here and skip the ones an earlier run kept
     prediction_log: PredictionLog = field(default_factory=PredictionLog, repr=False, compare=False)
 
@@ -117,6 +114,14 @@ class GenerationRequest:
         Vertex tuned, the chat template (no BOS: a server adds its own) for one trained locally."""
         return self.vertex_prompts() if self.tuned_on_vertex else self.prompts()
 
+    def prompt_digest(self) -> str:
+        """A hash of what the prompts are made of (template or Vertex prompt format, conversations, stop):
+        equal digests mean the base model is asked exactly the same prompts."""
+        source = {"vertex_prompt_format": self.vertex_prompt_format} if self.tuned_on_vertex else {
+            "chat_template": self.chat_template, "chat_template_kwargs": self.chat_template_kwargs}
+        body = json.dumps({**source, "conversations": self.conversations, "stop": self.end_of_turn}, sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()
+
 
 @dataclass
 class Generation:
@@ -151,6 +156,15 @@ class Inference(dg.ConfigurableResource):
 
     def generate(self, request: GenerationRequest, log=None) -> Generation:
         raise NotImplementedError(f"{type(self).__name__} must implement generate")
+
+    def base_settings(self, request: GenerationRequest) -> dict:
+        """What determines the base model's completions (part of their cache key); raises BaseNotMeasured
+        when this backend has no base model to ask for the pair."""
+        raise BaseNotMeasured(f"the {type(self).__name__} inference resource cannot ask the base model")
+
+    def generate_with_base(self, request: GenerationRequest, log=None) -> tuple[Generation, Generation]:
+        """The adapter's completions and the base model's, same prompts and decoding."""
+        raise NotImplementedError(f"{type(self).__name__} must implement generate_with_base")
 
 
 class LocalGenerator(Inference):
@@ -195,11 +209,30 @@ class LocalGenerator(Inference):
                 "another random base. Re-materialise tuning_job and adapter for this pair")
         return path
 
+    def base_settings(self, request: GenerationRequest) -> dict:
+        from coursegpt_assets.core.plan import default_plan
+        from coursegpt_assets.training.tiny_llama import base_model_revision, is_local_build
+
+        plan = default_plan()
+        revision = base_model_revision(request.base_model, plan) if is_local_build(request.base_model, plan) else None
+        return {**self.settings(request), "model": "the base model (PEFT disable_adapter on the same load)",
+                "base_model_revision": revision}
+
     def generate(self, request: GenerationRequest, log=None) -> Generation:
+        return self._generate(request, log, with_base=False)[0]
+
+    def generate_with_base(self, request: GenerationRequest, log=None) -> tuple[Generation, Generation]:
+        """One load: the adapter's answers, then the base model's with PEFT's `disable_adapter()`."""
+        adapter, base = self._generate(request, log, with_base=True)
+        assert base is not None
+        return adapter, base
+
+    def _generate(self, request: GenerationRequest, log, *, with_base: bool) -> tuple[Generation, Generation | None]:
         from resources import local_generation as lg
 
         started = time.perf_counter()
         settings = self.settings(request)
+        base_settings = self.base_settings(request) if with_base else {}
         sha = adapter_sha256(request.adapter_dir)
         loaded = lg.load(self._base_path(request), request.adapter_dir, device=settings["device"],
                          dtype=self.dtype, end_of_turn=request.end_of_turn)
@@ -212,12 +245,24 @@ class LocalGenerator(Inference):
                          f"over {probe['tokens']} probe tokens); generating {len(prompts)} completions")
             texts, reasons, tokens = lg.generate(loaded, prompts, max_new_tokens=request.max_new_tokens,
                                                  batch_size=self.batch_size, log=log)
+            adapter_s = time.perf_counter() - started
+            base = None
+            if with_base:
+                if log is not None:
+                    log.info(f"{request.pair}: the base model answers the same {len(prompts)} prompts "
+                             "(adapter disabled)")
+                base_started = time.perf_counter()
+                with loaded.model.disable_adapter():
+                    b_texts, b_reasons, b_tokens = lg.generate(loaded, prompts, max_new_tokens=request.max_new_tokens,
+                                                               batch_size=self.batch_size, log=log)
+                base = Generation(b_texts, b_reasons, {**base_settings, "dtype": loaded.dtype},
+                                  {"kind": "adapter_disabled", "base_model_id": request.base_model_id},
+                                  time.perf_counter() - base_started, b_tokens)
         finally:
             lg.release(loaded)
         settings = {**settings, "dtype": loaded.dtype, "batch_size": self.batch_size,
                     "load_s": round(loaded.load_s, 3)}
-        return Generation(texts, reasons, settings, {"adapter_sha256": sha, **probe},
-                          time.perf_counter() - started, tokens)
+        return Generation(texts, reasons, settings, {"adapter_sha256": sha, **probe}, adapter_s, tokens), base
 
 
 # -- OpenAI-compatible HTTP servers -----------------------------------------------------------------------
@@ -251,14 +296,35 @@ class OpenAICompatibleServer(Inference):
     max_attempts: int = Field(default=6, gt=0, description="Tries per request on 408/429/5xx, timeouts, refusals")
     max_retry_delay_s: float = Field(default=60.0, ge=0, description="Longest wait between tries (Retry-After "
                                                                      "included; a longer Retry-After gives up)")
-
-    def _retry(self) -> http_retry.RetryPolicy:
-        return http_retry.RetryPolicy(max_attempts=self.max_attempts, max_delay_s=self.max_retry_delay_s)
+    base_model_name: str = Field(
+        default="{base_model_id}", description="Served name of the base model, asked the same prompts for the "
+        "base-vs-adapter comparison (vLLM serves --model under its HF id); {base_model} and {base_model_id} are "
+        "filled in; empty: the base model is not measured")
 
     def _model(self, request: GenerationRequest) -> str:
         agent, base = split_pair(request.pair)
         return self.model.format(pair=request.pair, agent=agent, base_model=base,
                                  adapter_version=request.adapter_version)
+
+    def _retry(self) -> http_retry.RetryPolicy:
+        return http_retry.RetryPolicy(max_attempts=self.max_attempts, max_delay_s=self.max_retry_delay_s)
+
+    def _base_name(self, request: GenerationRequest) -> str:
+        return self.base_model_name.format(base_model=request.base_model, base_model_id=request.base_model_id)
+
+    def _listed(self, on_retry=None) -> list[str]:
+        served = _http_json(f"{self.base_url.rstrip('/')}/models", None, api_key=self.api_key, timeout_s=self.timeout_s,
+                            retry=self._retry(), on_retry=on_retry)
+        return sorted(str(m.get("id")) for m in served.get("data", []) if isinstance(m, dict))
+
+    def base_settings(self, request: GenerationRequest) -> dict:
+        name = self._base_name(request)
+        if not name:
+            raise BaseNotMeasured("OpenAICompatibleServer.base_model_name is empty")
+        if self.require_listed and name not in (listed := self._listed()):
+            raise BaseNotMeasured(f"{self.base_url.rstrip('/')} does not serve the base model {name!r} (it serves "
+                                  f"{listed}); serve it under that name or set OpenAICompatibleServer.base_model_name")
+        return {**self.settings(request), "model": name}
 
     def settings(self, request: GenerationRequest) -> dict:
         return {"backend": "openai-compatible", "base_url": self.base_url.rstrip("/"), "model": self._model(request),
@@ -283,14 +349,22 @@ class OpenAICompatibleServer(Inference):
         return [text, reason, answered, tokens]
 
     def generate(self, request: GenerationRequest, log=None) -> Generation:
-        started = time.perf_counter()
-        root, model = self.base_url.rstrip("/"), self._model(request)
         sha = adapter_sha256(request.adapter_dir)
+        return self._served(request, self._model(request), self.settings(request), {"adapter_sha256": sha})
+
+    def generate_with_base(self, request: GenerationRequest, log=None) -> tuple[Generation, Generation]:
+        adapter = self.generate(request, log)
+        if log is not None:
+            log.info(f"{request.pair}: the base model {self._base_name(request)!r} answers the same prompts")
+        return adapter, self._served(request, self._base_name(request), self.base_settings(request), {})
+
+    def _served(self, request: GenerationRequest, model: str, settings: dict, proof: dict) -> Generation:
+        """Every prompt sent to `model`; the answers must come back under that name."""
+        started = time.perf_counter()
+        root = self.base_url.rstrip("/")
         listed = None
         if self.require_listed:
-            served = _http_json(f"{root}/models", None, api_key=self.api_key, timeout_s=self.timeout_s,
-                                retry=self._retry(), on_retry=request.prediction_log.note_retry)
-            listed = sorted(str(m.get("id")) for m in served.get("data", []) if isinstance(m, dict))
+            listed = self._listed(request.prediction_log.note_retry)
             if model not in listed:
                 raise InferenceError(f"{request.pair}: {root} does not serve {model!r} (it serves {listed}); load the "
                                      "adapter under that name (vLLM --lora-modules, an Ollama Modelfile ADAPTER)")
@@ -308,156 +382,8 @@ class OpenAICompatibleServer(Inference):
                              thread_name="openai-gen")
         reported = sorted({a[2] for a in answers if a[2]})
         counts = [a[3] for a in answers]
-        proof = {"kind": "served_model", "adapter_sha256": sha, "model": model, "answered_as": reported,
-                 "listed": listed, "base_url": root}
-        return Generation([a[0] for a in answers], [a[1] for a in answers], self.settings(request), proof,
+        proof = {"kind": "served_model", **proof, "model": model, "answered_as": reported, "listed": listed,
+                 "base_url": root}
+        return Generation([a[0] for a in answers], [a[1] for a in answers], settings, proof,
                           time.perf_counter() - started, sum(counts) if all(c is not None for c in counts) else None)
-
-
-# -- Vertex AI endpoints -------------------------------------------------------------------------------
-class VertexEndpoint(LocalGenerator):
-    """Vertex AI online prediction for pairs tuned on Vertex; local transformers + PEFT for the others.
-
-    Instances are `{"prompt", "max_tokens", "temperature", "raw_response"}` (the Model Garden vLLM serving
-    container's schema). The prompt is the one the adapter was trained on (`GenerationRequest.trained_prompts`):
-    the Vertex prompt format for a Vertex-tuned adapter, the adapter's chat template for a locally trained one.
-    The endpoint is `endpoints[pair]` when set, else the one the tuning job reported (training_summary.json).
-    """
-
-    project: str | None = Field(default=None, description="GCP project; falls back to GOOGLE_CLOUD_PROJECT")
-    location: str = Field(default="us-central1")
-    endpoints: dict[str, str] = Field(
-        default_factory=dict, description="pair -> endpoint id or resource name; overrides the endpoint the "
-                                          "tuning job reported (training_summary.json `endpoint`)")
-    api_endpoint: str | None = Field(default=None, description="Override the regional API host (tests, PSC)")
-    api_transport: Literal["rest", "grpc"] = Field(default="rest")
-    credentials: Literal["adc", "anonymous"] = Field(default="adc", description="anonymous: loopback fakes only")
-    instances_per_request: int = Field(default=8, gt=0)
-    timeout_s: float = Field(default=600.0, gt=0, description="Per predict call; a timeout is retried")
-    max_attempts: int = Field(default=6, gt=0, description="Tries per predict call on 408/429/5xx, timeouts, "
-                                                           "refused connections")
-    max_retry_delay_s: float = Field(default=60.0, ge=0, description="Longest wait between tries (Retry-After "
-                                                                     "included; a longer Retry-After gives up)")
-
-    def _endpoint(self, request: GenerationRequest) -> str | None:
-        name = self.endpoints.get(request.pair) or request.summary.get("endpoint") or ""
-        if not name:
-            return None
-        if name.startswith("projects/"):
-            if not ENDPOINT_NAME.match(name):
-                raise InferenceError(f"{request.pair}: {name!r} is not an endpoint resource name "
-                                     "(projects/<project>/locations/<location>/endpoints/<id>)")
-            return name
-        return f"projects/{self._project()}/locations/{self.location}/endpoints/{name}"
-
-    def _project(self) -> str:
-        project = (self.project or os.environ.get("GOOGLE_CLOUD_PROJECT", "")).strip()
-        if not project:
-            raise InferenceError("No GCP project for Vertex AI prediction: set VertexEndpoint.project or "
-                                 "GOOGLE_CLOUD_PROJECT")
-        return project
-
-    def _check_configured(self, request: GenerationRequest) -> str | None:
-        endpoint = self._endpoint(request)
-        if endpoint is None and (request.vertex_model_id or request.tuned_on_vertex):
-            summary = request.summary
-            job = summary.get("resource_name") or "its tuning job"
-            model = summary.get("tuned_model") or "the tuned model"
-            raise InferenceError(
-                f"{request.pair}: adapter {request.adapter_version} was tuned on Vertex AI "
-                f"({request.vertex_model_id or summary.get('vertex_model_id')}) but no endpoint serves it: "
-                f"adapters/{request.pair}/{request.adapter_version}/training_summary.json records none ({job} "
-                "reported no tunedModel.endpoint) and VertexEndpoint.endpoints has no entry for the pair. Deploy "
-                f"{model} to an endpoint and set VertexEndpoint.endpoints={{'{request.pair}': '<endpoint id, or "
-                "projects/<project>/locations/<location>/endpoints/<id>>'} on the gcp inference resource")
-        return endpoint
-
-    def settings(self, request: GenerationRequest) -> dict:
-        endpoint = self._check_configured(request)
-        if endpoint is None:
-            return super().settings(request)
-        if request.tuned_on_vertex:
-            prompt = {"prompt": "vertex_prompt_format from training_summary.json (the tuning rows' prompt)",
-                      "prompt_format": request.vertex_prompt_format}
-        else:
-            prompt = {"template": f"{TEMPLATE_FILE} beside the adapter"}
-        return {"backend": "vertex-endpoint", "endpoint": endpoint, "decoding": "greedy (temperature 0)",
-                **prompt, "stop": request.end_of_turn}
-
-    def _init_sdk(self, endpoint: str):
-        """aiplatform pointed at the endpoint's own project and region (called with _VERTEX_LOCK held)."""
-        from google.cloud import aiplatform
-
-        where = ENDPOINT_NAME.match(endpoint)
-
-        if self.credentials == "anonymous":
-            from google.auth.credentials import AnonymousCredentials
-
-            creds = AnonymousCredentials()
-        else:
-            import google.auth
-            from google.auth.exceptions import DefaultCredentialsError
-
-            try:
-                creds, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-            except DefaultCredentialsError as e:
-                raise InferenceError("No Application Default Credentials for Vertex AI prediction: run `gcloud auth "
-                                     f"application-default login` or set GOOGLE_APPLICATION_CREDENTIALS ({e})") from e
-        host = self.api_endpoint or f"{where['location']}-aiplatform.googleapis.com"
-        aiplatform.init(project=where["project"], location=where["location"], credentials=creds, api_endpoint=host,
-                        api_transport=self.api_transport)
-        return aiplatform
-
-    @staticmethod
-    def _text(prediction: Any, prompt: str) -> str:
-        if isinstance(prediction, dict):
-            prediction = next((prediction[k] for k in ("generated_text", "text", "content", "output")
-                               if isinstance(prediction.get(k), str)), None)
-        if not isinstance(prediction, str):
-            raise InferenceError(f"Vertex prediction is not text: {str(prediction)[:200]}")
-        if prediction.startswith("Prompt:\n") and "\nOutput:\n" in prediction:  # vLLM without raw_response
-            prediction = prediction.split("\nOutput:\n", 1)[1]
-        return prediction[len(prompt):] if prediction.startswith(prompt) else prediction
-
-    def generate(self, request: GenerationRequest, log=None) -> Generation:
-        endpoint = self._check_configured(request)
-        if endpoint is None:
-            return super().generate(request, log)
-        from google.api_core import exceptions as gexc
-
-        started = time.perf_counter()
-        sha = adapter_sha256(request.adapter_dir)
-        instances = [{"prompt": p, "max_tokens": request.max_new_tokens, "temperature": 0.0, "top_p": 1.0,
-                      "raw_response": True} for p in request.trained_prompts()]
-        kept = request.prediction_log
-        policy = http_retry.RetryPolicy(max_attempts=self.max_attempts, max_delay_s=self.max_retry_delay_s)
-
-        def predict(batch: list[dict]) -> list[list]:
-            """[text, finish reason, deployed model id, model, model version] per instance of one call (`ep` is
-            set below, under the lock)."""
-            chunk = [r["instance"] for r in batch]
-            answer = http_retry.call_with_retries(
-                lambda: ep.predict(instances=chunk, timeout=self.timeout_s), target=f"{endpoint}:predict",
-                policy=policy, transient=http_retry.transient_google_error, on_retry=kept.note_retry)
-            if len(answer.predictions) != len(chunk):
-                raise InferenceError(f"{endpoint}: {len(answer.predictions)} predictions for {len(chunk)} instances")
-            where = [answer.deployed_model_id, answer.model_resource_name, answer.model_version_id]
-            return [[*cut_at_stop(self._text(p, i["prompt"]), request.end_of_turn), *where]
-                    for i, p in zip(chunk, answer.predictions, strict=True)]
-
-        with _VERTEX_LOCK:
-            ep = self._init_sdk(endpoint).Endpoint(endpoint)  # names the resource; the first predict fetches it
-            try:
-                answers = answer_all([{"endpoint": endpoint, "instance": i} for i in instances], predict, log=kept,
-                                     batch_size=self.instances_per_request, thread_name="vertex-predict")
-            except gexc.NotFound as e:
-                raise InferenceError(f"{request.pair}: Vertex endpoint {endpoint} not found: {e.message}") from e
-            except (gexc.GoogleAPICallError, http_retry.RetriesExhausted) as e:
-                raise InferenceError(f"{request.pair}: prediction on {endpoint} failed: {e}") from e
-        deployed = sorted({tuple(a[2:]) for a in answers})
-        proof = {"kind": "vertex_endpoint", "adapter_sha256": sha, "endpoint": endpoint,
-                 "deployed_models": [{"deployed_model_id": d, "model": m, "model_version_id": v}
-                                     for d, m, v in deployed]}
-        return Generation([a[0] for a in answers], [a[1] for a in answers], self.settings(request), proof,
-                          time.perf_counter() - started)
 

@@ -16,8 +16,8 @@ from coursegpt_assets.core import settings
 from coursegpt_assets.core.plan import DEFAULT_PLAN_PATH, default_plan
 from coursegpt_assets.core.settings import SettingsError
 from resources import resources_for
-from resources.inference import VertexEndpoint
 from resources.tuning import VertexTrainer
+from resources.vertex_endpoint import VertexEndpoint
 from tests.conftest import NAMED_SOURCES, PROJECT_ROOT
 from tests.fakes.tuning_store import plan_copy
 from tests.fakes.vertex_server import FakeVertexServer

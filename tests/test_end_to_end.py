@@ -66,6 +66,9 @@ def test_every_artifact_exists(finished_run):
         assert (store / f"reports/{pair}/{report_version}/predictions.jsonl").is_file()
         numbers = [v for v in report["headline"].values() if isinstance(v, (int, float))]
         assert numbers, report["headline"]
+        # the base model answered the same rows (adapter disabled): base, delta and intervals beside the adapter's
+        assert set(report["base"]["headline"]) == set(report["delta"]) == set(report["headline"])
+        assert set(report["ci"]) == {"adapter", "base", "delta"} and report["base"]["cache"]["key"]
         assert (store / f"cards/{pair}/README.md").is_file()
 
 

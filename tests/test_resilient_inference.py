@@ -27,9 +27,10 @@ from resources.http_retry import (
     retry_delay,
     transient_http_error,
 )
-from resources.inference import OpenAICompatibleServer, VertexEndpoint
+from resources.inference import OpenAICompatibleServer
 from resources.local_store import LocalStore
 from resources.prediction_log import PredictionLog, answer_all
+from resources.vertex_endpoint import VertexEndpoint
 from tests.conftest import step_failure_text
 from tests.fakes.evaluation_store import BENCHMARK_ROWS, PAIR, router_benchmark, write_benchmark
 from tests.fakes.faulty_server import (

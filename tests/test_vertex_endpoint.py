@@ -11,7 +11,8 @@ import pytest
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.chat_templates import render_template
-from resources.inference import GenerationRequest, InferenceError, VertexEndpoint
+from resources.inference import GenerationRequest, InferenceError
+from resources.vertex_endpoint import VertexEndpoint
 from tests.fakes.evaluation_store import BENCHMARK_ROWS, router_benchmark
 from tests.fakes.vertex_predict_server import FakeVertexPredictServer
 from tests.test_evaluation import evaluate, newest_report

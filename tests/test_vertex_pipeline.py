@@ -342,7 +342,7 @@ def test_evaluation_asks_the_endpoint_the_job_reported_in_the_prompt_format_vert
         gcs_store, vertex_server, instance, exported_adapter, no_metadata_server):
     from coursegpt_assets.agents import get_agent
     from coursegpt_assets.agents.base import tuning_row
-    from resources.inference import VertexEndpoint
+    from resources.vertex_endpoint import VertexEndpoint
     from tests.fakes.evaluation_store import router_benchmark, write_benchmark
     from tests.fakes.tuning_store import valid_router_records
     from tests.fakes.vertex_predict_server import FakeVertexPredictServer
@@ -394,7 +394,7 @@ def test_evaluation_asks_the_endpoint_the_job_reported_in_the_prompt_format_vert
 
 def test_no_reported_endpoint_and_none_configured_says_what_to_set(gcs_store, vertex_server, instance,
                                                                    exported_adapter, no_metadata_server):
-    from resources.inference import VertexEndpoint
+    from resources.vertex_endpoint import VertexEndpoint
     from tests.fakes.evaluation_store import router_benchmark, write_benchmark
 
     req, name, _ = collect_adapter(gcs_store, vertex_server, instance, exported_adapter, deploy=False)

@@ -44,7 +44,17 @@ def benchmark_score(rows: list[dict], completions: list[str]) -> AgentScore:
         headline={name: overall.get(name) for name in HEADLINE},
         breakdowns={"outcome": outcomes}, plot_metrics=("share",), failures=failures[:10],
         extra={"outcomes": overall["reasons"], "sandbox": report.get("config", {}).get("sandbox")}, raw=report,
+        per_row={"pass@1": pass_at_1_per_row(report["samples"], len(rows))},
     )
+
+
+def pass_at_1_per_row(samples: list[dict], rows: int) -> list[float | None]:
+    """Each benchmark row's pass@1: the share of its samples that passed (one sample: 0 or 1)."""
+    passed, tried = [0] * rows, [0] * rows
+    for s in samples:
+        tried[s["index"]] += 1
+        passed[s["index"]] += bool(s["passed"])
+    return [p / t if t else None for p, t in zip(passed, tried, strict=True)]
 
 
 # -- `coursegpt score code` --------------------------------------------------------------------------

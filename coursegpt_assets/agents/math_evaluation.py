@@ -146,6 +146,8 @@ def benchmark_score(rows: list[dict], completions: list[str]) -> AgentScore:
         breakdowns={"level": metrics["by_level"], "benchmark file": metrics["by_file"]},
         plot_metrics=HEADLINE, failures=failures[:10],
         extra={"by_topic": metrics["by_topic"]}, raw=report,
+        per_row={name: [float(s[name if name != "accuracy" else "correct"]) for s in report["samples"]]
+                 for name in HEADLINE},
     )
 
 

@@ -92,8 +92,9 @@ def benchmark_score(rows: list[dict], completions: list[str]) -> AgentScore:
 
     report = load_metric("router_plan").compute(
         predictions=list(completions), references=[row["completion"] for row in rows],
-        categories=[list(row.get("categories") or []) for row in rows])
+        categories=[list(row.get("categories") or []) for row in rows], per_row=True)
     overall = report["metrics"]["overall"]
+    per_row = report.pop("per_row")
     failures = [{**f, "id": row_id(rows, f["index"]), "completion": preview(completions[f["index"]])}
                 for f in report["failure_examples"]]
     return AgentScore(
@@ -103,7 +104,7 @@ def benchmark_score(rows: list[dict], completions: list[str]) -> AgentScore:
         plot_metrics=("json_valid", "route_plan_exact", "route_tool_recall"),
         failures=failures, thresholds=report["thresholds"],
         extra={"lenient": report["lenient"], "parse": report["parse"], "by_category": report["by_category"]},
-        raw=report,
+        raw=report, per_row={name: [row.get(name) for row in per_row] for name in HEADLINE},
     )
 
 

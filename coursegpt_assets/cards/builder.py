@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from coursegpt_assets.agents import get_agent
+from coursegpt_assets.cards.base_comparison import base_comparison_context
 from coursegpt_assets.cards.template import CARD_TEMPLATE, citation_for
 from coursegpt_assets.core.plan import TrainingPlan
 from coursegpt_assets.core.secrets_scan import find_secrets, scrub, scrub_obj
@@ -330,6 +331,7 @@ def render_body_context(inputs: CardInputs) -> dict[str, Any]:
         "tuning_counts": [(k, _fmt(v)) for k, v in tuning_counts.items()],
         "examples_used": (_fmt(s.get("train_examples")), _fmt(s.get("validation_examples"))),
         "headline_rows": _headline_rows(inputs),
+        **base_comparison_context(inputs.report),
         "benchmark_version": _fmt(inputs.report.get("benchmark_version")),
         "report_tables": _demote_headings(inputs.report_markdown) if inputs.report_markdown.strip() else "",
         "load_prompt": _load_snippet_prompt(inputs),

@@ -109,6 +109,19 @@ seed-compatible metrics count only the predictions that parse, and none did.
 |---|---|
 {% for name, value in headline_rows %}| {{ name }} | {{ value }} |
 {% endfor %}
+{% if base_comparison %}
+### Base model vs adapter
+
+The base model `{{ inputs.base_model_id }}` without the adapter answered the same benchmark rows with the same
+prompts and decoding, scored by the same code. Delta is adapter − base; the intervals are 95 % paired-bootstrap
+intervals ({{ bootstrap_note }}); "not significant" means the delta's interval contains 0.
+
+| metric | base | adapter | delta | adapter 95 % CI | base 95 % CI | delta 95 % CI | |
+|---|---|---|---|---|---|---|---|
+{% for row in base_comparison %}| {{ row | join(" | ") }} |
+{% endfor %}{% elif base_not_measured %}
+Base model not measured: {{ base_not_measured }}.
+{% endif %}
 {% if report_tables %}
 {{ report_tables }}
 {% endif %}

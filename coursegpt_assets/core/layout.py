@@ -12,6 +12,8 @@
     reports/<pair>/<version>/                    evaluation report; report.json is written last
     reports/<pair>/<version>/finished_predictions.jsonl   remote answers kept while generating (resume)
     reports/<pair>/latest.json                   pointer to the newest report
+    base_scores/<agent>/<base_model>/<key>/      the base model's answers and scores on a benchmark (shared by
+                                                 every adapter version asked the same prompts); base_scores.json last
     cards/<pair>/README.md                       model card (+ card.json: the versions it describes, its sha256)
     leaderboards/<agent>/                        leaderboard.md, leaderboard.json, leaderboard.png
 """
@@ -30,6 +32,7 @@ LOSS_CURVE_FILE = "loss_curve.png"  # the local trainer's; Vertex adapters have 
 JOB_RECORD = "tuning_job.json"  # what tuning_job submitted or ran
 VERTEX_EXPORT = "vertex_export"  # the Vertex job's output_uri, below the adapter folder
 REPORT_FILE = "report.json"  # written last: a report folder is complete once it exists
+BASE_SCORES_FILE = "base_scores.json"  # written last: a base-scores folder is complete once it exists
 
 
 def raw_records(agent: str) -> str:
@@ -127,6 +130,10 @@ def prediction_log(pair: str, version: str) -> str:
 
 def report_latest(pair: str) -> str:
     return f"reports/{pair}/latest.json"
+
+
+def base_scores_dir(agent: str, base_model: str, key: str) -> str:
+    return f"base_scores/{agent}/{base_model}/{key}"
 
 
 def card(pair: str) -> str:

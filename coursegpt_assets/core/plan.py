@@ -57,6 +57,11 @@ class BaseModelSpec(StrictModel):
     smoke: bool = False
     local_tokens_per_second: float | None = Field(
         default=None, gt=0, description="training throughput on this machine; estimates a local run's duration")
+    vertex_base_endpoint: str | None = Field(
+        default=None, pattern=r"^(\d+|projects/[^/\s]+/locations/[^/\s]+/endpoints/[^/\s]+)$",
+        description="Vertex AI endpoint serving the base model itself (an endpoint id or "
+                    "projects/<p>/locations/<l>/endpoints/<id>): a Vertex pair's report scores the base model "
+                    "there; unset, the base model is reported as not measured")
 
     @model_validator(mode="after")
     def _known_family(self):

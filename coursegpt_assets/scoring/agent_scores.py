@@ -4,7 +4,8 @@ An agent scores through its local `evaluate` module (loaded by path, offline) an
 into this one: `buckets` (report.json "metrics": {bucket: {"samples", metric: value}}), the
 `headline` numbers (Dagster metadata, model card), `breakdowns` (per-category bar charts), threshold
 verdicts and the worst samples. An agent's `score(rows, completions)` returns an `AgentScore`; which
-numbers are headline is the agent's `headline_metrics`.
+numbers are headline is the agent's `headline_metrics`. `per_row` holds each headline metric's value per
+benchmark row (None where the row recorded none), whose mean is the headline: the bootstrap resamples it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class AgentScore:
     thresholds: dict = field(default_factory=dict)  # judge_thresholds() output; {} when the agent has none
     extra: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)  # the evaluate module's full report (scores.json)
+    per_row: dict[str, list[float | None]] = field(default_factory=dict)  # {headline metric: value per row}
 
 
 def preview(text: str) -> str:

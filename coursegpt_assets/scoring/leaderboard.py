@@ -13,6 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from coursegpt_assets.core.names import split_pair
+from coursegpt_assets.scoring.comparison import (
+    NOT_MEASURED,
+    comparison_rows,
+    interval_text,
+    signed,
+    significance,
+)
 from coursegpt_assets.scoring.report import bar_chart
 
 
@@ -104,3 +111,37 @@ def leaderboard_chart(agent: str, rows: list[dict], path: Path) -> Path | None:
     metrics = list(dict.fromkeys(m for r in done for m in r["headline"]))
     groups = {m: {r["base_model"]: _number(r["headline"].get(m)) for r in done} for m in metrics}
     return bar_chart(groups, tuple(r["base_model"] for r in done), path, title=f"{agent} leaderboard")
+
+
+# -- base model vs adapter -------------------------------------------------------------------------------
+def base_vs_adapter_rows(reports: dict[str, dict | None]) -> list[dict]:
+    """One row per evaluated pair and headline metric (base, adapter, delta, the delta's interval and whether it
+    excludes 0); a pair whose base model was not measured gets one row saying why."""
+    rows = []
+    for pair, report in reports.items():
+        if report is None:
+            continue
+        base_model = split_pair(pair)[1]
+        compared = comparison_rows(report)
+        if not compared:
+            reason = (report.get("base") or {}).get(NOT_MEASURED, "the report predates base-model scoring")
+            rows.append({"base_model": base_model, "metric": None, NOT_MEASURED: reason})
+        rows += [{"base_model": base_model, **row} for row in compared]
+    return rows
+
+
+def base_vs_adapter_markdown(rows: list[dict]) -> str:
+    """The leaderboard's "Base model vs adapter" table; a delta whose 95 % interval contains 0 is flagged."""
+    if not rows:
+        return ""
+    lines = ["", "## Base model vs adapter", "",
+             "| base model | metric | base | adapter | delta | delta 95 % CI | |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if row["metric"] is None:
+            lines.append(f"| {row['base_model']} | base model not measured: {_cell(row[NOT_MEASURED])} | — | — | — | — | |")
+            continue
+        lines.append(f"| {row['base_model']} | {row['metric']} | {_cell(row['base'])} | {_cell(row['adapter'])} | "
+                     f"{signed(row['delta'])} | {interval_text(row['delta_ci'])} | {significance(row)} |")
+    lines += ["", "Delta: adapter − base model on the same rows; \"not significant\": its 95 % paired-bootstrap "
+              "interval contains 0."]
+    return "\n".join(lines) + "\n"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from coursegpt_assets.data.splits import seeded_order
+from coursegpt_assets.scoring.comparison import comparison_markdown
 
 REPORT_FORMAT = 1
 
@@ -31,10 +32,13 @@ def select_rows(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
 
 
 def report_version(*, adapter_version: str, benchmark_version: str, settings: dict, limit: int | None,
-                   max_new_tokens: int) -> str:
-    """A short stable hash of everything that decides the report's numbers."""
+                   max_new_tokens: int, base: Any = None) -> str:
+    """A short stable hash of everything that decides the report's numbers (`base`: the base scores' key, or
+    why they are not measured)."""
     inputs = {"format": REPORT_FORMAT, "adapter_version": adapter_version, "benchmark_version": benchmark_version,
               "settings": settings, "limit": limit, "max_new_tokens": max_new_tokens}
+    if base is not None:
+        inputs["base"] = base
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -115,6 +119,8 @@ def report_markdown(report: dict, plot_metrics: tuple[str, ...]) -> str:
         f"max {inf['max_new_tokens']} new tokens ({report['metric']}).", "", _proof_line(report["adapter_proof"]), "",
         "## Headline", "", *_table(["metric", "value"], [[k, v] for k, v in report["headline"].items()]), "",
     ]
+    if "base" in report:
+        lines += comparison_markdown(report)
     columns = list(dict.fromkeys([*report["headline"], *plot_metrics]))
     for title, groups in [("Metrics by bucket", report["metrics"]), *report["breakdowns"].items()]:
         if not groups:

@@ -357,10 +357,12 @@ class _Tally:
         self.ranked: list[tuple[float, int, dict[str, Any]]] = []
         self.strict_ok = self.lenient_ok = 0
         self.max_error_examples = max_error_examples
+        self.rows: list[dict[str, Any]] = []  # each row's strict metrics, in row order
 
     def add(self, index: int, row: Any, scored: _ScoredRow, row_categories: Iterable[Any] | None) -> None:
         self.strict_ok += scored.strict_parsed
         self.lenient_ok += scored.lenient_parsed
+        self.rows.append(scored.metrics)
         flags = gold_flags(scored.gold)
         for name in ("overall", *[flag for flag in SEED_BUCKETS if flags[flag]]):
             self.strict.setdefault(name, _Bucket()).add(scored.metrics)
@@ -411,12 +413,14 @@ def score_router(
     *,
     max_error_examples: int = 15,
     max_failure_examples: int = 5,
+    per_row: bool = False,
 ) -> dict[str, Any]:
     """Score router predictions against gold, row i with row i.
 
     golds: benchmark rows (prompt/completion[/categories]) or ten-key objects; predictions:
     `{"completion": text}` rows, texts, or objects. categories defaults to each gold row's
-    `categories`; thresholds defaults to the shipped project thresholds (pass {} to skip)."""
+    `categories`; thresholds defaults to the shipped project thresholds (pass {} to skip).
+    per_row: also return `per_row`, each row's strict metrics (a metric it did not record is absent)."""
     if len(golds) != len(predictions):
         raise ValueError(f"gold has {len(golds)} rows but predictions have {len(predictions)}; row i must pair with row i")
     if categories is not None and len(categories) != len(golds):
@@ -426,4 +430,9 @@ def score_router(
         row_categories = categories[index] if categories is not None else _row_field(row, "categories")
         tally.add(index, row, _score_row(index, row, pred_row), row_categories)
     rules = load_thresholds() if thresholds is None else thresholds
-    return tally.report(len(golds), rules, max_failure_examples)
+    report = tally.report(len(golds), rules, max_failure_examples)
+    if per_row:
+        report["per_row"] = [{name: float(value) for name, value in row.items()
+                              if value is not None and not (isinstance(value, float) and math.isnan(value))}
+                             for row in tally.rows]
+    return report

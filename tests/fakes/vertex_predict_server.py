@@ -47,7 +47,7 @@ class FakeVertexPredictServer(LoopbackServer):
     """In-memory Vertex AI endpoints on 127.0.0.1 (use as a context manager).
 
     `predict(prompt)` answers each instance's `prompt`; `add_endpoint` registers an endpoint with one
-    deployed model. `requests` holds every call as {"method", "path", "query", "body"}; `predict_bodies`
+    deployed model (and, optionally, its own `predict`, e.g. a base model's endpoint). `requests` holds every call as {"method", "path", "query", "body"}; `predict_bodies`
     the JSON bodies of the predict calls.
     """
 
@@ -58,16 +58,20 @@ class FakeVertexPredictServer(LoopbackServer):
         self.predict = predict
         self.requests: list[dict] = []
         self._endpoints: dict[str, dict] = {}
+        self._predictors: dict[str, Callable[[str], Any]] = {}
         self._lock = threading.Lock()
 
     # -- test controls ----------------------------------------------------------------------------------
     def add_endpoint(self, endpoint_id: str, *, project: str = "p", location: str = "us-central1",
                      deployed_model_id: str = "1234567890", model_id: str = "9876543210",
-                     model_version_id: str = "1", display_name: str | None = None) -> str:
+                     model_version_id: str = "1", display_name: str | None = None,
+                     predict: Callable[[str], Any] | None = None) -> str:
         """Register an endpoint serving one deployed model; returns its resource name."""
         name = f"projects/{project}/locations/{location}/endpoints/{endpoint_id}"
         model = f"projects/{project}/locations/{location}/models/{model_id}"
         with self._lock:
+            if predict is not None:
+                self._predictors[name] = predict
             self._endpoints[name] = {
                 "name": name, "displayName": display_name or f"endpoint-{endpoint_id}",
                 "deployedModels": [{
@@ -132,7 +136,7 @@ class FakeVertexPredictServer(LoopbackServer):
         for i, instance in enumerate(body["instances"]):
             if not isinstance(instance, dict) or not isinstance(instance.get("prompt"), str):
                 raise ApiError(400, f"instances[{i}]: the serving container expects an object with a `prompt` string")
-            predictions.append(self.predict(instance["prompt"]))
+            predictions.append(self._predictors.get(name, self.predict)(instance["prompt"]))
         deployed = endpoint["deployedModels"][0]
         return {"predictions": predictions, "deployedModelId": deployed["id"], "model": deployed["model"],
                 "modelDisplayName": deployed["displayName"], "modelVersionId": deployed["modelVersionId"]}

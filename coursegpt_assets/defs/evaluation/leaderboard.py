@@ -1,7 +1,8 @@
 """`leaderboard` (agent partitions): every evaluated base model of one agent side by side.
 
 Reads each pair's newest report (`reports/<pair>/latest.json`) and writes `leaderboards/<agent>/`
-(leaderboard.md, leaderboard.json, leaderboard.png); the table logic is in `scoring/leaderboard.py`.
+(leaderboard.md, leaderboard.json, leaderboard.png); the table logic is in `scoring/leaderboard.py`. Below the
+table, each pair's base model vs its adapter per headline metric, non-significant deltas flagged.
 An agent none of whose pairs has a report yet (its Vertex jobs are still training, say) gets an empty
 table that lists them as pending: that is a state of the pipeline, not a failure.
 """
@@ -18,6 +19,8 @@ from coursegpt_assets.defs.common import OWNERS, image, uri
 from coursegpt_assets.defs.evaluation.report import GROUP, REPORT_KEY
 from coursegpt_assets.defs.partitions import AGENT_PARTITIONS, PAIRS_TO_AGENT
 from coursegpt_assets.scoring.leaderboard import (
+    base_vs_adapter_markdown,
+    base_vs_adapter_rows,
     best_per_metric,
     comparability,
     leaderboard_chart,
@@ -66,14 +69,16 @@ def leaderboard(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.M
     """Every evaluated base model of the agent side by side (markdown, JSON, PNG) with the best per metric."""
     agent = context.partition_key
     pairs = [p.key for p in default_plan().planned_pairs if p.agent == agent]
-    rows = leaderboard_rows({pair: _newest_report(store, pair) for pair in pairs})
+    reports = {pair: _newest_report(store, pair) for pair in pairs}
+    rows = leaderboard_rows(reports)
+    compared = base_vs_adapter_rows(reports)
     evaluated = [r for r in rows if r["evaluated"]]
     pending = [r["pair"] for r in rows if not r["evaluated"]]
     if not evaluated:
         context.log.info(f"{agent}: no pair has an evaluation report yet; pending: {', '.join(pending)} "
                          "(evaluation_report adds each, e.g. when new_adapter_sensor evaluates a Vertex adapter)")
     best, notes = best_per_metric(rows, get_agent(agent).lower_is_better), comparability(rows)
-    markdown = leaderboard_markdown(agent, rows, best, notes)
+    markdown = leaderboard_markdown(agent, rows, best, notes) + base_vs_adapter_markdown(compared)
     folder = layout.leaderboard_dir(agent)
     with tempfile.TemporaryDirectory(prefix="coursegpt-leaderboard-") as tmp:
         chart = leaderboard_chart(agent, rows, Path(tmp) / "leaderboard.png")
@@ -83,7 +88,8 @@ def leaderboard(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.M
             shown = {"chart": image(chart.read_bytes(), f"{agent} leaderboard")}
     store.write_text(f"{folder}/leaderboard.md", markdown, "text/markdown")
     json_uri = store.write_json(f"{folder}/leaderboard.json",
-                                {"agent": agent, "rows": rows, "best": best, "notes": notes})
+                                {"agent": agent, "rows": rows, "best": best, "notes": notes,
+                                 "base_vs_adapter": compared})
     for note in notes:
         context.log.warning(f"{agent}: {note}")
     numbers = {f"{r['base_model']}/{m}": float(v) for r in evaluated for m, v in r["headline"].items()
@@ -94,4 +100,5 @@ def leaderboard(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.M
         "not_evaluated": len(pending), "pending": ", ".join(pending) or "none",
         "leaderboard": uri(json_uri), "comparable": not notes,
         **{f"best/{m}": ", ".join(b["base_models"]) for m, b in best.items()}, **numbers,
+        **{f"{r['base_model']}/{r['metric']}/delta": float(r["delta"]) for r in compared if r.get("delta") is not None},
     })

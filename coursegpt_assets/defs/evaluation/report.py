@@ -5,10 +5,13 @@
   scores them with the agent's local `evaluate` module and writes `reports/<pair>/<version>/`
   (predictions.jsonl, benchmark_rows.jsonl, scores.json, PNG plots, report.md, report.json last), then
   `reports/<pair>/latest.json`. Each threshold of the agent is a WARN check: a miss never fails the run.
-The report version hashes adapter version + benchmark version + inference settings, so an unchanged
-input reuses its report instead of generating again (unless `force`). While a remote backend generates,
-its finished answers are kept beside the report (`layout.prediction_log`), and a re-run after a failure
-generates only the missing rows.
+ - The base model answers the same rows with the same prompts and decoding (locally the same load with the
+   adapter disabled); its scores are cached per base model, benchmark, prompts, settings and scoring code
+   (`base_model.py`), and the report compares both with bootstrap intervals; `adapter_beats_base` is a WARN check.
+The report version hashes adapter version + benchmark version + inference settings + the base scores' key,
+so an unchanged input reuses its report instead of generating again (unless `force`). While a remote backend
+generates, its finished answers are kept beside the report (`layout.prediction_log`), and a re-run after a
+failure generates only the missing rows.
 """
 
 import dataclasses
@@ -26,7 +29,16 @@ from coursegpt_assets.core.chat_templates import family
 from coursegpt_assets.core.names import ADAPTER_VERSION_TAG, split_pair
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.defs.common import OWNERS, read_latest_version, read_upstream, stored_image, uri
+from coursegpt_assets.defs.evaluation.base_model import (
+    BEATS_CHECK,
+    base_for_report,
+    beats_base_result,
+    comparison_metadata,
+    find_base_scores,
+    store_base_scores,
+)
 from coursegpt_assets.defs.partitions import AGENT_TO_PAIRS, PAIR_PARTITIONS
+from coursegpt_assets.scoring.comparison import comparison
 from coursegpt_assets.scoring.report import (
     build_report,
     prediction_rows,
@@ -151,7 +163,8 @@ def _request(context, store: ArtifactStore, config: EvaluationConfig):
     request = GenerationRequest(
         pair=pair, base_model=base_model, base_model_id=base.hf_id, vertex_model_id=base.vertex_id,
         adapter_dir=adapter_dir, adapter_version=version, conversations=[agent.benchmark_messages(r) for r in chosen],
-        max_new_tokens=budget.max_new_tokens, end_of_turn=eot, summary=summary)
+        max_new_tokens=budget.max_new_tokens, end_of_turn=eot, summary=summary,
+        vertex_base_endpoint=base.vertex_base_endpoint)
     return request, agent, chosen, len(rows), manifest["version"], limit, base, budget
 
 
@@ -203,6 +216,7 @@ def _metadata(report: dict, report_uri: str, markdown: str, reused: bool) -> dic
         meta["probe_max_abs_logit_diff"] = float(proof["max_abs_logit_diff"])
     if not_measured:
         meta["not_measured"] = ", ".join(not_measured)
+    meta.update(comparison_metadata(report))
     verdicts = report.get("thresholds") or {}
     if verdicts.get("checks"):
         meta.update({"thresholds_passed": int(verdicts["passed"]), "thresholds_failed": int(verdicts["failed"]),
@@ -223,8 +237,10 @@ def _run(context, store: ArtifactStore, inference: Inference, config: Evaluation
     """The stored report of this version, or a new one (generate, save predictions, score, write)."""
     request, agent, rows, total, bench_version, limit, base, budget = _request(context, store, config)
     settings_used = inference.settings(request)
+    found = find_base_scores(store, inference, request, agent, rows, bench_version)
     version = report_version(adapter_version=request.adapter_version, benchmark_version=bench_version,
-                             settings=settings_used, limit=limit, max_new_tokens=request.max_new_tokens)
+                             settings=settings_used, limit=limit, max_new_tokens=request.max_new_tokens,
+                             base=found.version_input)
     rdir = layout.report_dir(request.pair, version)
     if store.exists(f"{rdir}/{layout.REPORT_FILE}") and not config.force:
         context.log.info(f"{request.pair}: report {version} already exists ({store.uri(rdir)}); not generating again")
@@ -236,7 +252,13 @@ def _run(context, store: ArtifactStore, inference: Inference, config: Evaluation
     kept = PredictionLog(store, layout.prediction_log(request.pair, version), total=len(rows), label=request.pair,
                          log=context.log)
     with kept:  # a remote backend's finished answers survive a failed run; the next one resumes from them
-        generation = inference.generate(dataclasses.replace(request, prediction_log=kept), log=context.log)
+        request = dataclasses.replace(request, prediction_log=kept)
+        if found.to_generate:
+            generation, base_generation = inference.generate_with_base(request, log=context.log)
+        else:
+            generation, base_generation = inference.generate(request, log=context.log), None
+            context.log.info(f"{request.pair}: base model " + (f"scores reused from {store.uri(found.folder)}" if
+                                                               found.cached else f"not measured: {found.reason}"))
     generation.wall_time_s += kept.earlier_wall_s  # the time that produced the kept answers counts too
     store.write_jsonl(f"{rdir}/predictions.jsonl",
                       prediction_rows(rows, generation.completions, generation.finish_reasons))
@@ -246,6 +268,8 @@ def _run(context, store: ArtifactStore, inference: Inference, config: Evaluation
         layout.tuning_manifest(request.pair)) else {}).get("think_wrapping"))
     score = agent.score(rows, [strip_think(c) for c in generation.completions] if think else generation.completions)
     store.write_json(f"{rdir}/scores.json", score.raw)
+    base_entry = found.cached or (base_generation and store_base_scores(  # a base thinking natively is scored after it
+        store, found, agent, request, rows, base_generation, [strip_think(c) for c in base_generation.completions]))
     with tempfile.TemporaryDirectory(prefix="coursegpt-plots-") as tmp:
         plots = write_plots(score, Path(tmp), request.pair)
         for name in plots:
@@ -256,6 +280,8 @@ def _run(context, store: ArtifactStore, inference: Inference, config: Evaluation
         pair=request.pair, agent=agent.name, base_model=request.base_model, base_model_id=request.base_model_id,
         smoke=base.smoke, version=version, adapter_version=request.adapter_version, benchmark_version=bench_version,
         benchmark_rows=total, score=score, generation=generation, budget=budget.as_dict(), limit=limit, files=files)
+    report.update(comparison(score.headline, score.per_row, base_for_report(store, found, base_entry),
+                             seed=default_plan().hyperparameters.seed))
     markdown = report_markdown(report, score.plot_metrics)
     store.write_text(f"{rdir}/report.md", markdown, "text/markdown")
     store.write_json(f"{rdir}/{layout.REPORT_FILE}", report)  # last: the report is complete once this exists
@@ -279,7 +305,10 @@ with warnings.catch_warnings():
         check_specs=[*THRESHOLD_CHECKS, dg.AssetCheckSpec(
             BUDGET_CHECK, asset=REPORT_KEY, partitions_def=PAIR_PARTITIONS,
             description=f"WARN: at most {MAX_SHARE_AT_BUDGET:.0%} of the answers stop at the token budget "
-                        "(more means the scores count truncated answers)")],
+                        "(more means the scores count truncated answers)"), dg.AssetCheckSpec(
+            BEATS_CHECK, asset=REPORT_KEY, partitions_def=PAIR_PARTITIONS,
+            description="WARN: the adapter does better than its base model on the agent's primary headline metric "
+                        "(metadata: both numbers and the delta's bootstrap interval)")],
         can_subset=True,  # threshold checks exist for agents with thresholds only; other pairs yield none
         pool="gpu",  # local generation holds the GPU, like local training (tuning_job)
     )
@@ -293,7 +322,9 @@ with warnings.catch_warnings():
             latest = read_latest_version(store, layout.report_latest(pair), producer="evaluation_report", partition=pair)
             report = store.read_json(layout.report_file(pair, latest))
         selected = {key.name for key in context.selected_asset_check_keys}
-        checks = [c for c in [*threshold_results(report), budget_result(report)] if c.check_name in selected]
+        checks = [c for c in [*threshold_results(report), budget_result(report),
+                              beats_base_result(report, get_agent(report["agent"]), REPORT_KEY)]
+                  if c.check_name in selected]
         if REPORT_KEY not in context.selected_asset_keys:
             yield from checks
             return

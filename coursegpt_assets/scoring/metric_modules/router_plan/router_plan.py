@@ -21,6 +21,7 @@ Args:
     references: list of str, the gold router objects as JSON strings.
     categories: optional list of list of str, benchmark categories per row.
     thresholds: optional dict of min/max bounds per bucket.
+    per_row: optional bool, also return each row's metrics (`per_row`).
 Returns:
     dict with metrics (per seed bucket), lenient, by_category, parse, thresholds, error_samples,
     failure_examples.
@@ -40,5 +41,6 @@ class RouterPlan(evaluate.Metric):
             }),
         )
 
-    def _compute(self, predictions, references, categories=None, thresholds=None):
-        return score_router(list(references), list(predictions), categories=categories, thresholds=thresholds)
+    def _compute(self, predictions, references, categories=None, thresholds=None, per_row=False):
+        return score_router(list(references), list(predictions), categories=categories, thresholds=thresholds,
+                            per_row=per_row)
