@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import sys
 
@@ -76,11 +77,16 @@ def materialize_in_ui(page, dev, asset: str, partition: str) -> str:
     expect(view).to_be_visible()
     run_url = f"{dev.url}{view.get_attribute('href')}"
     page.goto(run_url)
-    try:  # the run's status tag beside its id
-        expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    status = page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$")).first  # the tag beside the run's id
+    try:
+        expect(status).to_be_visible(timeout=RUN_TIMEOUT_MS)
     except AssertionError:
+        status = None
+    if status is None or status.inner_text() != "Success":
         screenshot(page, f"ui_run_{asset}_failed")
-        raise AssertionError(f"{asset} [{partition}] did not succeed in the UI:\n{dev.log_tail()}") from None
+        raise AssertionError(f"{asset} [{partition}] did not succeed in the UI "
+                             f"({status.inner_text() if status else 'no end within the timeout'}); see "
+                             f"tests/artifacts/ui_run_{asset}_failed.png\n{dev.log_tail()}")
     return run_url
 
 
