@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -70,6 +71,16 @@ def coursegpt(env: dict, *args: str) -> subprocess.CompletedProcess:
 def assert_ran(proc: subprocess.CompletedProcess) -> str:
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout
+
+
+def printed_row(out: str, first_cell: str) -> dict[str, str]:
+    """One row of a table coursegpt printed (header, dashes, rows), as {column header: cell}."""
+    lines = out.splitlines()
+    dashes = next(i for i, line in enumerate(lines) if line.startswith("---"))
+    starts = [m.start() for m in re.finditer(r"-+", lines[dashes])]
+    spans = list(zip(starts, [*starts[1:], None], strict=True))
+    [row] = [line for line in lines[dashes + 1:] if line.startswith(first_cell + " ")]
+    return {lines[dashes - 1][a:b].strip(): row[a:b].strip() for a, b in spans}
 
 
 def creates_by_model(vertex: FakeVertexService) -> dict[str, int]:
@@ -194,8 +205,8 @@ def test_the_cloud_path_under_a_real_daemon(cloud, tmp_path):
     # 1. read the data (free), then see what the paid job would cost: nothing is submitted
     assert_ran(coursegpt(env, "run", "--agent", "router", "--assets", "raw_examples,clean_examples,dataset_splits"))
     dry = assert_ran(coursegpt(env, "run", "--dry-run", "--agent", "router", "--base-model", "llama31-8b"))
-    [row] = [line.split() for line in dry.splitlines() if line.startswith(GOOD)]
-    assert row[1] == "vertex" and row[3].startswith("$") and row[4] == "passes", dry
+    row = printed_row(dry, GOOD)
+    assert row["backend"] == "vertex" and row["estimate"].startswith("$") and row["cost guard"] == "passes", dry
     assert vertex.tuning.create_calls == 0
 
     # 2. the user's command: one paid job, and the run is a success that says what the sensors do next
