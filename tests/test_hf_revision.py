@@ -84,6 +84,7 @@ def _card(splits: dict) -> str:
 def test_the_card_credits_the_dataset_and_commit_read():
     text = _card(splits_manifest("router"))
     assert ModelCard(text).data.datasets == [DATASET]
+    assert {r.dataset_type for r in ModelCard(text).data.eval_results} == {DATASET}  # the benchmark's source
     assert f"https://huggingface.co/datasets/{DATASET}/tree/{DATASET_REVISION}" in text
     assert f"at revision `{DATASET_REVISION}`" in text
 
@@ -91,5 +92,7 @@ def test_the_card_credits_the_dataset_and_commit_read():
 def test_a_card_of_fixture_records_credits_no_hub_dataset():
     text = _card(splits_manifest("router", from_fixture=True))
     assert ModelCard(text).data.datasets is None
+    # the model-index's benchmark is our own, held out of the fixture: no Hub dataset named there either
+    assert {r.dataset_type for r in ModelCard(text).data.eval_results} == {"router"}
     # the absolute fixture path is scrubbed like every local path; its file name and the planned dataset stay
     assert "Source: `<local path>/router.jsonl` (the agent's planned dataset is `" + DATASET + "`)" in text

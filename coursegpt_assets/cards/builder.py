@@ -168,7 +168,8 @@ def build_card_data(inputs: CardInputs):
         raise CardError(f"reports/{inputs.pair}: report.json measured none of its headline metrics "
                         f"({', '.join(headline)})")
     benchmark = inputs.report.get("benchmark_version", "unknown")
-    ds_type = dataset_id(inputs.source) or inputs.agent
+    ds, _ = dataset_read(inputs.splits_manifest)  # the benchmark is held out of what was read, not the plan's
+    ds_type = ds or inputs.agent
     results = [
         EvalResult(
             task_type=TASK_TYPE,
@@ -186,7 +187,6 @@ def build_card_data(inputs: CardInputs):
     tags = [inputs.agent, f"{inputs.agent}-agent", "coursegpt-pro", "lora", "peft", _backend_tag(inputs.summary)]
     if inputs.smoke:
         tags.append(SMOKE_TAG)
-    ds, _ = dataset_read(inputs.splits_manifest)
     return ModelCardData(
         base_model=inputs.base_model_id,
         base_model_relation="adapter",

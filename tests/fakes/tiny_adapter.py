@@ -26,7 +26,9 @@ def _texts(agent_name: str, count: int = 8) -> list[str]:
     return [render("tiny", build_messages(agent.system_prompt, f"question {i}", f"answer {i}")) for i in range(count)]
 
 
-def train_tiny_lora(base_path: str, out: Path, *, agent: str, steps: int, seed: int = 0) -> None:
+def train_tiny_lora(base_path: str, out: Path, *, agent: str, steps: int, seed: int = 0,
+                    rank: int | None = None) -> None:
+    """`rank` (default: the plan's lora_rank) lets a test export an adapter the plan check must refuse."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -35,7 +37,7 @@ def train_tiny_lora(base_path: str, out: Path, *, agent: str, steps: int, seed: 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=hp.lora_rank, lora_alpha=hp.lora_alpha, lora_dropout=0.0,
+    model = get_peft_model(model, LoraConfig(r=rank or hp.lora_rank, lora_alpha=hp.lora_alpha, lora_dropout=0.0,
                                              target_modules=list(hp.target_modules), task_type="CAUSAL_LM"))
     if steps:
         batch = tokenizer(text=_texts(agent), return_tensors="pt", padding=True)
