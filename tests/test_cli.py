@@ -77,6 +77,22 @@ def test_status_says_what_is_stale(home_store, capsys):
     assert "adapter (tuning data changed)" in row and "report missing" in row
 
 
+def test_status_names_an_adapter_its_check_did_not_pass(home_store, capsys):
+    from coursegpt_assets.training.spec import adapter_request
+
+    pair = "router__tiny-llama"
+    manifest = {"data_version": "d1"}
+    home_store.write_json(layout.tuning_manifest(pair), manifest)
+    wanted = adapter_request(default_plan(), pair, manifest, "trl").version
+    home_store.write_json(layout.adapter_summary(pair, wanted), {"data_version": "d1"})  # trained, never validated
+    assert main(["status"]) == 0
+    row = table(capsys.readouterr().out)[pair]
+    assert f"adapter {wanted[:12]} not validated" in row
+    home_store.write_json(layout.adapter_latest(pair), {"version": wanted})  # the adapter asset passed it
+    assert main(["status"]) == 0
+    assert "not validated" not in table(capsys.readouterr().out)[pair]
+
+
 def test_run_rejects_names_not_in_the_plan(capsys):
     assert main(["run", "--agent", "poetry"]) == 2
     assert "not in training_plan.yaml: poetry" in capsys.readouterr().err

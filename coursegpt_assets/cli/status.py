@@ -14,6 +14,7 @@ from coursegpt_assets.training.estimate import (
 )
 from coursegpt_assets.training.spec import (
     BACKEND_VERTEX,
+    adapter_request,
     backend_for,
     effective_hyperparameters,
     vertex_settings,
@@ -55,6 +56,10 @@ def pair_status(store: ArtifactStore, plan: TrainingPlan | None = None) -> list[
             stale.append("report (new adapter)")
         if latest_adapter and not report:
             stale.append("report missing")
+        unchecked = _unvalidated_adapter(store, plan, pair, tuning, latest_adapter)
+        if unchecked:
+            stale.append(f"adapter {unchecked[:12]} not validated (adapter_matches_plan failed, or adapter not "
+                         "materialised)")
         out.append({
             "pair": pair,
             "data": _short(tuning.get("data_version")),
@@ -63,6 +68,22 @@ def pair_status(store: ArtifactStore, plan: TrainingPlan | None = None) -> list[
             "stale": ", ".join(stale) or ("-" if tuning else "not materialised"),
         })
     return out
+
+
+def _unvalidated_adapter(store: ArtifactStore, plan: TrainingPlan, pair: str, tuning: dict,
+                         latest: str | None) -> str | None:
+    """The version the plan asks for now, when its folder exists but latest.json does not point at it: the
+    adapter asset has not validated it (its blocking check failed, or it has not run since training)."""
+    if not tuning.get("data_version"):
+        return None
+    backend = backend_for(plan.base_model_for(pair), gcp=settings.current().is_gcp)
+    try:
+        wanted = adapter_request(plan, pair, tuning, backend).version
+    except ValueError:
+        return None
+    folder_exists = store.exists(layout.adapter_summary(pair, wanted)) or store.exists(
+        f"{layout.adapter_dir(pair, wanted)}/{layout.JOB_RECORD}")
+    return wanted if folder_exists and wanted != latest else None
 
 
 def _hyperparameters_changed(plan: TrainingPlan, pair: str, summary: dict) -> bool:
