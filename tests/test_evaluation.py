@@ -9,6 +9,7 @@ import pytest
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.data.benchmark_rows import select_per_source
 from coursegpt_assets.defs.evaluation.leaderboard import leaderboard
 from coursegpt_assets.defs.evaluation.report import (
     CURRENT_CHECK,
@@ -19,7 +20,7 @@ from coursegpt_assets.defs.evaluation.report import (
     threshold_check_name,
 )
 from coursegpt_assets.defs.partitions import AGENT_PARTITIONS, PAIR_PARTITIONS
-from coursegpt_assets.scoring.report import report_version, select_rows
+from coursegpt_assets.scoring.report import report_version
 from resources.inference import InferenceError, LocalGenerator, OpenAICompatibleServer
 from resources.storage import ArtifactStore
 from tests.conftest import step_failure_text
@@ -46,13 +47,14 @@ def newest_report(store: ArtifactStore, pair: str = PAIR) -> dict:
 
 
 # -- pure logic --------------------------------------------------------------------------------------------
-def test_row_selection_is_seeded_and_keeps_benchmark_order():
-    rows = [{"id": f"r{i}"} for i in range(50)]
-    picked = select_rows(rows, 10, seed=7)
-    assert picked == select_rows(rows, 10, seed=7) and len(picked) == 10
+def test_row_selection_is_seeded_per_source_and_keeps_benchmark_order():
+    rows = [{"id": f"r{i}", "source": "big" if i < 40 else "small"} for i in range(50)]
+    picked = select_per_source(rows, 6, seed=7)
+    assert picked == select_per_source(rows, 6, seed=7)
+    assert [r["source"] for r in picked].count("big") == 6 and [r["source"] for r in picked].count("small") == 6
     assert [rows.index(r) for r in picked] == sorted(rows.index(r) for r in picked)
-    assert picked != select_rows(rows, 10, seed=8)
-    assert select_rows(rows, None, seed=7) == rows and select_rows(rows, 99, seed=7) == rows
+    assert picked != select_per_source(rows, 6, seed=8)
+    assert select_per_source(rows, None, seed=7) == rows and select_per_source(rows, 99, seed=7) == rows
 
 
 def test_report_version_follows_every_input():

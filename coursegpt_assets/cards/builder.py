@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from coursegpt_assets.agents import get_agent
+from coursegpt_assets.cards.sources import benchmark_sources, dataset_split, without_sources_section
 from coursegpt_assets.cards.template import CARD_TEMPLATE, citation_for
 from coursegpt_assets.core.plan import TrainingPlan
 from coursegpt_assets.core.secrets_scan import find_secrets, scrub, scrub_obj
@@ -174,7 +175,7 @@ def build_card_data(inputs: CardInputs):
             task_name=f"{inputs.agent} agent",
             dataset_type=ds_type,
             dataset_name=f"CourseGPT {inputs.agent} benchmark",
-            dataset_split="test",
+            dataset_split=dataset_split(inputs.report),
             dataset_revision=str(benchmark),
             metric_type=metric,
             metric_name=metric.replace("_", " "),
@@ -331,7 +332,9 @@ def render_body_context(inputs: CardInputs) -> dict[str, Any]:
         "examples_used": (_fmt(s.get("train_examples")), _fmt(s.get("validation_examples"))),
         "headline_rows": _headline_rows(inputs),
         "benchmark_version": _fmt(inputs.report.get("benchmark_version")),
-        "report_tables": _demote_headings(inputs.report_markdown) if inputs.report_markdown.strip() else "",
+        "benchmark_sources": benchmark_sources(inputs.report),
+        "report_tables": _demote_headings(without_sources_section(inputs.report_markdown))
+        if inputs.report_markdown.strip() else "",
         "load_prompt": _load_snippet_prompt(inputs),
         "citation": citation_for(inputs.source, inputs.source_license),
     }
