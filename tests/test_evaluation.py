@@ -88,7 +88,7 @@ def test_local_report_proves_the_adapter_and_saves_everything(evaluated_store, m
     store, adapter_version = evaluated_store
     inference = LocalGenerator(models_home=str(models_home), batch_size=4)
     with dg.instance_for_test() as instance:
-        result = evaluate(store, inference, instance, config={"max_new_tokens": 8})
+        result = evaluate(store, inference, instance, config={"max_new_tokens": 8, "max_examples": BENCHMARK_ROWS})
         assert result.success
         report = newest_report(store)
         assert report["adapter_version"] == adapter_version and report["benchmark_version"] == "bench-v1"
@@ -110,7 +110,7 @@ def test_local_report_proves_the_adapter_and_saves_everything(evaluated_store, m
         json_check = checks[threshold_check_name("router", "overall", "json_valid", "min")]
         assert not json_check.passed and json_check.severity == dg.AssetCheckSeverity.WARN
 
-        again = evaluate(store, inference, instance, config={"max_new_tokens": 8})
+        again = evaluate(store, inference, instance, config={"max_new_tokens": 8, "max_examples": BENCHMARK_ROWS})
         assert again.asset_materializations_for_node("evaluation_report")[0].metadata["reused"].value is True
         assert newest_report(store)["report_version"] == report["report_version"]
 
@@ -145,7 +145,8 @@ def test_server_backend_scores_gold_answers_and_sends_the_adapters_template(eval
     store, adapter_version = evaluated_store
     rows = router_benchmark()
     with FakeOpenAIServer([PAIR], gold_answers(rows)) as server:
-        result = evaluate(store, OpenAICompatibleServer(base_url=server.base_url, api_key="sk-test"))
+        result = evaluate(store, OpenAICompatibleServer(base_url=server.base_url, api_key="sk-test"),
+                          config={"max_examples": BENCHMARK_ROWS})  # every row (a smoke pair answers a subset)
         assert result.success
         report = newest_report(store)
         assert report["headline"]["json_valid"] == 1.0 and report["headline"]["route_plan_exact"] == 1.0
