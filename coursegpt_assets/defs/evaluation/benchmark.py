@@ -83,12 +83,12 @@ def train_keys(store: ArtifactStore, agent_name: str) -> set[str]:
     group_name=EVALUATION_GROUP,
     kinds={"python", "jsonl"},
     owners=OWNERS,
-    code_version="1",
+    code_version="2",  # 2: external benchmarks shipped with the package; rows carry `origin`
     deps=[dg.AssetDep("dataset_splits")],
 )
 def benchmark(context: dg.AssetExecutionContext, config: BenchmarkConfig, store: ArtifactStore):
-    """Held-out evaluation rows for the agent (never the train split), each with `id`, `source` and the
-    fields its scorer reads; counts per source and category in the metadata."""
+    """Evaluation rows for the agent: its held-out splits (never train) and the shipped external benchmarks,
+    each row with `id`, `source`, `origin` and the fields its scorer reads; counts per source in the metadata."""
     agent_name = context.partition_key
     splits_manifest = read_upstream(store, layout.splits_manifest(agent_name), producer=f"dataset_splits for {agent_name}",
                                     partition=agent_name)
