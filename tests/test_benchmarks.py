@@ -1,14 +1,17 @@
 """The benchmark asset and its leakage check: materialised per agent on a temp store, rows from held-out
-data only, router categories as the seed defined them, and a crafted overlap that the check catches."""
+splits (never train) plus the shipped external benchmarks, router categories as the seed defined them, and a
+crafted overlap that the check catches."""
 
 import hashlib
 import json
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.agents.math_evaluation import (
+    DEFAULT_MATH_BENCHMARKS,
     MATH_BENCHMARKS_VARIABLE,
     math_benchmark_files,
     math_file_rows,
@@ -21,6 +24,7 @@ from coursegpt_assets.defs.evaluation.benchmark import BENCHMARK_ASSETS, BENCHMA
 from coursegpt_assets.defs.tuning.assets import tuning_dataset
 from tests.conftest import requires_shared, split_key
 
+HANDWRITTEN_MATH = Path(__file__).parent / "fixtures" / "handwritten_math"
 SOURCES = [a.to_source_asset() for a in DATA_ASSETS]
 
 
@@ -61,29 +65,39 @@ def test_math_chain_to_benchmark(store):
     files = math_benchmark_files()
     assert len(rows) == sum(len(math_file_rows(f)) for f in files) + len(validation)
     assert {r["id"] for r in rows if r["source"] == "validation"} == {r["id"] for r in validation}
+    assert {r["source"] for r in rows} == {"validation", "mathbench"}
+    assert all(r["origin"] == ("held-out" if r["source"] == "validation" else "external") for r in rows)
     assert not {r["id"] for r in rows} & {r["id"] for r in train}
-    assert {r["format"] for r in rows} == {"cloze", "single_choice", "gsm8k", "open"}
+    assert {r["format"] for r in rows} == {"cloze", "single_choice", "open"}
     for r in rows:
-        assert r["question"] and r["answer"] and {"id", "source", "file", "level", "topic"} <= set(r)
-    gsm = [r for r in rows if r["format"] == "gsm8k"]
-    assert gsm and all("####" not in r["answer"] and r["answer"].replace(",", "").isdigit() for r in gsm)
+        assert r["question"] and r["answer"] and {"id", "source", "origin", "file", "level", "topic"} <= set(r)
     assert all(r["answer"] in "ABCD" and len(r["options"]) == 4 for r in rows if r["format"] == "single_choice")
     raw = store.read_bytes("benchmarks/math/benchmark.jsonl")
     assert manifest["version"] == hashlib.sha256(raw).hexdigest()
     assert manifest["counts"]["file"]["validation"] == len(validation)
+    assert {f["source"] for f in manifest["files"]} == {"mathbench"}
+    assert {f["license"] for f in manifest["files"]} == {"apache-2.0"}
     assert [f["sha256"] for f in manifest["files"]] == [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
     evaluation = the_check(result)
     assert evaluation.passed and evaluation.metadata["overlap_rows"].value == 0
 
 
+def test_worked_solution_rows_keep_the_final_answer(tmp_path):
+    """The hand-written "... #### n" fixture rows: the gold is the number after ####, the solution is kept."""
+    rows = math_file_rows(HANDWRITTEN_MATH / "handwritten_word_problems.jsonl")
+    assert rows and {r["format"] for r in rows} == {"worked_solution"}
+    assert all("####" not in r["answer"] and r["answer"].replace(",", "").isdigit() and r["solution"] for r in rows)
+    assert {r["source"] for r in rows} == {"handwritten_word_problems"} and {r["origin"] for r in rows} == {"external"}
+
+
 def test_code_chain_to_benchmark_keeps_runnable_tests(store):
     prepare(store, "code", "code__llama31-8b")
     result = run_benchmark(store, "code")
-    rows = store.read_jsonl("benchmarks/code/benchmark.jsonl")
+    rows = [r for r in store.read_jsonl("benchmarks/code/benchmark.jsonl") if r["source"] == "test"]
     test_split = split(store, "code", "test")
     assert rows and [r["id"] for r in rows] == [r["id"] for r in test_split]
     for r in rows:
-        assert r["source"] == "test" and r["instruction"] and r["entry_point"]
+        assert r["origin"] == "held-out" and r["instruction"] and r["entry_point"]
         namespace: dict = {}
         exec(r["reference"], namespace)  # noqa: S102 - the fixture's own reference solution
         for test in r["testcase"]:
@@ -98,7 +112,7 @@ def test_router_benchmark_is_the_test_split_plus_tagged_hard_rows(store):
     test_ids = {r["id"] for r in split(store, "router", "test")}
     validation = {r["id"]: r for r in split(store, "router", "validation")}
     assert {r["id"] for r in rows if r["source"] == "test"} == test_ids
-    hard = [r for r in rows if r["source"] == "hard"]
+    hard = [r for r in rows if r["source"] == "validation_hard"]
     assert hard and all(r["id"] in validation and r["categories"] for r in hard)
     assert {r["id"] for r in hard} == {i for i, rec in validation.items() if router_categories(rec)}
     agent = get_agent("router")
@@ -107,8 +121,10 @@ def test_router_benchmark_is_the_test_split_plus_tagged_hard_rows(store):
         assert tuple(json.loads(r["completion"])) == COMPLETION_KEYS
     for r in hard:
         assert r["completion"] == agent.assistant_text(validation[r["id"]])
+    shipped = [r for r in rows if r["source"] == "router_benchmark_hard"]
     meta = store.read_json("benchmarks/router/manifest.json")["counts"]
-    assert meta["source"] == {"hard": len(hard), "test": len(test_ids)}
+    assert meta["source"] == {"validation_hard": len(hard), "test": len(test_ids), "router_benchmark_hard": len(shipped)}
+    assert {r["origin"] for r in hard + [r for r in rows if r["source"] == "test"]} == {"held-out"}
 
 
 def test_crafted_overlap_fails_the_blocking_check_with_the_ids(store, tmp_path):
@@ -134,12 +150,11 @@ def test_crafted_overlap_fails_the_blocking_check_with_the_ids(store, tmp_path):
     assert store.read_json("benchmarks/math/manifest.json")["dropped_train_overlap_ids"] == ["leaky__cloze_en:1"]
 
 
-def test_benchmark_files_come_from_config_then_environment_then_fixtures(tmp_path, monkeypatch):
+def test_benchmark_files_come_from_config_then_environment_then_shipped_mathbench(tmp_path, monkeypatch):
     (tmp_path / "a").mkdir()
     one = tmp_path / "a" / "high__cloze_en.jsonl"
     one.write_text(json.dumps({"question": "q", "answer": "1"}) + "\n")
-    assert [f.name for f in math_benchmark_files()] == [
-        "gsm8k__test.jsonl", "middle__single_choice_en.jsonl", "primary__cloze_en.jsonl"]
+    assert math_benchmark_files() == sorted(DEFAULT_MATH_BENCHMARKS.glob("*.jsonl"))
     monkeypatch.setenv(MATH_BENCHMARKS_VARIABLE, str(tmp_path / "a"))
     assert math_benchmark_files() == [one]
     assert math_benchmark_files([str(tmp_path / "a" / "*.jsonl"), str(one)]) == [one]

@@ -11,6 +11,7 @@ import pytest
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.data.benchmark_rows import select_per_source
 from coursegpt_assets.defs.evaluation.leaderboard import leaderboard
 from coursegpt_assets.defs.evaluation.report import (
     CURRENT_CHECK,
@@ -21,7 +22,7 @@ from coursegpt_assets.defs.evaluation.report import (
     threshold_check_name,
 )
 from coursegpt_assets.defs.partitions import AGENT_PARTITIONS, PAIR_PARTITIONS
-from coursegpt_assets.scoring.report import report_version, select_rows
+from coursegpt_assets.scoring.report import report_version
 from resources.inference import InferenceError, LocalGenerator, OpenAICompatibleServer
 from resources.storage import ArtifactStore
 from tests.conftest import step_failure_text
@@ -48,13 +49,14 @@ def newest_report(store: ArtifactStore, pair: str = PAIR) -> dict:
 
 
 # -- pure logic --------------------------------------------------------------------------------------------
-def test_row_selection_is_seeded_and_keeps_benchmark_order():
-    rows = [{"id": f"r{i}"} for i in range(50)]
-    picked = select_rows(rows, 10, seed=7)
-    assert picked == select_rows(rows, 10, seed=7) and len(picked) == 10
+def test_row_selection_is_seeded_per_source_and_keeps_benchmark_order():
+    rows = [{"id": f"r{i}", "source": "big" if i < 40 else "small"} for i in range(50)]
+    picked = select_per_source(rows, 6, seed=7)
+    assert picked == select_per_source(rows, 6, seed=7)
+    assert [r["source"] for r in picked].count("big") == 6 and [r["source"] for r in picked].count("small") == 6
     assert [rows.index(r) for r in picked] == sorted(rows.index(r) for r in picked)
-    assert picked != select_rows(rows, 10, seed=8)
-    assert select_rows(rows, None, seed=7) == rows and select_rows(rows, 99, seed=7) == rows
+    assert picked != select_per_source(rows, 6, seed=8)
+    assert select_per_source(rows, None, seed=7) == rows and select_per_source(rows, 99, seed=7) == rows
 
 
 def test_report_version_follows_every_input():
@@ -88,7 +90,7 @@ def test_local_report_proves_the_adapter_and_saves_everything(evaluated_store, m
     store, adapter_version = evaluated_store
     inference = LocalGenerator(models_home=str(models_home), batch_size=4)
     with dg.instance_for_test() as instance:
-        result = evaluate(store, inference, instance, config={"max_new_tokens": 8})
+        result = evaluate(store, inference, instance, config={"max_new_tokens": 8, "max_examples": BENCHMARK_ROWS})
         assert result.success
         report = newest_report(store)
         assert report["adapter_version"] == adapter_version and report["benchmark_version"] == "bench-v1"
@@ -113,7 +115,7 @@ def test_local_report_proves_the_adapter_and_saves_everything(evaluated_store, m
         json_check = checks[threshold_check_name("router", "overall", "json_valid", "min")]
         assert not json_check.passed and json_check.severity == dg.AssetCheckSeverity.WARN
 
-        again = evaluate(store, inference, instance, config={"max_new_tokens": 8})
+        again = evaluate(store, inference, instance, config={"max_new_tokens": 8, "max_examples": BENCHMARK_ROWS})
         assert again.asset_materializations_for_node("evaluation_report")[0].metadata["reused"].value is True
         assert newest_report(store)["report_version"] == report["report_version"]
 
@@ -148,7 +150,8 @@ def test_server_backend_scores_gold_answers_and_sends_the_adapters_template(eval
     store, adapter_version = evaluated_store
     rows = router_benchmark()
     with FakeOpenAIServer([PAIR], gold_answers(rows)) as server:
-        result = evaluate(store, OpenAICompatibleServer(base_url=server.base_url, api_key="sk-test"))
+        result = evaluate(store, OpenAICompatibleServer(base_url=server.base_url, api_key="sk-test"),
+                          config={"max_examples": BENCHMARK_ROWS})  # every row (a smoke pair answers a subset)
         assert result.success
         report = newest_report(store)
         assert report["headline"]["json_valid"] == 1.0 and report["headline"]["route_plan_exact"] == 1.0

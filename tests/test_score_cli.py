@@ -131,15 +131,16 @@ def test_score_math_several_benchmark_files(tmp_path):
 def test_score_code_calls_code_eval(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def fake(benchmark_path, predictions_path, out_path, workers=None, ks=None):
-        calls.append((benchmark_path, predictions_path, out_path, workers, ks))
+    def fake(benchmark_path, predictions_path, out_path, workers=None, ks=None, timeout_s=None):
+        calls.append((benchmark_path, predictions_path, out_path, workers, ks, timeout_s))
         return {"metrics": {"overall": {"problems": 2, "samples": 2, "pass@1": 0.5, "reasons": {"passed": 1, "failed": 1}}}}
 
     monkeypatch.setattr(code_eval, "score_predictions_file", fake)
     rc = run_cli(["score", "code", "--benchmark", "b.jsonl", "--predictions", "p.jsonl", "--out", "r.json", "--workers", "3"])
-    assert rc == 0 and calls == [("b.jsonl", "p.jsonl", "r.json", 3, None)]
-    rc = run_cli(["score", "code", "--benchmark", "b.jsonl", "--predictions", "p.jsonl", "--out", "r.json", "--k", "1", "3"])
-    assert rc == 0 and calls[-1] == ("b.jsonl", "p.jsonl", "r.json", None, (1, 3))
+    assert rc == 0 and calls == [("b.jsonl", "p.jsonl", "r.json", 3, None, None)]
+    rc = run_cli(["score", "code", "--benchmark", "humaneval", "--predictions", "p.jsonl", "--out", "r.json",
+                  "--k", "1", "3", "--timeout", "2.5"])
+    assert rc == 0 and calls[-1] == ("humaneval", "p.jsonl", "r.json", None, (1, 3), 2.5)
     printed = capsys.readouterr().out
     assert "pass@1" in printed and "reason: failed" in printed
 

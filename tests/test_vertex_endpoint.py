@@ -67,7 +67,7 @@ def test_report_from_a_vertex_endpoint_scores_gold_answers_and_records_the_deplo
     prompts: list[str] = []
     with FakeVertexPredictServer(gold_predictor(rows, prompts)) as server:
         name = server.add_endpoint(ENDPOINT_ID, deployed_model_id="1122", model_id="3344", model_version_id="2")
-        result = evaluate(store, vertex(server))
+        result = evaluate(store, vertex(server), config={"max_examples": BENCHMARK_ROWS})  # every row
         assert result.success
         report = newest_report(store)
         # SDK traffic: one GetEndpoint (the lazy Endpoint resource), then Predict in chunks of 4 instances

@@ -91,8 +91,8 @@ class Agent(Protocol):
 
     def benchmark_rows(self, split: Callable[[str], list[dict]], *, seed: int,
                        config: Any) -> tuple[list[dict], list[dict]]:
-        """The benchmark rows (each with `id`, `source` and what `score` reads) and the external files they
-        came from ({path, sha256, rows}). `split(name)` reads a held-out split (never train); `config` is the
+        """The benchmark rows (each with `id`, `source`, `origin` "held-out" or "external", and what `score`
+        reads) and the external files they came from ({path, sha256, rows, source, license, url}). `split(name)` reads a held-out split (never train); `config` is the
         benchmark asset's config (`BenchmarkConfig`), whose agent knobs the agent reads by name."""
 
     def benchmark_question(self, row: dict) -> str:

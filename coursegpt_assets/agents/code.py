@@ -154,10 +154,15 @@ class CodeAgent:
         return render_vertex_prompt(self.vertex_prompt_format, SYSTEM_PROMPT, self.user_text(record))
 
     def benchmark_rows(self, split, *, seed: int, config) -> tuple[list[dict], list[dict]]:
-        return evaluation.code_rows(split("test")), []
+        rows = evaluation.code_rows(split("test"))
+        if not config.include_external:
+            return rows, []
+        external, files = evaluation.humaneval_rows()
+        return rows + external, files
 
     def benchmark_question(self, row: dict) -> str:
-        return normalise_text(row.get("instruction") or "")
+        """The instruction; for HumanEval its prompt (what a training instruction would repeat if it leaked)."""
+        return normalise_text(row.get("prompt") or row.get("instruction") or "")
 
     def benchmark_messages(self, row: dict) -> list[dict]:
         return build_messages(SYSTEM_PROMPT, row["instruction"].strip())

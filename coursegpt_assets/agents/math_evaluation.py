@@ -1,8 +1,9 @@
 """How the math agent is evaluated: its benchmark rows, their score, and `coursegpt score math`.
 
-Benchmark rows come from cloze / single-choice / GSM8K-style files (configurable) plus the held-out
-validation split; scores are final-answer accuracy (math-verify) and the seed's exact match, per level,
-file and topic.
+Benchmark rows are the held-out validation split plus cloze / single-choice / worked-solution files: by
+default the shipped MathBench files (`coursegpt_assets/benchmarks/math/mathbench/`, Apache-2.0), else the
+files $COURSEGPT_MATH_BENCHMARKS or the benchmark config names. Scores are final-answer accuracy
+(math-verify) and the seed's exact match, per level, file and topic.
 """
 
 from __future__ import annotations
@@ -16,21 +17,26 @@ from pathlib import Path
 from typing import Any
 
 from coursegpt_assets.agents.base import Agent, ScoreCommand
-from coursegpt_assets.core.settings import FIXTURES_DIR
-from coursegpt_assets.data.benchmark_rows import BenchmarkError
+from coursegpt_assets.data.benchmark_rows import (
+    EXTERNAL,
+    HELD_OUT,
+    SHIPPED_BENCHMARKS,
+    BenchmarkError,
+    source_info,
+)
 from coursegpt_assets.scoring.agent_scores import AgentScore, preview, row_id
 from coursegpt_assets.scoring.files import check_pairing, objects, read_jsonl, text_table, write_report
 from coursegpt_assets.scoring.math_answers import gold_answer, prediction_text, row_level, score_math
 
 MATH_BENCHMARKS_VARIABLE = "COURSEGPT_MATH_BENCHMARKS"
-DEFAULT_MATH_BENCHMARKS = FIXTURES_DIR / "benchmarks" / "math"
+DEFAULT_MATH_BENCHMARKS = SHIPPED_BENCHMARKS / "math" / "mathbench"
 HEADLINE = ("accuracy", "seed_exact_match")
 _LETTERS = "ABCDEFGHIJ"
 
 
 # -- benchmark rows ----------------------------------------------------------------------------------
 def math_benchmark_files(entries: Iterable[str] | None = None) -> list[Path]:
-    """Files from config entries, else COURSEGPT_MATH_BENCHMARKS (os.pathsep-separated), else the fixtures.
+    """Files from config entries, else COURSEGPT_MATH_BENCHMARKS (os.pathsep-separated), else shipped MathBench.
 
     Each entry is a .jsonl file, a folder (all its .jsonl files) or a glob pattern.
     """
@@ -52,8 +58,16 @@ def math_benchmark_files(entries: Iterable[str] | None = None) -> list[Path]:
     return files
 
 
-def _math_file_row(path: Path, line_no: int, row: dict) -> dict:
-    where = f"{path.name} line {line_no}"
+def file_source(path: Path) -> dict:
+    """Where a benchmark file's rows come from: its folder's `source.json`, else the file itself (external)."""
+    info = source_info(path.parent)
+    if info is None:
+        return {"name": path.stem, "origin": EXTERNAL, "license": None, "url": None}
+    return info
+
+
+def _math_file_row(path: Path, line_no: int, row: dict, source: dict) -> dict:
+    where = f"{path} line {line_no}"
     question = row.get("question") or row.get("problem")
     if not isinstance(question, str) or not question.strip():
         raise BenchmarkError(f"{where}: no 'question' text")
@@ -63,8 +77,10 @@ def _math_file_row(path: Path, line_no: int, row: dict) -> dict:
         raise BenchmarkError(f"{where}: {e}") from None
     if not answer:
         raise BenchmarkError(f"{where}: empty answer")
+    named = source["name"] != path.stem  # a named benchmark (source.json) prefixes its ids
     out = {
-        "id": f"{path.stem}:{line_no}", "source": path.stem, "file": path.stem,
+        "id": f"{source['name']}/{path.stem}:{line_no}" if named else f"{path.stem}:{line_no}",
+        "source": source["name"], "origin": source["origin"], "file": path.stem,
         "question": question, "answer": answer, "topic": str(row.get("topic") or ""),
     }
     out["level"] = row_level(row, path.stem)
@@ -76,15 +92,16 @@ def _math_file_row(path: Path, line_no: int, row: dict) -> dict:
             raise BenchmarkError(f"{where}: answer {answer!r} is not a letter A-{_LETTERS[len(options) - 1]}")
         out.update(format="single_choice", options=options, answer=answer.upper())
     elif "####" in str(row.get("answer", "")):
-        out.update(format="gsm8k", solution=str(row["answer"]).rsplit("####", 1)[0].strip())
+        out.update(format="worked_solution", solution=str(row["answer"]).rsplit("####", 1)[0].strip())
     else:
         out["format"] = "cloze"
     return out
 
 
 def math_file_rows(path: Path) -> list[dict]:
-    """Rows of one cloze / single-choice / GSM8K-style file; a bad row fails naming its line."""
-    rows = []
+    """Rows of one cloze / single-choice / worked-solution ("... #### answer") file; a bad row fails naming
+    its line."""
+    rows, source = [], file_source(path)
     with path.open(encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
@@ -95,7 +112,7 @@ def math_file_rows(path: Path) -> list[dict]:
                 raise BenchmarkError(f"{path.name} line {line_no}: not valid JSON ({e.msg})") from None
             if not isinstance(row, dict):
                 raise BenchmarkError(f"{path.name} line {line_no}: expected a JSON object")
-            rows.append(_math_file_row(path, line_no, row))
+            rows.append(_math_file_row(path, line_no, row, source))
     return rows
 
 
@@ -107,7 +124,7 @@ def math_validation_rows(agent: Agent, validation: list[dict]) -> list[dict]:
     rows = []
     for r in validation:
         canonical = agent.clean_record(r)
-        rows.append({"id": r["id"], "source": "validation", "file": "validation", "format": "open",
+        rows.append({"id": r["id"], "source": "validation", "origin": HELD_OUT, "file": "validation", "format": "open",
                      "question": canonical["problem"], "answer": canonical["answer"],
                      "topic": "", "level": "unknown"})  # MathX rows carry no level
     return rows
@@ -115,15 +132,16 @@ def math_validation_rows(agent: Agent, validation: list[dict]) -> list[dict]:
 
 def math_rows(agent: Agent, validation: list[dict] | None, *,
               files: list[str] | None) -> tuple[list[dict], list[dict]]:
-    """Every benchmark file's rows, then the validation split's (None: left out); and the files read."""
-    rows, read = [], []
+    """The validation split's rows (None: left out), then every benchmark file's; and the files read."""
+    rows = math_validation_rows(agent, validation) if validation is not None else []
+    read = []
     for path in math_benchmark_files(files):
         file_rows = math_file_rows(path)
         rows += file_rows
+        source = file_source(path)
         read.append({"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                     "rows": len(file_rows)})
-    if validation is not None:
-        rows += math_validation_rows(agent, validation)
+                     "rows": len(file_rows), "source": source["name"], "license": source["license"],
+                     "url": source["url"]})
     return rows, read
 
 

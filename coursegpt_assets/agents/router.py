@@ -195,7 +195,9 @@ class RouterAgent:
     def benchmark_rows(self, split, *, seed: int, config) -> tuple[list[dict], list[dict]]:
         rows = evaluation.router_rows(self, split("test"), split("validation"), seed=seed,
                                       hard_per_category=config.hard_per_category)
-        return rows, []
+        if not config.include_external:
+            return rows, []
+        return rows + evaluation.hard_benchmark_rows(self), [evaluation.hard_benchmark_file()]
 
     def benchmark_question(self, row: dict) -> str:
         return normalise_text(row.get("user_query") or "")

@@ -1,16 +1,21 @@
 """How the router agent is evaluated: its benchmark rows, their score, and `coursegpt score router`.
 
-Benchmark rows are the test split plus the "hard" validation rows (those in at least one category), each
-with the seed's prompt/completion and its `categories`. Scores are the seed's schema-aware route-plan
-metrics, judged against the router's thresholds.
+Benchmark rows are the held-out test split, the "hard" validation rows (those in at least one category) and
+the seed's 322-row hard benchmark shipped in `coursegpt_assets/benchmarks/router/` (derived from the MIT
+router dataset), each with the seed's prompt/completion and its `categories`. Scores are the seed's
+schema-aware route-plan metrics, judged against the router's thresholds.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
-from coursegpt_assets.agents.base import Agent, ScoreCommand
+from coursegpt_assets.agents.base import Agent, ScoreCommand, matches_vertex_prompt_format
+from coursegpt_assets.data.benchmark_rows import HELD_OUT, SHIPPED_BENCHMARKS, BenchmarkError, source_info
 from coursegpt_assets.data.splits import seeded_order
 from coursegpt_assets.scoring.agent_scores import AgentScore, preview, row_id
 from coursegpt_assets.scoring.files import check_pairing, objects, read_jsonl, text_table, write_report
@@ -28,6 +33,8 @@ ROUTER_CATEGORIES = (
     "math_first", "four_step", "has_guidance", "has_computation", "advanced",
     "non_canonical_route", "math_multi_pass", "math_backstop",
 )
+HARD_BENCHMARK = SHIPPED_BENCHMARKS / "router" / "router_benchmark_hard.jsonl"
+_QUERY_MARK = "\n\nUser query:\n"
 _SUMMARY_COLUMNS = ("json_valid", "route_plan_exact", "route_tool_precision", "route_tool_recall",
                     "todo_tool_alignment", "handoff_tools_covered")
 
@@ -52,7 +59,7 @@ def router_categories(record: dict) -> list[str]:
 
 def _router_row(agent: Agent, record: dict, source: str, split: str) -> dict:
     return {
-        "id": record["id"], "source": source, "split": split,
+        "id": record["id"], "source": source, "origin": HELD_OUT, "split": split,
         "user_query": record["user_query"],
         "prompt": agent.vertex_prompt(record), "completion": agent.assistant_text(record),
         "categories": router_categories(record),
@@ -68,7 +75,7 @@ def router_rows(agent: Agent, test: list[dict], validation: list[dict], *, seed:
     oversampled like the seed's hard set (a common category may exceed the cap through rarer picks).
     """
     rows = [_router_row(agent, r, "test", "test") for r in test]
-    candidates = [_router_row(agent, r, "hard", "validation") for r in validation]
+    candidates = [_router_row(agent, r, "validation_hard", "validation") for r in validation]
     candidates = [candidates[i] for i in seeded_order([c["id"] for c in candidates], seed) if candidates[i]["categories"]]
     if hard_per_category is None:
         return rows + candidates
@@ -83,6 +90,49 @@ def router_rows(agent: Agent, test: list[dict], validation: list[dict], *, seed:
                 taken[row["id"]] = row
                 carried += 1
     return rows + [row for row in candidates if row["id"] in taken]
+
+
+def hard_benchmark_rows(agent: Agent, path: Path = HARD_BENCHMARK) -> list[dict]:
+    """The shipped hard benchmark: the seed's prompt/completion byte for byte, the user query read back from
+    the prompt, categories recomputed from the gold plan (the seed's own names differ); a bad row fails
+    naming its line."""
+    info = source_info(path.parent)
+    if info is None:
+        raise BenchmarkError(f"{path.parent}: no source.json naming the benchmark and its licence")
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                row = json.loads(line)
+                gold = json.loads(row["completion"])
+                prompt = row["prompt"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise BenchmarkError(f"{where}: expected a JSON object with a `prompt` and a JSON `completion` "
+                                     f"({type(e).__name__}: {e})") from None
+            if not isinstance(prompt, str) or not matches_vertex_prompt_format(
+                    agent.vertex_prompt_format, agent.system_prompt, prompt):
+                raise BenchmarkError(f"{where}: `prompt` is not the router's tuning prompt (system prompt, "
+                                     "then 'User query:' and the query)")
+            if not isinstance(gold, dict):
+                raise BenchmarkError(f"{where}: `completion` is not a JSON object")
+            rows.append({
+                "id": f"{info['name']}:{line_no}", "source": info["name"], "origin": info["origin"],
+                "user_query": prompt.split(_QUERY_MARK, 1)[1].removesuffix("\n"),
+                "prompt": prompt, "completion": row["completion"], "categories": router_categories(gold),
+            })
+    return rows
+
+
+def hard_benchmark_file(path: Path = HARD_BENCHMARK) -> dict:
+    """The manifest entry of the shipped hard benchmark: path, sha256, rows, source and licence."""
+    info = source_info(path.parent) or {}
+    data = path.read_bytes()
+    return {"path": str(path), "sha256": hashlib.sha256(data).hexdigest(),
+            "rows": sum(1 for line in data.splitlines() if line.strip()),
+            "source": info.get("name"), "license": info.get("license"), "url": info.get("url")}
 
 
 # -- scores ------------------------------------------------------------------------------------------

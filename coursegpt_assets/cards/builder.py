@@ -20,6 +20,7 @@ import yaml
 
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.cards.base_comparison import base_comparison_context
+from coursegpt_assets.cards.sources import benchmark_sources, dataset_split, without_sources_section
 from coursegpt_assets.cards.template import CARD_TEMPLATE, citation_for
 from coursegpt_assets.core.plan import TrainingPlan
 from coursegpt_assets.core.secrets_scan import find_secrets, scrub, scrub_obj
@@ -176,7 +177,7 @@ def build_card_data(inputs: CardInputs):
             task_name=f"{inputs.agent} agent",
             dataset_type=ds_type,
             dataset_name=f"CourseGPT {inputs.agent} benchmark",
-            dataset_split="test",
+            dataset_split=dataset_split(inputs.report),
             dataset_revision=str(benchmark),
             metric_type=metric,
             metric_name=metric.replace("_", " "),
@@ -333,7 +334,9 @@ def render_body_context(inputs: CardInputs) -> dict[str, Any]:
         "headline_rows": _headline_rows(inputs),
         **base_comparison_context(inputs.report),
         "benchmark_version": _fmt(inputs.report.get("benchmark_version")),
-        "report_tables": _demote_headings(inputs.report_markdown) if inputs.report_markdown.strip() else "",
+        "benchmark_sources": benchmark_sources(inputs.report),
+        "report_tables": _demote_headings(without_sources_section(inputs.report_markdown))
+        if inputs.report_markdown.strip() else "",
         "load_prompt": _load_snippet_prompt(inputs),
         "citation": citation_for(inputs.source, inputs.source_license),
     }

@@ -101,7 +101,14 @@ Reported by the Vertex tuning job:
 {% endif %}
 ## Evaluation
 
-Benchmark version `{{ benchmark_version }}` (the agent's held-out test split). Headline metrics; the measured
+Benchmark version `{{ benchmark_version }}`{% if benchmark_sources %}, answered from these sources:
+
+| source | kind | rows answered | licence |
+|---|---|---|---|
+{% for name, kind, rows, licence in benchmark_sources %}| {{ name }} | {{ kind }} | {{ rows }} | {{ licence }} |
+{% endfor %}
+{% else %} (its sources were not recorded: the report predates per-source lists).
+{% endif %}Headline metrics; the measured
 ones are also in the card's `model-index`. "not measured" means the report had nothing to average: the
 seed-compatible metrics count only the predictions that parse, and none did.
 

@@ -89,6 +89,8 @@ class Hyperparameters(StrictModel):
 class SmokeSettings(StrictModel):
     max_train_examples: int = Field(gt=0)
     max_eval_examples: int = Field(gt=0)
+    benchmark_subset_rows: int = Field(
+        gt=0, description="rows a smoke model answers from each benchmark source (a seeded subset of each)")
     epochs: int = Field(gt=0)
     batch_size: int = Field(gt=0)
     gradient_accumulation_steps: int = Field(gt=0)

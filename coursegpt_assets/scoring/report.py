@@ -1,7 +1,7 @@
 """The evaluation report of one pair as plain functions: rows evaluated, version, report.json, report.md, plots.
 
 `evaluation_report` (coursegpt_assets/defs/evaluation/report.py) calls these; the model card consumes report.json
-(`headline`, `benchmark_version`, `adapter_version`) and report.md. The version hashes what decides
+(`headline`, `benchmark_version`, `adapter_version`, `sources`) and report.md. The version hashes what decides
 the numbers (adapter, benchmark, inference settings, row limit, token budget), so an unchanged input
 maps to an existing report.
 """
@@ -17,18 +17,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from coursegpt_assets.data.splits import seeded_order
+from coursegpt_assets.data.benchmark_rows import subset_phrase
 from coursegpt_assets.scoring.comparison import comparison_markdown
 
-REPORT_FORMAT = 1
+REPORT_FORMAT = 2  # 2: rows are sampled per benchmark source; `sources` lists them
 
 
-def select_rows(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
-    """All rows, or a seeded sample of `limit` rows (spread over the whole benchmark) in benchmark order."""
-    if limit is None or limit >= len(rows):
-        return list(rows)
-    keep = sorted(seeded_order([str(r.get("id", i)) for i, r in enumerate(rows)], seed)[:limit])
-    return [rows[i] for i in keep]
+def with_sources(report: dict, table: list[dict], manifest_sources: list[dict] | None = None) -> dict:
+    """report.json's `sources`: each benchmark source, its origin (held-out data or an external benchmark), its
+    rows and how many were answered (`data.benchmark_rows.sources`), with the licence and URL the benchmark
+    manifest records for it."""
+    known = {e.get("source"): e for e in manifest_sources or []}
+    return {**report, "sources": [{**e, "license": known.get(e["source"], {}).get("license"),
+                                   "url": known.get(e["source"], {}).get("url")} for e in table]}
+
+
+def sources_lines(report: dict) -> list[str]:
+    """report.md's list of benchmark sources ("subset of N of M rows" where a subset was answered)."""
+    table = report.get("sources") or []
+    if not table:
+        return []
+    return ["## Benchmark sources", "", *_table(["source", "origin", "rows answered"],
+                                                 [[e["source"], e["origin"], subset_phrase(e)] for e in table]), ""]
 
 
 def report_version(*, adapter_version: str, benchmark_version: str, settings: dict, limit: int | None,
@@ -117,6 +127,7 @@ def report_markdown(report: dict, plot_metrics: tuple[str, ...]) -> str:
         f"Adapter `{report['adapter_version']}` on benchmark `{report['benchmark_version'][:16]}`: "
         f"{inf['samples']} of {inf['benchmark_rows']} rows, {inf['backend']}, greedy, "
         f"max {inf['max_new_tokens']} new tokens ({report['metric']}).", "", _proof_line(report["adapter_proof"]), "",
+        *sources_lines(report),
         "## Headline", "", *_table(["metric", "value"], [[k, v] for k, v in report["headline"].items()]), "",
     ]
     if "base" in report:

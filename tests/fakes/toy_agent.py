@@ -63,7 +63,8 @@ class ToyAgent:
         return f"{SYSTEM_PROMPT}\n\nWord:\n{record['word']}\n"
 
     def benchmark_rows(self, split, *, seed: int, config) -> tuple[list[dict], list[dict]]:
-        rows = [{"id": r["id"], "source": "test", "word": r["word"], "answer": r["reversed"]} for r in split("test")]
+        rows = [{"id": r["id"], "source": "test", "origin": "held-out", "word": r["word"], "answer": r["reversed"]}
+                for r in split("test")]
         return rows, []
 
     def benchmark_question(self, row: dict) -> str:

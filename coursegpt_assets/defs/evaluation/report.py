@@ -28,6 +28,7 @@ from coursegpt_assets.core import layout, settings
 from coursegpt_assets.core.chat_templates import family
 from coursegpt_assets.core.names import ADAPTER_VERSION_TAG, split_pair
 from coursegpt_assets.core.plan import default_plan
+from coursegpt_assets.data.benchmark_rows import select_per_source, sources
 from coursegpt_assets.defs.common import OWNERS, read_latest_version, read_upstream, stored_image, uri
 from coursegpt_assets.defs.evaluation.base_model import (
     BEATS_CHECK,
@@ -44,7 +45,7 @@ from coursegpt_assets.scoring.report import (
     prediction_rows,
     report_markdown,
     report_version,
-    select_rows,
+    with_sources,
     write_plots,
 )
 from coursegpt_assets.scoring.router_thresholds import load_thresholds
@@ -68,8 +69,8 @@ BUDGET_CHECK = "answers_within_token_budget"
 
 class EvaluationConfig(dg.Config):
     max_examples: int | None = Field(
-        default=None, gt=0, description="Benchmark rows to answer (a seeded sample); default: all, or "
-                                        "smoke.max_eval_examples for smoke models")
+        default=None, gt=0, description="Rows to answer from each benchmark source (a seeded subset of each); "
+                                        "default: all, or smoke.benchmark_subset_rows for smoke models")
     max_new_tokens: int | None = Field(
         default=None, gt=0, description=f"Token budget per answer; default: smoke.max_new_tokens for smoke models, "
                                         f"else sized from the benchmark's longest reference answer (at least {FLOOR})")
@@ -154,8 +155,9 @@ def _request(context, store: ArtifactStore, config: EvaluationConfig):
     rows = store.read_jsonl(layout.benchmark_records(agent_name))
     if not rows:
         raise dg.Failure(f"{pair}: {store.uri(layout.benchmark_records(agent_name))} has no rows")
-    limit = config.max_examples or (plan.smoke.max_eval_examples if base.smoke else None)
-    chosen = select_rows(rows, limit, plan.hyperparameters.seed)
+    limit = config.max_examples or (plan.smoke.benchmark_subset_rows if base.smoke else None)
+    chosen = select_per_source(rows, limit, plan.hyperparameters.seed)
+    source_counts = sources(rows, chosen), manifest.get("sources")  # answered per source; licences
     agent = get_agent(agent_name)
     adapter_dir = store.local_dir(adir, settings.current().home / "cache")
     budget = _budget(config, plan, base, agent, rows, adapter_dir)
@@ -165,7 +167,7 @@ def _request(context, store: ArtifactStore, config: EvaluationConfig):
         adapter_dir=adapter_dir, adapter_version=version, conversations=[agent.benchmark_messages(r) for r in chosen],
         max_new_tokens=budget.max_new_tokens, end_of_turn=eot, summary=summary,
         vertex_base_endpoint=base.vertex_base_endpoint)
-    return request, agent, chosen, len(rows), manifest["version"], limit, base, budget
+    return request, agent, chosen, len(rows), manifest["version"], limit, base, budget, source_counts
 
 
 def _budget(config: EvaluationConfig, plan, base, agent, rows: list[dict], adapter_dir: Path) -> TokenBudget:
@@ -235,7 +237,7 @@ def _charts(store: ArtifactStore, report: dict) -> dict[str, dg.MetadataValue]:
 
 def _run(context, store: ArtifactStore, inference: Inference, config: EvaluationConfig) -> tuple[dict, str, bool]:
     """The stored report of this version, or a new one (generate, save predictions, score, write)."""
-    request, agent, rows, total, bench_version, limit, base, budget = _request(context, store, config)
+    request, agent, rows, total, bench_version, limit, base, budget, source_counts = _request(context, store, config)
     settings_used = inference.settings(request)
     found = find_base_scores(store, inference, request, agent, rows, bench_version)
     version = report_version(adapter_version=request.adapter_version, benchmark_version=bench_version,
@@ -282,6 +284,7 @@ def _run(context, store: ArtifactStore, inference: Inference, config: Evaluation
         benchmark_rows=total, score=score, generation=generation, budget=budget.as_dict(), limit=limit, files=files)
     report.update(comparison(score.headline, score.per_row, base_for_report(store, found, base_entry),
                              seed=default_plan().hyperparameters.seed))
+    report = with_sources(report, *source_counts)
     markdown = report_markdown(report, score.plot_metrics)
     store.write_text(f"{rdir}/report.md", markdown, "text/markdown")
     store.write_json(f"{rdir}/{layout.REPORT_FILE}", report)  # last: the report is complete once this exists

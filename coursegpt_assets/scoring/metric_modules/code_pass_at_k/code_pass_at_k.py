@@ -5,7 +5,8 @@
 
 Each prediction is one completion or a list of n completions for a problem (code possibly in a
 ```python fence); each reference is that problem's `testcase` list of assert strings. Optional
-keyword arguments: `entry_points` (list of str, picks the right fenced block), `k` (list of int,
+keyword arguments: `entry_points` (list of str, picks the right fenced block), `prompts` (list of str:
+the HumanEval prompt a problem's solution follows, "" for none), `k` (list of int,
 each <= n), `timeout_s`, `workers`, `allow_unsandboxed`. Returns `score_code`'s report.
 """
 
@@ -21,6 +22,7 @@ Args:
     predictions: list of str, or list of list of str (n candidates per problem).
     references: list of list of str, the problem's assert statements.
     entry_points: optional list of str, the function each problem asks for.
+    prompts: optional list of str, the code each solution follows (HumanEval's prompt; "" for none).
     k: list of int, the k of pass@k (default [1]); every k must be <= n.
     timeout_s: float, wall-clock seconds per program (default 10).
     workers: int, parallel sandboxes (default: CPU count).
@@ -51,6 +53,7 @@ class CodePassAtK(evaluate.Metric):
         predictions,
         references,
         entry_points=None,
+        prompts=None,
         k=(1,),
         timeout_s=10,
         workers=None,
@@ -58,8 +61,11 @@ class CodePassAtK(evaluate.Metric):
     ):
         if entry_points is not None and len(entry_points) != len(references):
             raise ValueError(f"entry_points has {len(entry_points)} entries for {len(references)} references")
+        if prompts is not None and len(prompts) != len(references):
+            raise ValueError(f"prompts has {len(prompts)} entries for {len(references)} references")
         rows = [
-            {"entry_point": entry_points[i] if entry_points else "", "testcase": list(tests)}
+            {"entry_point": entry_points[i] if entry_points else "", "testcase": list(tests),
+             "prompt": prompts[i] if prompts else ""}
             for i, tests in enumerate(references)
         ]
         completions = [p if isinstance(p, str) else list(p) for p in predictions]
