@@ -24,6 +24,8 @@ from tests.test_evaluation import evaluate, gold_answers, newest_report
 BASE_ID = "local/tiny-llama"  # the plan's hf_id of tiny-llama: what a server serves the base model as
 PROSE = "I would search the web first."
 
+EVERY_ROW = {"max_examples": BENCHMARK_ROWS}  # the smoke tier answers a subset per source otherwise
+
 
 def beats_check(result) -> dg.AssetCheckEvaluation:
     return next(e for e in result.get_asset_check_evaluations() if e.check_name == BEATS_CHECK)
@@ -55,7 +57,7 @@ def test_local_report_scores_the_base_model_with_the_adapter_disabled(evaluated_
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(local_generation, "load", counting_load)
         result = evaluate(store, LocalGenerator(models_home=str(models_home), batch_size=4),
-                          config={"max_new_tokens": 8})
+                          config={"max_new_tokens": 8, **EVERY_ROW})
     assert result.success and len(loads) == 1  # one load answers for the adapter and the base model
     report = newest_report(store)
     assert set(report["base"]["headline"]) == set(report["headline"]) and "overall" in report["base"]["metrics"]
@@ -104,11 +106,11 @@ def test_two_adapter_versions_of_a_pair_generate_the_base_answers_once(evaluated
     inference = LocalGenerator(models_home=str(models_home), batch_size=4)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(local_generation, "generate", counting_generate)
-        assert evaluate(store, inference, config={"max_new_tokens": 8}).success
+        assert evaluate(store, inference, config={"max_new_tokens": 8, **EVERY_ROW}).success
         one = newest_report(store)
         assert len(calls) == 2  # the adapter, then the base model
         second = write_tiny_adapter(store, PAIR, models_home=models_home, steps=3, seed=1)
-        assert evaluate(store, inference, config={"max_new_tokens": 8}).success
+        assert evaluate(store, inference, config={"max_new_tokens": 8, **EVERY_ROW}).success
         two = newest_report(store)
     assert len(calls) == 3  # the second adapter only: the base model's scores came from the cache
     assert (one["adapter_version"], two["adapter_version"]) == (first, second)
@@ -117,7 +119,7 @@ def test_two_adapter_versions_of_a_pair_generate_the_base_answers_once(evaluated
     # another token budget asks the base model something else: scored again, under another key
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(local_generation, "generate", counting_generate)
-        assert evaluate(store, inference, config={"max_new_tokens": 6}).success
+        assert evaluate(store, inference, config={"max_new_tokens": 6, **EVERY_ROW}).success
     assert len(calls) == 5 and len(base_folders(store)) == 2
 
 
@@ -131,7 +133,7 @@ def test_server_backend_asks_the_served_base_model_the_same_prompts(evaluated_st
     store, _ = evaluated_store
     rows = router_benchmark()
     with FakeOpenAIServer([PAIR, BASE_ID], adapter_gold_base_prose(rows)) as server:
-        result = evaluate(store, OpenAICompatibleServer(base_url=server.base_url))
+        result = evaluate(store, OpenAICompatibleServer(base_url=server.base_url), config=EVERY_ROW)
         sent = {m: sorted(r["body"]["prompt"] for r in server.requests if r["body"]["model"] == m)
                 for m in (PAIR, BASE_ID)}
     assert result.success
@@ -148,7 +150,7 @@ def test_server_backend_asks_the_served_base_model_the_same_prompts(evaluated_st
 def test_a_server_without_the_base_model_reports_it_not_measured_and_the_check_warns(evaluated_store):
     store, _ = evaluated_store
     with FakeOpenAIServer([PAIR], adapter_gold_base_prose(router_benchmark())) as server:
-        result = evaluate(store, OpenAICompatibleServer(base_url=server.base_url))
+        result = evaluate(store, OpenAICompatibleServer(base_url=server.base_url), config=EVERY_ROW)
         assert {r["body"]["model"] for r in server.requests} == {PAIR}
     assert result.success
     reason = newest_report(store)["base"]["not_measured"]
@@ -193,7 +195,7 @@ def test_vertex_scores_the_base_model_on_the_endpoint_the_plan_names(evaluated_s
     with FakeVertexPredictServer(lambda prompt: gold(PAIR, prompt)) as server:
         server.add_endpoint(ENDPOINT_ID)
         base_name = server.add_endpoint(BASE_ENDPOINT_ID, deployed_model_id="77", predict=lambda prompt: PROSE)
-        result = evaluate(store, _vertex(server))
+        result = evaluate(store, _vertex(server), config=EVERY_ROW)
         base_prompts = [i["prompt"] for b in server.predict_bodies for i in b["instances"]]
     assert result.success and len(base_prompts) == 2 * BENCHMARK_ROWS
     report = newest_report(store)
@@ -209,7 +211,7 @@ def test_vertex_without_a_base_endpoint_reports_the_base_not_measured(evaluated_
     gold = gold_answers(router_benchmark())
     with FakeVertexPredictServer(lambda prompt: gold(PAIR, prompt)) as server:
         server.add_endpoint(ENDPOINT_ID)
-        result = evaluate(store, _vertex(server))
+        result = evaluate(store, _vertex(server), config=EVERY_ROW)
     assert result.success
     reason = newest_report(store)["base"]["not_measured"]
     assert "base_models.tiny-llama.vertex_base_endpoint" in reason

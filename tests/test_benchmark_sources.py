@@ -4,6 +4,7 @@ leakage check over every source, the smoke subset per source, and what report.md
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import dagster as dg
@@ -21,6 +22,7 @@ from coursegpt_assets.defs.evaluation.benchmark import leakage_result
 from coursegpt_assets.scoring import humaneval
 from coursegpt_assets.scoring.report import sources_lines, with_sources
 from resources.inference import OpenAICompatibleServer
+from tests.conftest import split_key
 from tests.fakes.evaluation_store import PAIR, router_benchmark, write_benchmark
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.test_benchmarks import run_benchmark, split
@@ -65,7 +67,11 @@ def test_no_shipped_file_or_row_is_named_after_a_benchmark_it_is_not():
 def plant_in_train(store, agent: str, record: dict) -> None:
     """Append a record to the stored train split (after the benchmark was built from the real one)."""
     train = split(store, agent, "train")
-    store.write_jsonl(layout.split_records(agent, "train"), [*train, {**train[0], **record, "id": "planted"}])
+    key = split_key(store, agent, "train")
+    store.write_jsonl(key, [*train, {**train[0], **record, "id": "planted"}])
+    manifest = store.read_json(layout.splits_manifest(agent))  # the published set now holds it, hashes and all
+    manifest["sha256"]["train"] = hashlib.sha256(store.read_bytes(key)).hexdigest()
+    store.write_json(layout.splits_manifest(agent), manifest)
 
 
 def test_leakage_check_covers_the_external_sources(store):
