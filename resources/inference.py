@@ -10,6 +10,9 @@
   Vertex-tuned adapter is asked in the prompt format it was tuned on (the summary's `vertex_prompt_format`,
   the tuning rows' `prompt`), not the chat template. Pairs without a Vertex model (the tiny smoke model) are
   generated locally, as `VertexTrainer` trains them.
+`score_tokens` measures held-out perplexity: the summed NLL of reference completions with the adapter and with
+the base model alone (locally `local_generation.score_completions`; a server through `served_scoring`); a
+backend that returns text only raises `TokenScoringUnavailable` and the report says "not measured".
 For the remote backends the evidence that the adapter answered is the served model name / endpoint and
 deployed model the server reports, recorded with the adapter weights' sha256; no logits are visible there.
 """
@@ -37,6 +40,7 @@ from coursegpt_assets.core.chat_templates import render_template
 from coursegpt_assets.core.layout import ADAPTER_WEIGHTS as WEIGHTS_FILE
 from coursegpt_assets.core.layout import CHAT_TEMPLATE_FILE as TEMPLATE_FILE
 from coursegpt_assets.core.names import split_pair
+from coursegpt_assets.scoring.perplexity import TokenScores
 
 _VERTEX_LOCK = threading.RLock()  # aiplatform.init is process-global: init + predict happen under one lock
 ENDPOINT_NAME = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/endpoints/(?P<id>[^/]+)$")
@@ -44,6 +48,10 @@ ENDPOINT_NAME = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location
 
 class InferenceError(RuntimeError):
     """Generation could not run or its answer is unusable; the message names the pair, file or setting."""
+
+
+class TokenScoringUnavailable(RuntimeError):
+    """The backend returns text only, no token log-probabilities: held-out perplexity is not measured."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,12 @@ class Inference(dg.ConfigurableResource):
     def generate(self, request: GenerationRequest, log=None) -> Generation:
         raise NotImplementedError(f"{type(self).__name__} must implement generate")
 
+    def score_tokens(self, request: GenerationRequest, texts: list[tuple[str, str]], *, max_length: int,
+                     bos: str, log=None) -> TokenScores:
+        """Summed NLL of each rendered completion given its rendered prompt (`texts`), with the adapter and
+        with the base model alone (held-out perplexity); TokenScoringUnavailable where the backend cannot."""
+        raise TokenScoringUnavailable(f"{type(self).__name__} scores no tokens")
+
 
 class LocalGenerator(Inference):
     """Base model + LoRA adapter with transformers + PEFT on this machine; greedy, left-padded batches."""
@@ -209,6 +223,22 @@ class LocalGenerator(Inference):
         return Generation(texts, reasons, settings, {"adapter_sha256": sha, **probe},
                           time.perf_counter() - started, tokens)
 
+    def score_tokens(self, request: GenerationRequest, texts: list[tuple[str, str]], *, max_length: int,
+                     bos: str, log=None) -> TokenScores:
+        from resources import local_generation as lg
+
+        settings = self.settings(request)
+        if settings["backend"] != "transformers+peft":  # a VertexEndpoint pair served by its endpoint
+            raise TokenScoringUnavailable(f"the {settings['backend']} backend returns generated text only, no "
+                                          "token log-probabilities")
+        loaded = lg.load(self._base_path(request), request.adapter_dir, device=settings["device"],
+                         dtype=self.dtype, end_of_turn=request.end_of_turn)
+        try:
+            return lg.score_completions(loaded, texts, end_of_turn=request.end_of_turn, max_length=max_length,
+                                        batch_size=self.batch_size, log=log)
+        finally:
+            lg.release(loaded)
+
 
 # -- OpenAI-compatible HTTP servers -----------------------------------------------------------------------
 def _http_json(url: str, payload: dict | None, *, api_key: str | None, timeout_s: float) -> dict:
@@ -242,14 +272,23 @@ class OpenAICompatibleServer(Inference):
     timeout_s: float = Field(default=300.0, gt=0)
     concurrency: int = Field(default=4, gt=0, description="Requests in flight (the server batches them)")
     require_listed: bool = Field(default=True, description="Fail unless GET /models lists the model name")
+    base_model: str = Field(default="{base_model_id}", description="Served name of the base model alone (held-out "
+                                                                  "perplexity); {base_model_id} and {base_model} "
+                                                                  "are filled in")
+    echo_max_tokens: int = Field(default=0, ge=0, description="max_tokens of the echo + logprobs scoring requests "
+                                                              "(vLLM refuses 0: set 1; generated tokens are ignored)")
 
     def _model(self, request: GenerationRequest) -> str:
         agent, base = split_pair(request.pair)
         return self.model.format(pair=request.pair, agent=agent, base_model=base,
                                  adapter_version=request.adapter_version)
 
+    def _base_model(self, request: GenerationRequest) -> str:
+        return self.base_model.format(base_model_id=request.base_model_id, base_model=request.base_model)
+
     def settings(self, request: GenerationRequest) -> dict:
         return {"backend": "openai-compatible", "base_url": self.base_url.rstrip("/"), "model": self._model(request),
+                "base_model": self._base_model(request),
                 "api": self.api, "decoding": "greedy (temperature 0)", "stop": request.end_of_turn,
                 "template": f"{TEMPLATE_FILE} beside the adapter" if self.api == "completions" else "server's"}
 
@@ -292,6 +331,13 @@ class OpenAICompatibleServer(Inference):
                  "listed": listed, "base_url": root}
         return Generation([a[0] for a in answers], [a[1] for a in answers], self.settings(request), proof,
                           time.perf_counter() - started, sum(counts) if all(c is not None for c in counts) else None)
+
+    def score_tokens(self, request: GenerationRequest, texts: list[tuple[str, str]], *, max_length: int,
+                     bos: str, log=None) -> TokenScores:
+        """`/v1/completions` with echo + logprobs, for the adapter's served name and the base model's."""
+        from resources.served_scoring import score_on_server
+
+        return score_on_server(self, request, texts, bos=bos, log=log)
 
 
 # -- Vertex AI endpoints -------------------------------------------------------------------------------

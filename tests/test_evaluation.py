@@ -23,9 +23,16 @@ from coursegpt_assets.scoring.report import report_version, select_rows
 from resources.inference import InferenceError, LocalGenerator, OpenAICompatibleServer
 from resources.storage import ArtifactStore
 from tests.conftest import step_failure_text
-from tests.fakes.evaluation_store import BENCHMARK_ROWS, PAIR, router_benchmark, write_benchmark
+from tests.fakes.evaluation_store import (
+    BENCHMARK_ROWS,
+    PAIR,
+    router_benchmark,
+    write_benchmark,
+    write_held_out,
+)
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.tiny_adapter import write_tiny_adapter
+from tests.fakes.tuning_store import valid_router_records
 
 EVALUATION_ASSETS = [evaluation_report, leaderboard]
 EVALUATION_CHECKS = [report_is_current]
@@ -115,6 +122,7 @@ def test_local_report_proves_the_adapter_and_saves_everything(evaluated_store, m
 
 def test_an_adapter_that_changes_nothing_fails_the_report(store, models_home):
     write_benchmark(store, router_benchmark())
+    write_held_out(store, valid_router_records()[:2])
     write_tiny_adapter(store, PAIR, models_home=models_home, steps=0)  # PEFT's initial adapter: B = 0
     result = evaluate(store, LocalGenerator(models_home=str(models_home)), raise_on_error=False)
     assert not result.success

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from coursegpt_assets.agents import get_agent
+from coursegpt_assets.cards.perplexity import perplexity_results, perplexity_rows
 from coursegpt_assets.cards.template import CARD_TEMPLATE, citation_for
 from coursegpt_assets.core.plan import TrainingPlan
 from coursegpt_assets.core.secrets_scan import find_secrets, scrub, scrub_obj
@@ -182,6 +183,8 @@ def build_card_data(inputs: CardInputs):
         )
         for metric, value in measured.items()
     ]
+    results += perplexity_results(inputs.report, agent=inputs.agent, dataset_type=ds_type, task_type=TASK_TYPE,
+                                  splits_manifest=inputs.splits_manifest)
     tags = [inputs.agent, f"{inputs.agent}-agent", "coursegpt-pro", "lora", "peft", _backend_tag(inputs.summary)]
     if inputs.smoke:
         tags.append(SMOKE_TAG)
@@ -330,6 +333,7 @@ def render_body_context(inputs: CardInputs) -> dict[str, Any]:
         "tuning_counts": [(k, _fmt(v)) for k, v in tuning_counts.items()],
         "examples_used": (_fmt(s.get("train_examples")), _fmt(s.get("validation_examples"))),
         "headline_rows": _headline_rows(inputs),
+        "perplexity_rows": perplexity_rows(inputs.report, _fmt, MISSING_VALUE),
         "benchmark_version": _fmt(inputs.report.get("benchmark_version")),
         "report_tables": _demote_headings(inputs.report_markdown) if inputs.report_markdown.strip() else "",
         "load_prompt": _load_snippet_prompt(inputs),

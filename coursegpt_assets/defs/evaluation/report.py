@@ -5,6 +5,8 @@
   scores them with the agent's local `evaluate` module and writes `reports/<pair>/<version>/`
   (predictions.jsonl, benchmark_rows.jsonl, scores.json, PNG plots, report.md, report.json last), then
   `reports/<pair>/latest.json`. Each threshold of the agent is a WARN check: a miss never fails the run.
+- It also measures held-out perplexity, adapter and base model, on the agent's test (else validation) split
+  (`heldout.py`): report.json `perplexity`, metadata `perplexity_adapter` / `perplexity_base`.
 The report version hashes adapter version + benchmark version + inference settings, so an unchanged
 input reuses its report instead of generating again (unless `force`).
 """
@@ -23,7 +25,9 @@ from coursegpt_assets.core.chat_templates import family
 from coursegpt_assets.core.names import ADAPTER_VERSION_TAG, split_pair
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.defs.common import OWNERS, read_latest_version, read_upstream, uri
+from coursegpt_assets.defs.evaluation.heldout import held_out, measure
 from coursegpt_assets.defs.partitions import AGENT_TO_PAIRS, PAIR_PARTITIONS
+from coursegpt_assets.scoring.perplexity import perplexity_metadata
 from coursegpt_assets.scoring.report import (
     build_report,
     prediction_rows,
@@ -58,6 +62,9 @@ class EvaluationConfig(dg.Config):
         default=None, gt=0, description=f"Token budget per answer; default: smoke.max_new_tokens for smoke models, "
                                         f"else sized from the benchmark's longest reference answer (at least {FLOOR})")
     force: bool = Field(default=False, description="Generate again even when this report version exists")
+    max_perplexity_rows: int | None = Field(
+        default=None, gt=0, description="Held-out rows whose perplexity is measured (a seeded sample); default: "
+                                        "all, or smoke.max_perplexity_rows for smoke models")
 
 
 def strip_think(text: str) -> str:
@@ -199,6 +206,7 @@ def _metadata(report: dict, report_uri: str, markdown: str, reused: bool) -> dic
         meta["probe_max_abs_logit_diff"] = float(proof["max_abs_logit_diff"])
     if not_measured:
         meta["not_measured"] = ", ".join(not_measured)
+    meta.update(perplexity_metadata(report.get("perplexity")))
     verdicts = report.get("thresholds") or {}
     if verdicts.get("checks"):
         meta.update({"thresholds_passed": int(verdicts["passed"]), "thresholds_failed": int(verdicts["failed"]),
@@ -209,7 +217,8 @@ def _metadata(report: dict, report_uri: str, markdown: str, reused: bool) -> dic
 def _run(context, store: ArtifactStore, inference: Inference, config: EvaluationConfig) -> tuple[dict, str, bool]:
     """The stored report of this version, or a new one (generate, save predictions, score, write)."""
     request, agent, rows, total, bench_version, limit, base, budget = _request(context, store, config)
-    settings_used = inference.settings(request)
+    held = held_out(store, request, agent, default_plan(), base, config.max_perplexity_rows)
+    settings_used = {**inference.settings(request), "heldout_perplexity": held.version_input}
     version = report_version(adapter_version=request.adapter_version, benchmark_version=bench_version,
                              settings=settings_used, limit=limit, max_new_tokens=request.max_new_tokens)
     rdir = layout.report_dir(request.pair, version)
@@ -222,6 +231,7 @@ def _run(context, store: ArtifactStore, inference: Inference, config: Evaluation
     store.write_jsonl(f"{rdir}/predictions.jsonl",
                       prediction_rows(rows, generation.completions, generation.finish_reasons))
     store.write_jsonl(f"{rdir}/benchmark_rows.jsonl", rows)
+    perplexity = measure(inference, request, held, settings_used["backend"], log=context.log)
     # an adapter tuned with <think> wrapping answers "<think>…</think>" first: score what follows it
     think = bool((store.read_json(layout.tuning_manifest(request.pair)) if store.exists(
         layout.tuning_manifest(request.pair)) else {}).get("think_wrapping"))
@@ -236,7 +246,8 @@ def _run(context, store: ArtifactStore, inference: Inference, config: Evaluation
     report = build_report(
         pair=request.pair, agent=agent.name, base_model=request.base_model, base_model_id=request.base_model_id,
         smoke=base.smoke, version=version, adapter_version=request.adapter_version, benchmark_version=bench_version,
-        benchmark_rows=total, score=score, generation=generation, budget=budget.as_dict(), limit=limit, files=files)
+        benchmark_rows=total, score=score, generation=generation, budget=budget.as_dict(), limit=limit, files=files,
+        perplexity=perplexity)
     markdown = report_markdown(report, score.plot_metrics)
     store.write_text(f"{rdir}/report.md", markdown, "text/markdown")
     store.write_json(f"{rdir}/{layout.REPORT_FILE}", report)  # last: the report is complete once this exists
