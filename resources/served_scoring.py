@@ -6,7 +6,9 @@ Each rendered prompt + completion is sent once to the adapter's served name and 
 of every token of the text it was sent, with each token's character offset; the completion's tokens are the
 ones at or after the prompt's length (a token straddling the boundary belongs to the prompt) and before the
 end of the text (anything generated after it is ignored). The server tokenises with its own tokenizer and
-context, so no local max_length applies. stdlib HTTP only, like the rest of the client.
+context, so no local max_length applies. A server that cannot answer (no echo or logprobs, as Ollama's
+OpenAI API; the base model not served under `base_model`) leaves the perplexity "not measured", with its
+answer as the reason: generation and scoring already succeeded. stdlib HTTP only, like the rest of the client.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from coursegpt_assets.scoring.perplexity import TokenScores, completion_logprob
 from coursegpt_assets.training.labels import through_end_of_turn
-from resources.inference import GenerationRequest, InferenceError, OpenAICompatibleServer, _http_json
+from resources.inference import (
+    GenerationRequest,
+    InferenceError,
+    OpenAICompatibleServer,
+    TokenScoringUnavailable,
+    _http_json,
+)
 
 
 def echo_logprob(server: OpenAICompatibleServer, url: str, model: str, prompt: str,
@@ -41,8 +49,15 @@ def score_on_server(server: OpenAICompatibleServer, request: GenerationRequest, 
     models = {"adapter": server.settings(request)["model"], "base": server.settings(request)["base_model"]}
     nll, tokens = {}, {}
     for which, model in models.items():
-        with ThreadPoolExecutor(max_workers=server.concurrency, thread_name_prefix="openai-score") as pool:
-            scored = list(pool.map(lambda pc, m=model: echo_logprob(server, f"{root}/completions", m, *pc), pieces))
+        try:
+            with ThreadPoolExecutor(max_workers=server.concurrency, thread_name_prefix="openai-score") as pool:
+                scored = list(pool.map(lambda pc, m=model: echo_logprob(server, f"{root}/completions", m, *pc),
+                                       pieces))
+        except InferenceError as e:
+            hint = ("set OpenAICompatibleServer.base_model to the name the server serves the base model under"
+                    if which == "base" else "the generation above used the same name")
+            raise TokenScoringUnavailable(f"{root} did not score the held-out completions with {model!r} ({e}); "
+                                          f"{hint}") from None
         nll[which], tokens[which] = -sum(s for s, _ in scored), sum(n for _, n in scored)
         if log is not None:
             log.info(f"{request.pair}: scored {len(pieces)} held-out completions with {model!r} at {root}")

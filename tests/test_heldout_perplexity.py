@@ -177,6 +177,17 @@ def test_an_openai_compatible_server_scores_echoed_logprobs_for_adapter_and_base
     assert ppl["adapter"] != pytest.approx(ppl["base"])
 
 
+def test_a_server_that_does_not_serve_the_base_model_leaves_perplexity_not_measured(evaluated_store):
+    store, _ = evaluated_store
+    with FakeOpenAIServer([PAIR], gold_answers(router_benchmark())) as server:
+        assert evaluate(store, OpenAICompatibleServer(base_url=server.base_url)).success
+    report = newest_report(store)
+    assert report["headline"]["json_valid"] == 1.0  # the generation scores are unaffected
+    reason = report["perplexity"]["not_measured"]
+    assert "'local/tiny-llama'" in reason and "model local/tiny-llama not found" in reason
+    assert "set OpenAICompatibleServer.base_model" in reason
+
+
 def test_a_vertex_endpoint_reports_perplexity_as_not_measured(evaluated_store):
     from tests.fakes.vertex_predict_server import FakeVertexPredictServer
     from tests.test_vertex_endpoint import ENDPOINT_ID, gold_predictor, vertex
