@@ -272,9 +272,10 @@ class OpenAICompatibleServer(Inference):
     timeout_s: float = Field(default=300.0, gt=0)
     concurrency: int = Field(default=4, gt=0, description="Requests in flight (the server batches them)")
     require_listed: bool = Field(default=True, description="Fail unless GET /models lists the model name")
-    base_model: str = Field(default="{base_model_id}", description="Served name of the base model alone (held-out "
-                                                                  "perplexity); {base_model_id} and {base_model} "
-                                                                  "are filled in")
+    base_model_name: str = Field(
+        default="{base_model_id}", description="Served name of the base model, asked the same prompts for the "
+        "base-vs-adapter comparison (vLLM serves --model under its HF id); {base_model} and {base_model_id} are "
+        "filled in; empty: the base model is not measured")
     echo_max_tokens: int = Field(default=0, ge=0, description="max_tokens of the echo + logprobs scoring requests "
                                                               "(vLLM refuses 0: set 1; generated tokens are ignored)")
 
@@ -283,12 +284,11 @@ class OpenAICompatibleServer(Inference):
         return self.model.format(pair=request.pair, agent=agent, base_model=base,
                                  adapter_version=request.adapter_version)
 
-    def _base_model(self, request: GenerationRequest) -> str:
-        return self.base_model.format(base_model_id=request.base_model_id, base_model=request.base_model)
+    def _base_name(self, request: GenerationRequest) -> str:
+        return self.base_model_name.format(base_model=request.base_model, base_model_id=request.base_model_id)
 
     def settings(self, request: GenerationRequest) -> dict:
         return {"backend": "openai-compatible", "base_url": self.base_url.rstrip("/"), "model": self._model(request),
-                "base_model": self._base_model(request),
                 "api": self.api, "decoding": "greedy (temperature 0)", "stop": request.end_of_turn,
                 "template": f"{TEMPLATE_FILE} beside the adapter" if self.api == "completions" else "server's"}
 

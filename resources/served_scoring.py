@@ -1,13 +1,13 @@
 """Held-out perplexity through an OpenAI-compatible server: `/v1/completions` with `echo` and `logprobs`.
 
 Each rendered prompt + completion is sent once to the adapter's served name and once to the base model's
-(`OpenAICompatibleServer.model` / `.base_model`) with `echo: true, logprobs: 1` and `max_tokens` =
+(`OpenAICompatibleServer.model` / `.base_model_name`) with `echo: true, logprobs: 1` and `max_tokens` =
 `echo_max_tokens` (0 as OpenAI's API allows; vLLM wants 1, vllm#9336). The server answers the log-probability
 of every token of the text it was sent, with each token's character offset; the completion's tokens are the
 ones at or after the prompt's length (a token straddling the boundary belongs to the prompt) and before the
 end of the text (anything generated after it is ignored). The server tokenises with its own tokenizer and
 context, so no local max_length applies. A server that cannot answer (no echo or logprobs, as Ollama's
-OpenAI API; the base model not served under `base_model`) leaves the perplexity "not measured", with its
+OpenAI API; the base model not served under `base_model_name`) leaves the perplexity "not measured", with its
 answer as the reason: generation and scoring already succeeded. stdlib HTTP only, like the rest of the client.
 """
 
@@ -46,7 +46,9 @@ def score_on_server(server: OpenAICompatibleServer, request: GenerationRequest, 
     """TokenScores of the held-out completions for the adapter and the base model (the server adds its BOS)."""
     root = server.base_url.rstrip("/")
     pieces = [(p.removeprefix(bos) if bos else p, through_end_of_turn(c, request.end_of_turn)) for p, c in texts]
-    models = {"adapter": server.settings(request)["model"], "base": server.settings(request)["base_model"]}
+    models = {"adapter": server._model(request), "base": server._base_name(request)}
+    if not models["base"]:
+        raise TokenScoringUnavailable("OpenAICompatibleServer.base_model_name is empty")
     nll, tokens = {}, {}
     for which, model in models.items():
         try:
@@ -54,7 +56,7 @@ def score_on_server(server: OpenAICompatibleServer, request: GenerationRequest, 
                 scored = list(pool.map(lambda pc, m=model: echo_logprob(server, f"{root}/completions", m, *pc),
                                        pieces))
         except InferenceError as e:
-            hint = ("set OpenAICompatibleServer.base_model to the name the server serves the base model under"
+            hint = ("set OpenAICompatibleServer.base_model_name to the name the server serves the base model under"
                     if which == "base" else "the generation above used the same name")
             raise TokenScoringUnavailable(f"{root} did not score the held-out completions with {model!r} ({e}); "
                                           f"{hint}") from None

@@ -185,7 +185,7 @@ def test_a_server_that_does_not_serve_the_base_model_leaves_perplexity_not_measu
     assert report["headline"]["json_valid"] == 1.0  # the generation scores are unaffected
     reason = report["perplexity"]["not_measured"]
     assert "'local/tiny-llama'" in reason and "model local/tiny-llama not found" in reason
-    assert "set OpenAICompatibleServer.base_model" in reason
+    assert "set OpenAICompatibleServer.base_model_name" in reason
 
 
 def test_a_vertex_endpoint_reports_perplexity_as_not_measured(evaluated_store):
