@@ -8,7 +8,11 @@
 - `VertexEndpoint` (COURSEGPT_ENV=gcp, `resources/vertex_endpoint.py`): Vertex AI online prediction.
 Each backend also asks the base model the same prompts with the same decoding (`generate_with_base`), so the
 report can say whether fine-tuning helped; `base_settings` raises `BaseNotMeasured` with the reason when it
-has no base model to ask. For the remote backends the evidence that the adapter answered is the served model name / endpoint and
+has no base model to ask.
+`score_tokens` measures held-out perplexity: the summed NLL of reference completions with the adapter and with
+the base model alone (locally `local_generation.score_completions`; a server through `served_scoring`); a
+backend that returns text only raises `TokenScoringUnavailable` and the report says "not measured".
+For the remote backends the evidence that the adapter answered is the served model name / endpoint and
 deployed model the server reports, recorded with the adapter weights' sha256; no logits are visible there.
 They retry transient failures (`resources/http_retry.py`) and keep every finished answer in the request's
 `PredictionLog` (`resources/prediction_log.py`), so a failed run's successor asks only for the rest.
@@ -32,6 +36,7 @@ from coursegpt_assets.core.chat_templates import render_template
 from coursegpt_assets.core.layout import ADAPTER_WEIGHTS as WEIGHTS_FILE
 from coursegpt_assets.core.layout import CHAT_TEMPLATE_FILE as TEMPLATE_FILE
 from coursegpt_assets.core.names import split_pair
+from coursegpt_assets.scoring.perplexity import TokenScores
 from resources import http_retry
 from resources.prediction_log import PredictionLog, answer_all
 
@@ -42,6 +47,10 @@ class InferenceError(RuntimeError):
 
 class BaseNotMeasured(Exception):
     """The backend has no base model to ask for this pair; the message says why and what to configure."""
+
+
+class TokenScoringUnavailable(RuntimeError):
+    """The backend returns text only, no token log-probabilities: held-out perplexity is not measured."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,12 @@ class Inference(dg.ConfigurableResource):
         """The adapter's completions and the base model's, same prompts and decoding."""
         raise NotImplementedError(f"{type(self).__name__} must implement generate_with_base")
 
+    def score_tokens(self, request: GenerationRequest, texts: list[tuple[str, str]], *, max_length: int,
+                     bos: str, log=None) -> TokenScores:
+        """Summed NLL of each rendered completion given its rendered prompt (`texts`), with the adapter and
+        with the base model alone (held-out perplexity); TokenScoringUnavailable where the backend cannot."""
+        raise TokenScoringUnavailable(f"{type(self).__name__} scores no tokens")
+
 
 class LocalGenerator(Inference):
     """Base model + LoRA adapter with transformers + PEFT on this machine; greedy, left-padded batches."""
@@ -264,6 +279,22 @@ class LocalGenerator(Inference):
                     "load_s": round(loaded.load_s, 3)}
         return Generation(texts, reasons, settings, {"adapter_sha256": sha, **probe}, adapter_s, tokens), base
 
+    def score_tokens(self, request: GenerationRequest, texts: list[tuple[str, str]], *, max_length: int,
+                     bos: str, log=None) -> TokenScores:
+        from resources import local_generation as lg
+
+        settings = self.settings(request)
+        if settings["backend"] != "transformers+peft":  # a VertexEndpoint pair served by its endpoint
+            raise TokenScoringUnavailable(f"the {settings['backend']} backend returns generated text only, no "
+                                          "token log-probabilities")
+        loaded = lg.load(self._base_path(request), request.adapter_dir, device=settings["device"],
+                         dtype=self.dtype, end_of_turn=request.end_of_turn)
+        try:
+            return lg.score_completions(loaded, texts, end_of_turn=request.end_of_turn, max_length=max_length,
+                                        batch_size=self.batch_size, log=log)
+        finally:
+            lg.release(loaded)
+
 
 # -- OpenAI-compatible HTTP servers -----------------------------------------------------------------------
 def _http_json(url: str, payload: dict | None, *, api_key: str | None, timeout_s: float,
@@ -300,6 +331,8 @@ class OpenAICompatibleServer(Inference):
         default="{base_model_id}", description="Served name of the base model, asked the same prompts for the "
         "base-vs-adapter comparison (vLLM serves --model under its HF id); {base_model} and {base_model_id} are "
         "filled in; empty: the base model is not measured")
+    echo_max_tokens: int = Field(default=0, ge=0, description="max_tokens of the echo + logprobs scoring requests "
+                                                              "(vLLM refuses 0: set 1; generated tokens are ignored)")
 
     def _model(self, request: GenerationRequest) -> str:
         agent, base = split_pair(request.pair)
@@ -386,4 +419,11 @@ class OpenAICompatibleServer(Inference):
                  "base_url": root}
         return Generation([a[0] for a in answers], [a[1] for a in answers], settings, proof,
                           time.perf_counter() - started, sum(counts) if all(c is not None for c in counts) else None)
+
+    def score_tokens(self, request: GenerationRequest, texts: list[tuple[str, str]], *, max_length: int,
+                     bos: str, log=None) -> TokenScores:
+        """`/v1/completions` with echo + logprobs, for the adapter's served name and the base model's."""
+        from resources.served_scoring import score_on_server
+
+        return score_on_server(self, request, texts, bos=bos, log=log)
 

@@ -1,4 +1,4 @@
-"""transformers + PEFT generation for `LocalGenerator`: load base + adapter, prove the adapter acts, decode.
+"""transformers + PEFT for `LocalGenerator`: load base + adapter, prove the adapter acts, decode, score tokens.
 
 Why a proof: peers have scored the base model while reporting the adapter (a wrong folder, LoRA keys
 that silently did not load, an untrained adapter whose B matrices are still zero). `logit_probe` runs
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coursegpt_assets.core.progress import format_progress
+from coursegpt_assets.scoring.perplexity import TokenScores
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -163,6 +164,52 @@ def generate(loaded: LoadedModel, prompts: list[str], *, max_new_tokens: int, ba
         if log is not None:
             log.info(format_progress(min(start + batch_size, len(order)), len(order), "completions"))
     return texts, reasons, generated
+
+
+def score_completions(loaded: LoadedModel, texts: list[tuple[str, str]], *, end_of_turn: str, max_length: int,
+                      batch_size: int, log=None) -> TokenScores:
+    """Summed NLL of each reference completion given its prompt, with the adapter and (PEFT's
+    `disable_adapter()`, no second load) without it, on exactly the label tokens training computes its loss
+    on (`training.labels`); right-padded batches, no grad. Rows over `max_length` are cut as TRL cuts them."""
+    import torch
+
+    from coursegpt_assets.training.labels import IGNORE_INDEX, completion_labels, prepare_pair
+
+    tok = loaded.tokenizer
+    examples = [completion_labels(tok, *prepare_pair(tok, p, c, end_of_turn), eos_token=end_of_turn,
+                                  max_length=max_length) for p, c in texts]
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    nll = {"adapter": 0.0, "base": 0.0}
+    tokens = 0
+    for start in range(0, len(order), batch_size):
+        chunk = [examples[i] for i in order[start:start + batch_size]]
+        width = max(len(e["input_ids"]) for e in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, e in enumerate(chunk):
+            n = len(e["input_ids"])
+            ids[row, :n], labels[row, :n], mask[row, :n] = torch.tensor(e["input_ids"]), torch.tensor(e["labels"]), 1
+        batch = {"input_ids": ids.to(loaded.device), "attention_mask": mask.to(loaded.device)}
+        targets = labels[:, 1:].to(loaded.device)  # position t predicts token t + 1
+        keep = targets != IGNORE_INDEX
+        tokens += int(keep.sum())
+        with torch.no_grad():
+            nll["adapter"] += _summed_nll(loaded.model(**batch).logits, targets, keep)
+            with loaded.model.disable_adapter():
+                nll["base"] += _summed_nll(loaded.model(**batch).logits, targets, keep)
+        if log is not None:
+            log.info(f"scored {min(start + batch_size, len(order))}/{len(order)} held-out completions")
+    truncated = sum(e["full_length"] > max_length for e in examples)
+    return TokenScores(nll["adapter"], nll["base"], tokens, truncated)
+
+
+def _summed_nll(logits, targets, keep) -> float:
+    import torch.nn.functional as F
+
+    picked = logits[:, :-1][keep].float()  # only the label positions: never the whole vocabulary x sequence
+    return float(F.cross_entropy(picked, targets[keep], reduction="sum"))
 
 
 def release(loaded: LoadedModel) -> None:

@@ -103,3 +103,17 @@ def test_nothing_is_published(finished_run):
     instance = dg.DagsterInstance.from_config(str(home / "dagster"))
     assert not instance.fetch_materializations(dg.AssetKey("published_adapter"), limit=1).records
     assert not (home / "hub").exists() and "published_adapter" not in proc.stdout
+
+
+def test_the_summary_shows_held_out_perplexity_and_the_router_adapter_learned(finished_run):
+    """The embedded default measures something: every tiny pair's summary line shows base and adapter
+    held-out perplexity, and router__tiny-llama's adapter is at least 20 % below its random base."""
+    home, proc = finished_run
+    for pair in PAIRS:
+        line = next(x for x in proc.stdout.splitlines() if x.startswith("evaluation_report ") and f" {pair} " in x)
+        assert "perplexity_base=" in line and "perplexity_adapter=" in line, line
+    store = home / "store"
+    version = json.loads((store / "reports/router__tiny-llama/latest.json").read_text())["version"]
+    ppl = json.loads((store / f"reports/router__tiny-llama/{version}/report.json").read_text())["perplexity"]
+    assert ppl["split"] == "test" and ppl["rows"] > 0 and ppl["tokens"] > 0, ppl
+    assert ppl["adapter"] <= 0.8 * ppl["base"], ppl

@@ -26,9 +26,16 @@ from coursegpt_assets.scoring.report import report_version
 from resources.inference import InferenceError, LocalGenerator, OpenAICompatibleServer
 from resources.storage import ArtifactStore
 from tests.conftest import step_failure_text
-from tests.fakes.evaluation_store import BENCHMARK_ROWS, PAIR, router_benchmark, write_benchmark
+from tests.fakes.evaluation_store import (
+    BENCHMARK_ROWS,
+    PAIR,
+    router_benchmark,
+    write_benchmark,
+    write_held_out,
+)
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.tiny_adapter import write_tiny_adapter
+from tests.fakes.tuning_store import valid_router_records
 
 EVALUATION_ASSETS = [evaluation_report, leaderboard]
 EVALUATION_CHECKS = [report_is_current]
@@ -122,6 +129,7 @@ def test_local_report_proves_the_adapter_and_saves_everything(evaluated_store, m
 
 def test_an_adapter_that_changes_nothing_fails_the_report(store, models_home):
     write_benchmark(store, router_benchmark())
+    write_held_out(store, valid_router_records()[:2])
     write_tiny_adapter(store, PAIR, models_home=models_home, steps=0)  # PEFT's initial adapter: B = 0
     result = evaluate(store, LocalGenerator(models_home=str(models_home)), raise_on_error=False)
     assert not result.success
@@ -157,7 +165,7 @@ def test_server_backend_scores_gold_answers_and_sends_the_adapters_template(eval
         assert report["headline"]["json_valid"] == 1.0 and report["headline"]["route_plan_exact"] == 1.0
         assert report["adapter_proof"]["kind"] == "served_model" and report["adapter_proof"]["answered_as"] == [PAIR]
         assert report["inference"]["backend"] == "openai-compatible"
-        assert len(server.requests) == BENCHMARK_ROWS
+        assert len([r for r in server.requests if not r["body"].get("echo")]) == BENCHMARK_ROWS  # echo: perplexity
         sent = next(r for r in server.requests if rows[0]["user_query"].strip() in r["body"]["prompt"])
         assert sent["path"] == "/v1/completions" and sent["authorization"] == "Bearer sk-test"
         assert sent["body"]["stop"] == ["<|end|>"] and sent["body"]["temperature"] == 0.0

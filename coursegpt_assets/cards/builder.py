@@ -20,6 +20,7 @@ import yaml
 
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.cards.base_comparison import base_comparison_context
+from coursegpt_assets.cards.perplexity import perplexity_results, perplexity_rows
 from coursegpt_assets.cards.sources import benchmark_sources, dataset_split, without_sources_section
 from coursegpt_assets.cards.template import CARD_TEMPLATE, citation_for
 from coursegpt_assets.core.plan import TrainingPlan
@@ -185,6 +186,8 @@ def build_card_data(inputs: CardInputs):
         )
         for metric, value in measured.items()
     ]
+    results += perplexity_results(inputs.report, agent=inputs.agent, dataset_type=ds_type, task_type=TASK_TYPE,
+                                  splits_manifest=inputs.splits_manifest)
     tags = [inputs.agent, f"{inputs.agent}-agent", "coursegpt-pro", "lora", "peft", _backend_tag(inputs.summary)]
     if inputs.smoke:
         tags.append(SMOKE_TAG)
@@ -333,6 +336,7 @@ def render_body_context(inputs: CardInputs) -> dict[str, Any]:
         "examples_used": (_fmt(s.get("train_examples")), _fmt(s.get("validation_examples"))),
         "headline_rows": _headline_rows(inputs),
         **base_comparison_context(inputs.report),
+        "perplexity_rows": perplexity_rows(inputs.report, _fmt, MISSING_VALUE),
         "benchmark_version": _fmt(inputs.report.get("benchmark_version")),
         "benchmark_sources": benchmark_sources(inputs.report),
         "report_tables": _demote_headings(without_sources_section(inputs.report_markdown))

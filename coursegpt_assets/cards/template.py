@@ -116,6 +116,14 @@ seed-compatible metrics count only the predictions that parse, and none did.
 |---|---|
 {% for name, value in headline_rows %}| {{ name }} | {{ value }} |
 {% endfor %}
+{% if perplexity_rows %}
+Held-out perplexity of the reference completions, base model and adapter (lower is better; the model-index
+carries the adapter's):
+
+| | |
+|---|---|
+{% for name, value in perplexity_rows %}| {{ name }} | {{ value }} |
+{% endfor %}{% endif %}
 {% if base_comparison %}
 ### Base model vs adapter
 

@@ -35,8 +35,9 @@ from coursegpt_assets.core.names import split_pair
 from coursegpt_assets.defs.jobs import PUBLISH, STAGES, selection_for
 from coursegpt_assets.defs.partitions import partition_tags
 
-#: the runner's own summary numbers; each agent adds its headline metrics (see `headline_keys`)
-STEP_KEYS = ("dagster/row_count", "final_loss", "wall_time_s", "best_score")
+#: the runner's own summary numbers (held-out perplexity: base, then adapter); each agent adds its headline
+#: metrics (see `headline_keys`)
+STEP_KEYS = ("dagster/row_count", "final_loss", "wall_time_s", "best_score", "perplexity_base", "perplexity_adapter")
 
 
 def headline_keys(agents: list[str]) -> tuple[str, ...]:

@@ -99,6 +99,8 @@ class SmokeSettings(StrictModel):
     max_new_tokens: int = Field(gt=0)
     learning_rate: float | None = Field(
         default=None, gt=0, description="replaces hyperparameters.learning_rate for smoke models (few steps)")
+    max_perplexity_rows: int = Field(
+        default=16, gt=0, description="held-out rows whose perplexity a smoke model's report measures (seeded)")
 
 
 class CostSettings(StrictModel):

@@ -20,6 +20,7 @@ from coursegpt_assets.scoring.comparison import (
     signed,
     significance,
 )
+from coursegpt_assets.scoring.perplexity import measured, reduction
 from coursegpt_assets.scoring.report import bar_chart
 
 
@@ -43,6 +44,7 @@ def leaderboard_rows(reports: dict[str, dict | None]) -> list[dict]:
             "report_version": report.get("report_version"), "adapter_version": report.get("adapter_version"),
             "benchmark_version": report.get("benchmark_version"), "samples": inference.get("samples"),
             "backend": inference.get("backend"), "headline": dict(report.get("headline") or {}),
+            "perplexity": report.get("perplexity"),
         })
     return rows
 
@@ -102,7 +104,26 @@ def leaderboard_markdown(agent: str, rows: list[dict], best: dict[str, dict], no
     lowest = [m for m, b in best.items() if b["direction"] == "min"]
     lines += ["", "Bold: best per metric (highest" + (f"; lowest for {', '.join(lowest)}" if lowest else "") + ")."]
     lines += [f"- Note: {n}" for n in notes]
+    lines += perplexity_table(rows)
     return "\n".join(lines) + "\n"
+
+
+def perplexity_table(rows: list[dict]) -> list[str]:
+    """Held-out perplexity per base model: base, adapter and how far below the base the adapter is (lower is
+    better); a report that could not measure it says why. Empty when no report carries perplexity."""
+    shown = [r for r in rows if r["evaluated"] and r.get("perplexity")]
+    if not shown:
+        return []
+    lines = ["", "## Held-out perplexity", "", "| base model | split | rows | tokens | perplexity (base) | "
+             "perplexity (adapter) | adapter vs base |", "|---|---|---|---|---|---|---|"]
+    for row in shown:
+        ppl, name = row["perplexity"], row["base_model"] + (" (smoke)" if row["smoke"] else "")
+        if not measured(ppl):
+            lines.append(f"| {name} | not measured: {_cell(ppl.get('not_measured'))} | — | — | — | — | — |")
+            continue
+        lines.append(f"| {name} | {ppl['split']} | {ppl['rows']} | {ppl['tokens']} | {_cell(float(ppl['base']))} | "
+                     f"{_cell(float(ppl['adapter']))} | {-reduction(ppl):+.1%} |")
+    return lines
 
 
 def leaderboard_chart(agent: str, rows: list[dict], path: Path) -> Path | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from coursegpt_assets.data.benchmark_rows import subset_phrase
 from coursegpt_assets.scoring.comparison import comparison_markdown
+from coursegpt_assets.scoring.perplexity import perplexity_markdown
 
 REPORT_FORMAT = 2  # 2: rows are sampled per benchmark source; `sources` lists them
 
@@ -64,8 +65,9 @@ def _finite(value: Any) -> bool:
 
 def build_report(*, pair: str, agent: str, base_model: str, base_model_id: str, smoke: bool, version: str,
                  adapter_version: str, benchmark_version: str, benchmark_rows: int, score, generation,
-                 budget: dict, limit: int | None, files: dict[str, Any]) -> dict:
-    """report.json: every number, where it came from, and the evidence that the adapter answered."""
+                 budget: dict, limit: int | None, files: dict[str, Any], perplexity: dict | None = None) -> dict:
+    """report.json: every number, where it came from, and the evidence that the adapter answered
+    (`perplexity`: the held-out perplexity of adapter and base, `scoring.perplexity`)."""
     reasons = Counter(generation.finish_reasons)
     samples = len(generation.completions)
     tokens = generation.generated_tokens
@@ -85,6 +87,7 @@ def build_report(*, pair: str, agent: str, base_model: str, base_model_id: str, 
         "metrics": score.buckets, "headline": score.headline, "thresholds": score.thresholds,
         "breakdowns": score.breakdowns, "extra": score.extra, "failure_examples": score.failures,
         "inference": inference, "adapter_proof": generation.proof, "files": files,
+        **({"perplexity": perplexity} if perplexity is not None else {}),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -147,6 +150,7 @@ def report_markdown(report: dict, plot_metrics: tuple[str, ...]) -> str:
                   for c in verdicts["checks"] if c["status"] != "pass"]
         if failed:
             lines += _table(["bucket", "metric", "bound", "threshold", "value", "status"], failed) + [""]
+    lines += perplexity_markdown(report)
     reasons = ", ".join(f"{k} {v}" for k, v in inf["finish_reasons"].items())
     lines += ["## Generation", "", f"Finish reasons: {reasons}. Wall time {inf['wall_time_s']:.1f} s"
               + (f", {inf['tokens_per_second']:.1f} generated tokens/s." if inf.get("tokens_per_second") else "."), ""]

@@ -20,6 +20,17 @@ def auto_bos(tokenizer) -> bool:
     return bool(ids) and ids[0] == bos_id
 
 
+def through_end_of_turn(text_completion: str, end_of_turn: str) -> str:
+    """The rendered completion up to and including its last end-of-turn token (the template's trailing
+    newline is no label); ValueError when it holds none."""
+    cut = text_completion.rfind(end_of_turn)
+    if cut < 0:
+        raise ValueError(
+            f"completion does not contain the end-of-turn token {end_of_turn!r}: {text_completion[-80:]!r}"
+        )
+    return text_completion[: cut + len(end_of_turn)]
+
+
 def prepare_pair(tokenizer, text_prompt: str, text_completion: str, end_of_turn: str) -> tuple[str, str]:
     """The (prompt, completion) strings to train on, from a tuning row's rendered text.
 
@@ -27,12 +38,7 @@ def prepare_pair(tokenizer, text_prompt: str, text_completion: str, end_of_turn:
       template's trailing newline) is dropped, so the completion ends on the token the model must learn.
     - A BOS written by the template is removed when the tokenizer adds one itself.
     """
-    cut = text_completion.rfind(end_of_turn)
-    if cut < 0:
-        raise ValueError(
-            f"completion does not contain the end-of-turn token {end_of_turn!r}: {text_completion[-80:]!r}"
-        )
-    completion = text_completion[: cut + len(end_of_turn)]
+    completion = through_end_of_turn(text_completion, end_of_turn)
     prompt = text_prompt
     bos = tokenizer.bos_token
     if bos and prompt.startswith(bos) and auto_bos(tokenizer):

@@ -15,6 +15,7 @@ from tests.fakes.tuning_store import valid_router_records
 
 PAIR = "router__tiny-llama"
 BENCHMARK_ROWS = 6
+HELD_OUT_ROWS = 4  # test split rows whose perplexity the report measures
 
 
 def router_benchmark() -> list[dict]:
@@ -27,6 +28,17 @@ def write_benchmark(store: ArtifactStore, rows: list[dict], version: str = "benc
                                                            "rows": len(rows)})
 
 
+def write_held_out(store: ArtifactStore, records: list[dict], *, agent: str = "router", split: str = "test") -> None:
+    """The agent's held-out split (what held-out perplexity scores) and its splits manifest, as dataset_splits
+    writes them; the other splits are empty."""
+    hashes, counts = {}, {}
+    for name in layout.SPLITS:
+        _, counts[name], hashes[name] = store.write_jsonl(layout.split_records(agent, name),
+                                                          records if name == split else [])
+    store.write_json(layout.splits_manifest(agent), {"agent": agent, "counts": counts, "sha256": hashes,
+                                                     "seed": 42, "think_wrapping": False})
+
+
 @pytest.fixture(scope="module")
 def models_home(tmp_path_factory):
     """Where the tiny base model is built: once per module."""
@@ -35,7 +47,9 @@ def models_home(tmp_path_factory):
 
 @pytest.fixture
 def evaluated_store(store, models_home):
-    """(store, adapter version): the router benchmark and a tiny adapter trained for a few steps."""
+    """(store, adapter version): the router benchmark, a held-out test split and a tiny adapter trained for a
+    few steps."""
     write_benchmark(store, router_benchmark())
+    write_held_out(store, valid_router_records()[BENCHMARK_ROWS:BENCHMARK_ROWS + HELD_OUT_ROWS])
     version = write_tiny_adapter(store, PAIR, models_home=models_home, steps=3)
     return store, version

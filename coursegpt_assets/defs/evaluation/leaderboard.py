@@ -27,6 +27,7 @@ from coursegpt_assets.scoring.leaderboard import (
     leaderboard_markdown,
     leaderboard_rows,
 )
+from coursegpt_assets.scoring.perplexity import perplexity_metadata
 from resources.storage import ArtifactStore
 
 
@@ -94,6 +95,8 @@ def leaderboard(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.M
         context.log.warning(f"{agent}: {note}")
     numbers = {f"{r['base_model']}/{m}": float(v) for r in evaluated for m, v in r["headline"].items()
                if isinstance(v, int | float) and not isinstance(v, bool)}
+    numbers.update({f"{r['base_model']}/{k}": v for r in evaluated for k, v in perplexity_metadata(r["perplexity"]).items()
+                    if k in ("perplexity_base", "perplexity_adapter")})
     return dg.MaterializeResult(metadata={
         "table": _table(rows), "leaderboard_md": dg.MetadataValue.md(markdown), **{k: v for k, v in shown.items() if v},
         "evaluated_models": len(evaluated),

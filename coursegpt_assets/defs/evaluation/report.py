@@ -8,10 +8,12 @@
  - The base model answers the same rows with the same prompts and decoding (locally the same load with the
    adapter disabled); its scores are cached per base model, benchmark, prompts, settings and scoring code
    (`base_model.py`), and the report compares both with bootstrap intervals; `adapter_beats_base` is a WARN check.
-The report version hashes adapter version + benchmark version + inference settings + the base scores' key,
-so an unchanged input reuses its report instead of generating again (unless `force`). While a remote backend
-generates, its finished answers are kept beside the report (`layout.prediction_log`), and a re-run after a
-failure generates only the missing rows.
+ - It also measures held-out perplexity, adapter and base model, on the agent's test (else validation) split
+   (`heldout.py`): report.json `perplexity`, metadata `perplexity_adapter` / `perplexity_base`.
+The report version hashes adapter version + benchmark version + inference settings (the held-out rows
+included) + the base scores' key, so an unchanged input reuses its report instead of generating again
+(unless `force`). While a remote backend generates, its finished answers are kept beside the report
+(`layout.prediction_log`), and a re-run after a failure generates only the missing rows.
 """
 
 import dataclasses
@@ -38,8 +40,10 @@ from coursegpt_assets.defs.evaluation.base_model import (
     find_base_scores,
     store_base_scores,
 )
+from coursegpt_assets.defs.evaluation.heldout import held_out, measure
 from coursegpt_assets.defs.partitions import AGENT_TO_PAIRS, PAIR_PARTITIONS
 from coursegpt_assets.scoring.comparison import comparison
+from coursegpt_assets.scoring.perplexity import perplexity_metadata
 from coursegpt_assets.scoring.report import (
     build_report,
     prediction_rows,
@@ -75,6 +79,9 @@ class EvaluationConfig(dg.Config):
         default=None, gt=0, description=f"Token budget per answer; default: smoke.max_new_tokens for smoke models, "
                                         f"else sized from the benchmark's longest reference answer (at least {FLOOR})")
     force: bool = Field(default=False, description="Generate again even when this report version exists")
+    max_perplexity_rows: int | None = Field(
+        default=None, gt=0, description="Held-out rows whose perplexity is measured (a seeded sample); default: "
+                                        "all, or smoke.max_perplexity_rows for smoke models")
 
 
 def strip_think(text: str) -> str:
@@ -219,6 +226,7 @@ def _metadata(report: dict, report_uri: str, markdown: str, reused: bool) -> dic
     if not_measured:
         meta["not_measured"] = ", ".join(not_measured)
     meta.update(comparison_metadata(report))
+    meta.update(perplexity_metadata(report.get("perplexity")))
     verdicts = report.get("thresholds") or {}
     if verdicts.get("checks"):
         meta.update({"thresholds_passed": int(verdicts["passed"]), "thresholds_failed": int(verdicts["failed"]),
@@ -238,7 +246,8 @@ def _charts(store: ArtifactStore, report: dict) -> dict[str, dg.MetadataValue]:
 def _run(context, store: ArtifactStore, inference: Inference, config: EvaluationConfig) -> tuple[dict, str, bool]:
     """The stored report of this version, or a new one (generate, save predictions, score, write)."""
     request, agent, rows, total, bench_version, limit, base, budget, source_counts = _request(context, store, config)
-    settings_used = inference.settings(request)
+    held = held_out(store, request, agent, default_plan(), base, config.max_perplexity_rows)
+    settings_used = {**inference.settings(request), "heldout_perplexity": held.version_input}
     found = find_base_scores(store, inference, request, agent, rows, bench_version)
     version = report_version(adapter_version=request.adapter_version, benchmark_version=bench_version,
                              settings=settings_used, limit=limit, max_new_tokens=request.max_new_tokens,
@@ -265,6 +274,7 @@ def _run(context, store: ArtifactStore, inference: Inference, config: Evaluation
     store.write_jsonl(f"{rdir}/predictions.jsonl",
                       prediction_rows(rows, generation.completions, generation.finish_reasons))
     store.write_jsonl(f"{rdir}/benchmark_rows.jsonl", rows)
+    perplexity = measure(inference, request, held, settings_used["backend"], log=context.log)
     # an adapter tuned with <think> wrapping answers "<think>…</think>" first: score what follows it
     think = bool((store.read_json(layout.tuning_manifest(request.pair)) if store.exists(
         layout.tuning_manifest(request.pair)) else {}).get("think_wrapping"))
@@ -281,7 +291,8 @@ def _run(context, store: ArtifactStore, inference: Inference, config: Evaluation
     report = build_report(
         pair=request.pair, agent=agent.name, base_model=request.base_model, base_model_id=request.base_model_id,
         smoke=base.smoke, version=version, adapter_version=request.adapter_version, benchmark_version=bench_version,
-        benchmark_rows=total, score=score, generation=generation, budget=budget.as_dict(), limit=limit, files=files)
+        benchmark_rows=total, score=score, generation=generation, budget=budget.as_dict(), limit=limit, files=files,
+        perplexity=perplexity)
     report.update(comparison(score.headline, score.per_row, base_for_report(store, found, base_entry),
                              seed=default_plan().hyperparameters.seed))
     report = with_sources(report, *source_counts)
