@@ -269,7 +269,8 @@ def test_leaderboard_shows_base_adapter_delta_and_flags_what_is_not_significant(
 def test_the_card_body_compares_base_and_adapter_and_the_model_index_holds_the_adapters_numbers():
     from huggingface_hub import ModelCard
 
-    from coursegpt_assets.cards.builder import build_card, inputs_from_plan, validate_card
+    from coursegpt_assets.cards.builder import build_card, inputs_from_plan
+    from coursegpt_assets.cards.validation import validate_card
     from coursegpt_assets.core.plan import default_plan
     from tests.fakes.publish_artifacts import (
         scored_router_report,

@@ -13,7 +13,8 @@ from huggingface_hub import ModelCard
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.agents.math_evaluation import DEFAULT_MATH_BENCHMARKS, math_file_rows
 from coursegpt_assets.agents.router_evaluation import HARD_BENCHMARK, hard_benchmark_rows
-from coursegpt_assets.cards.builder import build_card, validate_card
+from coursegpt_assets.cards.builder import build_card
+from coursegpt_assets.cards.validation import validate_card
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.data.benchmark_rows import SHIPPED_BENCHMARKS, select_per_source, source_info, sources

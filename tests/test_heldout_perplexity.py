@@ -8,7 +8,8 @@ import math
 import pytest
 
 from coursegpt_assets.agents import get_agent
-from coursegpt_assets.cards.builder import build_card, inputs_from_plan, validate_card
+from coursegpt_assets.cards.builder import build_card, inputs_from_plan
+from coursegpt_assets.cards.validation import validate_card
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.scoring.leaderboard import leaderboard_markdown, leaderboard_rows

@@ -10,7 +10,8 @@ import pytest
 from huggingface_hub import ModelCard, ModelCardData
 
 from coursegpt_assets.agents import get_agent
-from coursegpt_assets.cards.builder import CardError, build_card, inputs_from_plan, validate_card
+from coursegpt_assets.cards.builder import CardError, build_card, inputs_from_plan
+from coursegpt_assets.cards.validation import validate_card
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.core.secrets_scan import find_secrets, scrub
 from tests.fakes.publish_artifacts import (
@@ -179,6 +180,16 @@ def test_peft_snippet_is_python_that_loads_this_repo(llama_card):
     calls = {ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     assert f"PeftModel.from_pretrained(base, '{inputs.repo_id}')" in calls
     assert any(c.startswith("AutoModelForCausalLM.from_pretrained('meta-llama/Llama-3.1-8B-Instruct'") for c in calls)
+
+
+def test_a_qwen3_card_loads_with_the_template_variables_it_was_trained_with():
+    text = build_card(make_inputs("router__qwen3-32b", summary_overrides={"chat_template_kwargs": {"enable_thinking": False}}))
+    code = re.search(r"```python\n(.*?)```", section(text, "How to load the adapter"), re.S).group(1)
+    [call] = [n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call) and ast.unparse(n.func).endswith(
+        "apply_chat_template")]
+    assert {k.arg: ast.literal_eval(k.value) for k in call.keywords}["enable_thinking"] is False
+    plain = build_card(make_inputs("router__llama31-8b"))
+    assert "enable_thinking" not in plain
 
 
 def test_tiny_llama_card_says_it_is_a_smoke_test_model():

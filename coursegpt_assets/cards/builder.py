@@ -4,7 +4,7 @@ The seed wrote its READMEs by hand and its numbers drifted from the reports. Her
 `huggingface_hub.ModelCardData` (with a `model-index` of every headline metric of the evaluation
 report) and the body is a Jinja template rendered by `ModelCard.from_template`. Every string taken
 from a training summary, report or manifest is scrubbed of tokens and local paths first, and
-`validate_card` is what the blocking card check runs.
+`cards/validation.py`'s `validate_card` is what the blocking card check runs.
 
 huggingface_hub's card classes cost ~0.15 s to import, so they are imported inside the functions.
 """
@@ -16,19 +16,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.cards.base_comparison import base_comparison_context
 from coursegpt_assets.cards.perplexity import perplexity_results, perplexity_rows
 from coursegpt_assets.cards.sources import benchmark_sources, dataset_split, without_sources_section
 from coursegpt_assets.cards.template import CARD_TEMPLATE, citation_for
+from coursegpt_assets.cards.validation import SMOKE_PHRASE, SMOKE_TAG
 from coursegpt_assets.core.plan import TrainingPlan
 from coursegpt_assets.core.secrets_scan import find_secrets, scrub, scrub_obj
 from coursegpt_assets.training.spec import VertexJob
 
-SMOKE_TAG = "smoke-test"
-SMOKE_PHRASE = "smoke-test model"
 TASK_TYPE = "text-generation"
 MISSING_VALUE = "not measured"  # shown in the body; the model-index holds measured numbers only
 NOT_REPORTED = "not reported by Vertex"
@@ -46,7 +43,6 @@ VERTEX_STATS = {"tuning_dataset_example_count": "Tuning examples", "tuning_step_
                 "total_tuning_character_count": "Tuning characters",
                 "total_billable_character_count": "Billable characters",
                 "total_truncated_example_count": "Examples Vertex dropped (too long or invalid)"}
-REQUIRED_METADATA = ("base_model", "library_name", "license", "pipeline_tag", "tags", "model-index")
 
 
 class CardError(ValueError):
@@ -342,6 +338,8 @@ def render_body_context(inputs: CardInputs) -> dict[str, Any]:
         "report_tables": _demote_headings(without_sources_section(inputs.report_markdown))
         if inputs.report_markdown.strip() else "",
         "load_prompt": _load_snippet_prompt(inputs),
+        # the template variables training rendered with (Qwen3: enable_thinking=False), so serving matches
+        "template_kwargs": "".join(f", {k}={v!r}" for k, v in sorted((s.get("chat_template_kwargs") or {}).items())),
         "citation": citation_for(inputs.source, inputs.source_license),
     }
 
@@ -356,56 +354,3 @@ def build_card(inputs: CardInputs) -> str:
     if leaks:  # the template itself or an unscrubbed field leaked; never hand such a card on
         raise CardError(f"cards/{inputs.pair}/README.md: " + "; ".join(f.describe() for f in leaks))
     return text
-
-
-# -- validation ------------------------------------------------------------------------------------------
-def _yaml_block(text: str) -> dict | None:
-    m = re.match(r"^\s*---\s*\n(.*?)\n---\s*(\n|$)", text, re.S)
-    if not m:
-        return None
-    data = yaml.safe_load(m.group(1))
-    return data if isinstance(data, dict) else None
-
-
-def validate_card(text: str) -> list[str]:
-    """Problems with a card: metadata that does not round-trip, missing fields, secrets, local paths."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    problems = [f.describe("README.md") for f in find_secrets(text)]
-    try:
-        raw = _yaml_block(text)
-    except yaml.YAMLError as e:
-        return [*problems, f"metadata: not valid YAML ({e})"]
-    if raw is None:
-        return [*problems, "metadata: no YAML front matter (--- ... ---) at the top of README.md"]
-    try:
-        card = ModelCard(text)
-        data = card.data.to_dict()
-        again = ModelCardData(**data).to_dict()
-        reparsed = ModelCard(str(card)).data.to_dict()
-    except (ValueError, KeyError, TypeError) as e:
-        return [*problems, f"metadata: huggingface_hub cannot parse it ({e})"]
-    if data != raw:
-        lost = sorted(k for k in set(raw) | set(data) if raw.get(k) != data.get(k))
-        problems.append(f"metadata: parsing through ModelCardData changes {lost}")
-    if again != data or reparsed != data:
-        problems.append("metadata: does not round-trip through ModelCardData / ModelCard")
-    for key in REQUIRED_METADATA:
-        if not data.get(key):
-            problems.append(f"metadata: '{key}' is missing or empty")
-    if data.get("library_name") not in (None, "peft"):
-        problems.append(f"metadata: library_name is {data.get('library_name')!r}, expected 'peft'")
-    tags = data.get("tags") or []
-    for tag in ("lora", "peft"):
-        if tag not in tags:
-            problems.append(f"metadata: tag '{tag}' is missing")
-    results = card.data.eval_results or []
-    if data.get("model-index") and not results:
-        problems.append("model-index: holds no evaluation results")
-    for r in results:
-        v = r.metric_value
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            problems.append(f"model-index: metric '{r.metric_type}' has no finite numeric value ({v!r})")
-    if SMOKE_TAG in tags and SMOKE_PHRASE not in card.text.lower():
-        problems.append(f"body: tagged '{SMOKE_TAG}' but never says it is a {SMOKE_PHRASE}")
-    return problems

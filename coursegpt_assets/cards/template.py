@@ -155,7 +155,7 @@ model = PeftModel.from_pretrained(base, "{{ inputs.repo_id }}")
 inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
 {% else %}messages = [{"role": "user", "content": "..."}]
 inputs = tokenizer.apply_chat_template(
-    messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    messages, add_generation_prompt=True, return_tensors="pt", return_dict=True{{ template_kwargs }}
 ).to(model.device)
 {% endif %}output = model.generate(**inputs, max_new_tokens=512)
 print(tokenizer.decode(output[0][inputs["input_ids"].shape[-1]:], skip_special_tokens=True))

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from coursegpt_assets.cards.builder import CardInputs, build_card, inputs_from_plan, validate_card
+from coursegpt_assets.cards.builder import CardInputs, build_card, inputs_from_plan
+from coursegpt_assets.cards.validation import validate_card
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.names import ADAPTER_VERSION_TAG, split_pair
 from coursegpt_assets.core.plan import TrainingPlan, default_plan
