@@ -143,7 +143,7 @@ class VertexTrainer(LocalTrainer):
 
     def job_labels(self, pair: str, job) -> dict:
         """The labels a job for `job` (a training.spec.VertexJob) carries and is found by."""
-        from resources.vertex_tuning import job_labels
+        from resources.vertex_jobs import job_labels
 
         return job_labels(pair, job)
 

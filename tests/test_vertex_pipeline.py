@@ -25,7 +25,8 @@ from coursegpt_assets.core.settings import FIXTURES_DIR
 from coursegpt_assets.defs.adapters.assets import ADAPTER_ASSETS, ADAPTER_CHECK, tuning_job
 from coursegpt_assets.training.spec import BACKEND_LOCAL, BACKEND_VERTEX, adapter_request
 from resources.tuning import VertexTrainer
-from resources.vertex_tuning import VertexTuning, job_labels
+from resources.vertex_jobs import job_labels
+from resources.vertex_tuning import VertexTuning
 from schedules.sensors import SENSOR_CHECKS, VERTEX_CHECK, vertex_job_sensor
 from tests.conftest import assert_vertex_failure_reported, step_failure_text
 from tests.fakes.tuning_store import plan_copy, write_tuning_data

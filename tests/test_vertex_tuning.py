@@ -18,15 +18,15 @@ from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.training.spec import VertexJob, vertex_settings
 from resources.gcs_store import GcsStore
 from resources.store_lease import LEASE_PREFIX
-from resources.vertex_tuning import (
+from resources.vertex_jobs import (
     LABEL_VALUE,
     TuningJobInfo,
-    VertexTuning,
     VertexTuningError,
     job_labels,
     label_filter,
     label_value,
 )
+from resources.vertex_tuning import VertexTuning
 from tests.fakes.gcs_emulator import honour_generation_match
 from tests.fakes.vertex_server import FakeVertexServer
 

@@ -28,15 +28,18 @@ def write_benchmark(store: ArtifactStore, rows: list[dict], version: str = "benc
                                                            "rows": len(rows)})
 
 
+HELD_OUT_SET = "held-out-v1"  # the split-set version the fake splits manifest publishes
+
+
 def write_held_out(store: ArtifactStore, records: list[dict], *, agent: str = "router", split: str = "test") -> None:
     """The agent's held-out split (what held-out perplexity scores) and its splits manifest, as dataset_splits
     writes them; the other splits are empty."""
     hashes, counts = {}, {}
     for name in layout.SPLITS:
-        _, counts[name], hashes[name] = store.write_jsonl(layout.split_records(agent, name),
+        _, counts[name], hashes[name] = store.write_jsonl(layout.split_records(agent, name, HELD_OUT_SET),
                                                           records if name == split else [])
-    store.write_json(layout.splits_manifest(agent), {"agent": agent, "counts": counts, "sha256": hashes,
-                                                     "seed": 42, "think_wrapping": False})
+    store.write_json(layout.splits_manifest(agent), {"agent": agent, "version": HELD_OUT_SET, "counts": counts,
+                                                     "sha256": hashes, "seed": 42, "think_wrapping": False})
 
 
 @pytest.fixture(scope="module")

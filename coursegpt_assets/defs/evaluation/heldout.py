@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.chat_templates import family
 from coursegpt_assets.core.names import split_pair
-from coursegpt_assets.defs.common import read_upstream, verify
+from coursegpt_assets.data.benchmark_rows import select_per_source
+from coursegpt_assets.defs.common import published_splits, read_upstream
 from coursegpt_assets.scoring.perplexity import (
     held_out_split,
     not_measured,
     perplexity_result,
     scored_texts,
 )
-from coursegpt_assets.scoring.report import select_rows
 from resources.inference import GenerationRequest, Inference, TokenScoringUnavailable
 from resources.storage import ArtifactStore
 
@@ -51,10 +51,8 @@ def held_out(store: ArtifactStore, request: GenerationRequest, agent, plan, base
                      "sha256": (manifest.get("sha256") or {}).get(split)}
     texts: list[tuple[str, str]] = []
     if split is not None:
-        key = layout.split_records(agent.name, split)
-        verify(store, {key: manifest["sha256"][split]}, producer=f"dataset_splits for {agent.name}",
-               partition=request.pair)
-        chosen = select_rows(store.read_jsonl(key), limit, plan.hyperparameters.seed)
+        key = published_splits(store, agent.name, (split,), partition=request.pair)[1][split]
+        chosen = select_per_source(store.read_jsonl(key), limit, plan.hyperparameters.seed)  # split rows: one source
         texts = scored_texts(agent, chosen, base.family, think=think)
     return HeldOut(split, texts, limit, max_length, family(base.family).bos, version_input)
 
