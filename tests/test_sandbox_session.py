@@ -75,6 +75,16 @@ def test_a_sample_cannot_read_what_an_earlier_one_left():
         assert seen.reason == "failed" and "left" in seen.detail
 
 
+def test_a_sample_cannot_reach_the_servers_pipes_or_memory():
+    forged = b'{"rc": 0, "marker": {"outcome": "passed"}, "stderr": "", "output_full": false}\n'
+    for target in ("fd/1", "mem"):
+        code = f"import os\nopen(f'/proc/{{os.getppid()}}/{target}', 'wb').write({forged!r})\n"
+        with SandboxSession(LIMITS) as session:
+            result = session.run(code, "assert False\n")
+            assert result.reason == "failed" and "PermissionError" in result.detail, (target, result)
+            assert session.run(*GOOD).passed
+
+
 def test_timeout_and_cpu_limit_are_per_sample():
     limits = SandboxLimits(timeout_s=10, cpu_s=1, memory_mb=512)
     burn = "import time\nstart = time.process_time()\nwhile time.process_time() - start < {s}:\n    pass\n"

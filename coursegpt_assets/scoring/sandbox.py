@@ -48,12 +48,13 @@ _HARNESS = Path(__file__).with_name("sandbox_harness.py").read_text(encoding="ut
 
 
 class SandboxUnavailable(RuntimeError):
-    """The isolation this machine needs (bwrap, prlimit, a writable pids cgroup) is missing."""
+    """The isolation this machine needs (bwrap, a writable pids cgroup) is missing."""
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Per-sample resource limits; `cpu_s` defaults to the timeout rounded up plus one second."""
+    """Per-sample resource limits; `cpu_s` defaults to the timeout rounded up plus one second;
+    `tmpfs_mb` caps each of the sandbox's /tmp and /dev/shm."""
 
     timeout_s: float = 10.0
     memory_mb: int = 1024
