@@ -130,3 +130,23 @@ def test_pool_gives_each_thread_its_own_sandbox():
             thread.join()
         assert len(pool._sessions) == 3
     assert [r.reason for r in results] == ["passed"] * 15
+
+
+def test_unsandboxed_opt_in_still_times_out_and_ends_each_samples_processes(monkeypatch):
+    monkeypatch.setattr(sandbox, "sandbox_problem", lambda: "`bwrap` not found on PATH")
+    marker = f"{uuid.uuid4().int % 10**6 + 10**6}"
+    leave = f"import subprocess\nsubprocess.Popen(['sleep', '{marker}'])\n"
+    with SandboxSession(LIMITS, allow_unsandboxed=True) as session:
+        assert session.run(leave, "assert True\n").passed
+        assert session.run("while True:\n    pass\n", "assert True\n").reason == "timeout"
+        follow = session.run(*GOOD)
+        assert follow.passed and not follow.sandboxed
+        alive = [p for p in Path("/proc").glob("[0-9]*/cmdline") if marker.encode() in _read(p)]
+        assert alive == []
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""

@@ -282,12 +282,15 @@ class SandboxSession:
         except ValueError:
             return None, True
 
-    def _stop_sample(self) -> None:
-        """Kill whatever the sample left running: its cgroup (sandboxed) or the server's session."""
+    def _stop_sample(self, pid: int | None) -> None:
+        """Kill whatever the sample left running: its cgroup (sandboxed) or its process group."""
         if self._groups is not None:
             cgroups.empty_cgroup(self._groups[1], rearm=self.limits.max_pids)
-        elif self._proc is not None:
-            _kill_session(self._proc)
+        elif pid is not None:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def run(self, code: str, tests: str) -> SandboxResult:
         """Execute `code` then the asserts in `tests`; never raises for anything the sample does."""
@@ -311,12 +314,17 @@ class SandboxSession:
         except BrokenPipeError:  # the previous sample killed the server after it replied
             return None
         reply, ended = self._read_reply(started + self.limits.timeout_s)
+        pid = None
+        if reply is not None and "pid" in reply:  # unsandboxed: the sample's process group
+            pid = reply["pid"]
+            reply, ended = self._read_reply(started + self.limits.timeout_s)
         timed_out = reply is None and not ended
         hit_pids = sample_group is not None and cgroups.limit_hits(sample_group) > hits_before
-        if not self.sandboxed and timed_out:
-            self.close()  # unsandboxed, the sample shares the server's session: replace both
-        else:
-            self._stop_sample()
+        if timed_out and not self.sandboxed and pid is None:
+            self.close()  # the server never named the sample's process: replace the server with it
+        # unsandboxed, the server ends the group itself once the sample exits (before reaping it, so
+        # the pid cannot have been reused); the host only does so for a sample still running
+        self._stop_sample(pid if timed_out else None)
         if timed_out and self._proc is not None:
             reply, ended = self._read_reply(time.monotonic() + _GRACE_S)
         duration = round(time.monotonic() - started, 4)
