@@ -127,6 +127,12 @@ def test_writes_outside_its_folder_fail_and_leave_nothing(tmp_path):
         in_repo.unlink(missing_ok=True)
 
 
+def test_dev_is_read_only_so_no_sample_can_replace_a_device_for_the_next():
+    for code in ("open('/dev/planted', 'w').write('x')\n", "import os\nos.unlink('/dev/null')\n"):
+        result = run_sample(code, "assert True\n", LIMITS)
+        assert result.reason == "failed" and "Read-only file system" in result.detail, (code, result)
+
+
 def test_writes_inside_its_folder_work_and_are_capped():
     ok = run_sample(
         "open('notes.txt', 'w').write('hi')\n", "assert open('notes.txt').read() == 'hi'\n", LIMITS

@@ -2,8 +2,9 @@
 
 Why: the seed evaluated the code agent by eye; execution-based pass@1 (and pass@k with several
 samples per problem, via the unbiased estimator of Chen et al. 2021) is the number reviewers
-trust. Every program runs in `sandbox.run_sample`; samples run in parallel threads, each waiting
-on its own sandboxed subprocess, so the work spreads across cores.
+trust. Every program runs in a sandbox; samples run in parallel threads, each with a sandbox of
+its own that serves its samples one after another (`sandbox.SandboxPool`), so the work spreads
+across cores.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from coursegpt_assets.scoring.files import objects, read_jsonl, write_report
-from coursegpt_assets.scoring.sandbox import SandboxLimits, require_sandbox, run_sample, sandbox_problem
+from coursegpt_assets.scoring.sandbox import SandboxLimits, SandboxPool, require_sandbox, sandbox_problem
 
 DEFAULT_KS = (1, 5, 10, 100)
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -107,7 +108,7 @@ def program(completion: str, entry_point: str, prompt: str = "", *, continuation
     return prompt + "\n" + code if code and defines.search(code) else prompt + completion
 
 
-def _score_one(task: tuple, limits: SandboxLimits, allow_unsandboxed: bool, continuation: bool) -> dict:
+def _score_one(task: tuple, sandboxes: SandboxPool, continuation: bool) -> dict:
     index, sample, entry_point, completion, tests, prompt = task
     code = program(completion, entry_point, prompt, continuation=continuation)
     record = {"index": index, "sample": sample}
@@ -119,7 +120,7 @@ def _score_one(task: tuple, limits: SandboxLimits, allow_unsandboxed: bool, cont
             "detail": "no code in completion",
             "duration_s": 0.0,
         }
-    result = run_sample(code, tests, limits, allow_unsandboxed=allow_unsandboxed)
+    result = sandboxes.run(code, tests)
     return {
         **record,
         "passed": result.passed,
@@ -165,8 +166,11 @@ def score_code(
         for j, text in enumerate(group)
     ]
     workers = max(1, workers or os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="code-eval") as pool:
-        samples = list(pool.map(lambda task: _score_one(task, limits, allow_unsandboxed, continuation), tasks))
+    with (
+        SandboxPool(limits, allow_unsandboxed=allow_unsandboxed) as sandboxes,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="code-eval") as pool,
+    ):
+        samples = list(pool.map(lambda task: _score_one(task, sandboxes, continuation), tasks))
     correct = Counter(s["index"] for s in samples if s["passed"])
     overall: dict = {"problems": len(grouped), "samples": len(samples)}
     for k in ks:

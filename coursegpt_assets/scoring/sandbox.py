@@ -1,20 +1,23 @@
-"""Run one untrusted generated Python program (solution + test asserts) in an isolated subprocess.
+"""Run untrusted generated Python programs (solution + test asserts) in isolated processes.
 
 Why: the code agent's completions are scored by executing them, and a model can emit an infinite
 loop, a fork bomb, a memory bomb, file writes, `os.kill` of its parent or an attempt to read secrets.
 Each such sample must fail on its own while the host process and other samples stay untouched.
 
 Layers (outermost first):
-- a fresh cgroup in the `pids` controller (v1 `/sys/fs/cgroup/pids`, else v2) caps the number of
-  tasks, because the kernel ignores RLIMIT_NPROC for root; every pid left in it is killed afterwards;
-- `prlimit` sets RLIMIT_AS/CPU/FSIZE/NOFILE/CORE, which do apply to root;
 - `bwrap` gives new user/pid/net/ipc/uts namespaces (no network), no capabilities, a read-only view
-  of `/` with the home directory hidden, a fresh `/proc` and `/dev`, a size-capped private tmpfs as
-  the working directory, a cleared environment and its own session;
-- the harness (`sandbox_harness.py`, sent as `python -I -B -c`) reads the program from stdin, runs it and reports the
-  outcome on stdout behind a random token, so an early `sys.exit(0)` cannot pass as success. (A
-  program written to read the token out of the harness frame could forge a pass: this defends
-  against accidents and containment escapes, not against deliberate score cheating.)
+  of `/` with the home directory hidden, a fresh `/proc`, a read-only `/dev`, size-capped private
+  tmpfs at `/tmp` and `/dev/shm`, a cleared environment and its own session;
+- inside it, a server (`sandbox_harness.py`, sent as `python -I -B -c`) forks one process per
+  sample: a `SandboxSession` keeps that sandbox for many samples, because starting bwrap and an
+  interpreter per sample doubled the cost of scoring a benchmark;
+- each sample's process joins a pids cgroup of its own (the kernel ignores RLIMIT_NPROC for root)
+  whose members are all killed when the sample ends, sets RLIMIT_AS/CPU/FSIZE/NOFILE/CORE, finds
+  /tmp and /dev/shm emptied, and has its own wall-clock timeout enforced from the host;
+- the outcome comes back on a pipe of its own, so an early `sys.exit(0)` cannot pass as success.
+  (A program written to forge that message could fake a pass: this defends against accidents and
+  containment escapes, not against deliberate score cheating.) A sample that kills, stops or
+  re-prioritises the server only fails itself: the host starts a fresh sandbox for the next one.
 """
 
 from __future__ import annotations
@@ -22,8 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
-import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -35,21 +37,24 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from coursegpt_assets.scoring import sandbox_cgroup as cgroups
+
 REASONS = ("passed", "failed", "timeout", "error", "limit")
-_CGROUP_PREFIX = "coursegpt-sandbox-"
-_TAIL_BYTES = 4096
+_START_S = 60  # an interpreter start on a loaded machine
+_GRACE_S = 1  # after a timeout kill, how long the server may take to report before it is replaced
 
 # Delivered with `python -I -B -c` so it runs even where the package directory is hidden.
 _HARNESS = Path(__file__).with_name("sandbox_harness.py").read_text(encoding="utf-8")
 
 
 class SandboxUnavailable(RuntimeError):
-    """The isolation this machine needs (bwrap, prlimit, a writable pids cgroup) is missing."""
+    """The isolation this machine needs (bwrap, a writable pids cgroup) is missing."""
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Per-sample resource limits; `cpu_s` defaults to the timeout rounded up plus one second."""
+    """Per-sample resource limits; `cpu_s` defaults to the timeout rounded up plus one second;
+    `tmpfs_mb` caps each of the sandbox's /tmp and /dev/shm."""
 
     timeout_s: float = 10.0
     memory_mb: int = 1024
@@ -79,46 +84,28 @@ class SandboxResult:
 # ---------------------------------------------------------------- availability
 
 
-def _pids_cgroup_root() -> Path:
-    """The directory under which per-sample pids cgroups are created (v1 first, then v2)."""
-    v1 = Path("/sys/fs/cgroup/pids")
-    if (v1 / "cgroup.procs").exists():
-        return v1
-    v2 = Path("/sys/fs/cgroup")
-    controllers = v2 / "cgroup.controllers"
-    if controllers.exists() and "pids" in controllers.read_text().split():
-        subtree = v2 / "cgroup.subtree_control"
-        if "pids" not in subtree.read_text().split():
-            subtree.write_text("+pids")
-        return v2
-    raise SandboxUnavailable(
-        "no cgroup pids controller mounted at /sys/fs/cgroup/pids (v1) or /sys/fs/cgroup (v2)"
-    )
-
-
 @functools.lru_cache(maxsize=1)
 def sandbox_problem() -> str | None:
     """Why full sandboxing cannot run here (None when it can). Checked once per process."""
-    for tool, package in (("bwrap", "bubblewrap"), ("prlimit", "util-linux")):
-        if shutil.which(tool) is None:
-            return f"`{tool}` not found on PATH: install it (`apt-get install -y {package}`)"
+    if shutil.which("bwrap") is None:
+        return "`bwrap` not found on PATH: install it (`apt-get install -y bubblewrap`)"
     try:
-        root = _pids_cgroup_root()
-        probe = root / f"{_CGROUP_PREFIX}probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        root = cgroups.pids_root()
+        probe = root / f"{cgroups.PREFIX}probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         probe.mkdir()
         probe.rmdir()
-    except (OSError, SandboxUnavailable) as exc:
+    except (OSError, cgroups.CgroupUnavailable) as exc:
         return f"cannot create a pids cgroup to cap process counts ({exc}); run as root or delegate a cgroup"
     # the interpreter itself, behind exactly the mounts a sample gets: a hidden venv fails here, once,
     # instead of as an "error" on every sample
     smoke = subprocess.run(
-        ["bwrap", *_bwrap_mounts(), *_tmp_mounts(1), "--", sys.executable, "-I", "-B", "-c", "pass"],
+        ["bwrap", *_bwrap_mounts(1), "--", sys.executable, "-I", "-B", "-c", "pass"],
         capture_output=True, text=True, timeout=30,
     )
     if smoke.returncode != 0:
         return (f"bwrap cannot start {sys.executable} in the sandbox (rc {smoke.returncode}): "
                 f"{smoke.stderr.strip()[:300]}")
-    _reap_stale_cgroups(root)
+    cgroups.reap_stale(root)
     return None
 
 
@@ -131,14 +118,6 @@ def require_sandbox() -> None:
             "allow_unsandboxed=True only on a throwaway machine (rlimits and timeouts still apply, "
             "but no namespaces, read-only filesystem or process cap)."
         )
-
-
-def _reap_stale_cgroups(root: Path) -> None:
-    """Remove empty cgroups left by crashed processes (their creator pid is gone)."""
-    for group in root.glob(f"{_CGROUP_PREFIX}*"):
-        match = re.match(rf"{_CGROUP_PREFIX}(\d+)-", group.name)
-        if match and not Path(f"/proc/{match.group(1)}").exists():
-            _kill_cgroup(group)
 
 
 # ---------------------------------------------------------------- command line
@@ -160,19 +139,17 @@ def _rebind_under(hidden: Path) -> list[str]:
     return args
 
 
-def _tmp_mounts(size_mb: int) -> list[str]:
-    """The sample's own size-capped /tmp, with the interpreter re-exposed (a project checked out in /tmp)."""
-    return ["--size", str(size_mb * 1024 * 1024), "--tmpfs", "/tmp", *_rebind_under(Path("/tmp"))]
-
-
-def _bwrap_mounts() -> list[str]:
-    """Namespaces and mounts: read-only /, hidden home (interpreter re-exposed), fresh /proc, /dev."""
+def _bwrap_mounts(tmpfs_mb: int) -> list[str]:
+    """Namespaces and mounts: read-only / and /dev, hidden home (interpreter re-exposed), fresh /proc,
+    size-capped tmpfs at /tmp and /dev/shm (the only writable places, emptied between samples)."""
     args = ["--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL"]
     args += ["--ro-bind", "/", "/"]
     home = Path.home().resolve()
     if home != Path("/"):
         args += ["--tmpfs", str(home), *_rebind_under(home)]
-    return args + ["--proc", "/proc", "--dev", "/dev"]
+    size = ["--size", str(tmpfs_mb * 1024 * 1024)]
+    args += ["--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
+    return args + [*size, "--tmpfs", "/tmp", *_rebind_under(Path("/tmp"))]
 
 
 def _sandbox_env(workdir: str) -> dict[str, str]:
@@ -190,97 +167,32 @@ def _sandbox_env(workdir: str) -> dict[str, str]:
     }
 
 
-def _prlimit_args(limits: SandboxLimits) -> list[str]:
+def _rlimits(limits: SandboxLimits) -> dict[str, tuple[int, int]]:
+    """What each sample's process sets on itself right after the fork (these do apply to root)."""
     cpu = limits.cpu_s if limits.cpu_s is not None else int(limits.timeout_s) + 1
-    return [
-        "prlimit",
-        f"--as={limits.memory_mb * 1024 * 1024}",
-        f"--cpu={cpu}:{cpu + 1}",
-        f"--fsize={limits.file_size_mb * 1024 * 1024}",
-        f"--nofile={limits.open_files}",
-        "--core=0",
-        "--",
-    ]
+    memory, fsize = limits.memory_mb * 1024 * 1024, limits.file_size_mb * 1024 * 1024
+    return {
+        "RLIMIT_AS": (memory, memory),
+        "RLIMIT_CPU": (cpu, cpu + 1),
+        "RLIMIT_FSIZE": (fsize, fsize),
+        "RLIMIT_NOFILE": (limits.open_files, limits.open_files),
+        "RLIMIT_CORE": (0, 0),
+    }
 
 
-def _command(limits: SandboxLimits, procs_file: Path | None, workdir: str) -> list[str]:
-    python = [sys.executable, "-I", "-B", "-c", _HARNESS]
-    if procs_file is None:  # explicit opt-in: rlimits only
-        return _prlimit_args(limits) + python
-    bwrap = ["bwrap", *_bwrap_mounts()]
-    bwrap += [*_tmp_mounts(limits.tmpfs_mb), "--chdir", workdir]
-    for key, value in _sandbox_env(workdir).items():
+def _server_command(limits: SandboxLimits, server_procs: Path | None, settings: dict) -> list[str]:
+    python = [sys.executable, "-I", "-B", "-c", _HARNESS, json.dumps(settings)]
+    if server_procs is None:  # explicit opt-in: rlimits and timeouts only
+        return python
+    bwrap = ["bwrap", *_bwrap_mounts(limits.tmpfs_mb), "--chdir", "/tmp"]
+    for key, value in _sandbox_env("/tmp").items():
         bwrap += ["--setenv", key, value]
-    # The shell joins the cgroup before exec'ing prlimit -> bwrap, so every descendant is counted.
+    # The shell joins the server's cgroup before exec'ing bwrap, so the whole sandbox is counted.
     join = 'echo $$ > "$0" && exec "$@"'
-    return ["/bin/sh", "-c", join, str(procs_file), *_prlimit_args(limits), *bwrap, "--", *python]
-
-
-# ---------------------------------------------------------------- cgroup
-
-
-def _new_cgroup(max_pids: int) -> Path:
-    group = _pids_cgroup_root() / f"{_CGROUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    group.mkdir()
-    (group / "pids.max").write_text(str(max_pids))
-    return group
-
-
-def _cgroup_hit_limit(group: Path) -> bool:
-    events = group / "pids.events"
-    if not events.exists():
-        return False
-    counts = dict(line.split() for line in events.read_text().splitlines() if line.strip())
-    return int(counts.get("max", "0")) > 0
-
-
-def _kill_cgroup_members(group: Path) -> int:
-    """Stop new forks (pids.max=0) and SIGKILL current members; returns how many were signalled."""
-    try:
-        (group / "pids.max").write_text("0")
-        pids = [int(p) for p in (group / "cgroup.procs").read_text().split()]
-    except FileNotFoundError:
-        return 0
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return len(pids)
-
-
-def _kill_cgroup(group: Path, attempts: int = 200) -> None:
-    """Kill every member until the cgroup is empty, then remove it."""
-    for _ in range(attempts):
-        if not group.exists():
-            return
-        if _kill_cgroup_members(group) == 0:
-            try:
-                group.rmdir()
-                return
-            except OSError:  # members still exiting
-                pass
-        time.sleep(0.01)
-    raise RuntimeError(f"sandbox cgroup {group} still has processes after {attempts} kill rounds")
+    return ["/bin/sh", "-c", join, str(server_procs), *bwrap, "--", *python]
 
 
 # ---------------------------------------------------------------- run
-
-
-def _tail(path: Path) -> str:
-    with path.open("rb") as handle:
-        handle.seek(max(0, path.stat().st_size - _TAIL_BYTES))
-        return handle.read().decode("utf-8", "replace")
-
-
-def _read_marker(stdout_tail: str, token: str) -> dict | None:
-    for line in reversed(stdout_tail.splitlines()):
-        if line.startswith(token + " "):
-            try:
-                return json.loads(line[len(token) + 1 :])
-            except json.JSONDecodeError:
-                return None
-    return None
 
 
 def _classify(
@@ -294,95 +206,199 @@ def _classify(
         return marker["outcome"], marker.get("detail", "")
     if timed_out:
         return "timeout", "wall-clock timeout"
-    signum = rc - 128 if rc is not None and rc > 128 else (-rc if rc is not None and rc < 0 else 0)
+    signum = -rc if rc is not None and rc < 0 else 0
     if signum in (signal.SIGXCPU, signal.SIGXFSZ):
         return "limit", f"killed by {signal.Signals(signum).name} (CPU time or file size limit)"
     if "MemoryError" in stderr:
         return "limit", "MemoryError: memory limit reached"
-    if stderr.lstrip().startswith("bwrap:"):
-        return "error", f"sandbox failed to start: {stderr.strip()[:300]}"
     return "failed", f"program ended (rc {rc}) without finishing its tests"
+
+
+class SandboxSession:
+    """One sandbox that runs samples one after another, each in its own process with its own limits,
+    pids cgroup, emptied /tmp and per-sample timeout. Use from one thread at a time (bwrap dies with
+    the thread that started it); `SandboxPool` gives each thread its own."""
+
+    def __init__(self, limits: SandboxLimits | None = None, *, allow_unsandboxed: bool = False):
+        self.limits = limits or SandboxLimits()
+        self.sandboxed = sandbox_problem() is None
+        if not self.sandboxed and not allow_unsandboxed:
+            require_sandbox()
+        self._proc: subprocess.Popen | None = None
+        self._groups: tuple[Path, Path] | None = None  # (server, sample)
+        self._folder: str | None = None  # unsandboxed: the host folder samples get instead of /tmp
+        self._buffer = b""
+
+    def __enter__(self) -> SandboxSession:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+    def _start(self) -> str | None:
+        """Start the server; returns why it could not start (None when it is ready)."""
+        settings: dict = {"cgroup_fd": -1, "limits": _rlimits(self.limits), "wipe": ["/tmp", "/dev/shm"]}
+        server_procs, pass_fds = None, ()
+        if self.sandboxed:
+            self._groups = (cgroups.new_cgroup(16), cgroups.new_cgroup(self.limits.max_pids, "-sample"))
+            settings["cgroup_fd"] = os.open(self._groups[1] / "cgroup.procs", os.O_WRONLY)
+            server_procs, pass_fds = self._groups[0] / "cgroup.procs", (settings["cgroup_fd"],)
+        else:
+            self._folder = tempfile.mkdtemp(prefix="coursegpt-samples-")
+            settings["wipe"] = [self._folder]
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self._proc = subprocess.Popen(
+                _server_command(self.limits, server_procs, settings),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, pass_fds=pass_fds,
+                cwd=self._folder or "/", env=_sandbox_env(self._folder or "/tmp"), start_new_session=True,
+            )
+        finally:
+            if pass_fds:
+                os.close(settings["cgroup_fd"])
+        reply, _ = self._read_reply(time.monotonic() + _START_S)
+        if reply == {"ready": True}:
+            return None
+        self._stderr.seek(0)
+        why = self._stderr.read()[-600:].decode("utf-8", "replace").strip()
+        self.close()
+        return f"sandbox failed to start: {why or 'no reply from its server'}"
+
+    def _read_reply(self, deadline: float) -> tuple[dict | None, bool]:
+        """(the server's next reply line, or None at the deadline or end of output; whether it ended)."""
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return None, False
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None, True
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            return json.loads(line), False
+        except ValueError:
+            return None, True
+
+    def _stop_sample(self, pid: int | None) -> None:
+        """Kill whatever the sample left running: its cgroup (sandboxed) or its process group."""
+        if self._groups is not None:
+            cgroups.empty_cgroup(self._groups[1], rearm=self.limits.max_pids)
+        elif pid is not None:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def run(self, code: str, tests: str) -> SandboxResult:
+        """Execute `code` then the asserts in `tests`; never raises for anything the sample does."""
+        for _attempt in range(2):  # a restart request means the previous sample tampered with the server
+            if self._proc is None and (why := self._start()):
+                return SandboxResult("error", why, None, 0.0, self.sandboxed)
+            result = self._run_once(code, tests)
+            if result is not None:
+                return result
+            self.close()
+        return SandboxResult("error", "a fresh sandbox asked for a restart", None, 0.0, self.sandboxed)
+
+    def _run_once(self, code: str, tests: str) -> SandboxResult | None:
+        assert self._proc is not None and self._proc.stdin is not None
+        sample_group = self._groups[1] if self._groups else None
+        hits_before = cgroups.limit_hits(sample_group) if sample_group else 0
+        started = time.monotonic()
+        try:
+            self._proc.stdin.write(json.dumps({"code": code, "tests": tests}).encode() + b"\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError:  # the previous sample killed the server after it replied
+            return None
+        reply, ended = self._read_reply(started + self.limits.timeout_s)
+        pid = None
+        if reply is not None and "pid" in reply:  # unsandboxed: the sample's process group
+            pid = reply["pid"]
+            reply, ended = self._read_reply(started + self.limits.timeout_s)
+        timed_out = reply is None and not ended
+        hit_pids = sample_group is not None and cgroups.limit_hits(sample_group) > hits_before
+        if timed_out and not self.sandboxed and pid is None:
+            self.close()  # the server never named the sample's process: replace the server with it
+        # unsandboxed, the server ends the group itself once the sample exits (before reaping it, so
+        # the pid cannot have been reused); the host only does so for a sample still running
+        self._stop_sample(pid if timed_out else None)
+        if timed_out and self._proc is not None:
+            reply, ended = self._read_reply(time.monotonic() + _GRACE_S)
+        duration = round(time.monotonic() - started, 4)
+        if reply is not None and "restart" in reply:
+            return None
+        if reply is None:  # the sample killed or stopped its server: it alone fails; a fresh one follows
+            self.close()
+            reason = "timeout" if timed_out else ("limit" if hit_pids else "failed")
+            return SandboxResult(reason, "wall-clock timeout" if timed_out else
+                                 "the sample ended its sandbox before finishing its tests",
+                                 None, duration, self.sandboxed)
+        reason, detail = _classify(reply["rc"], timed_out, hit_pids, reply["output_full"], reply["marker"],
+                                   reply["stderr"])
+        return SandboxResult(reason, detail, reply["rc"], duration, self.sandboxed, reply["stderr"][-800:])
+
+    def close(self) -> None:
+        """Stop the server and everything in the sandbox; the next `run` starts a fresh one."""
+        if self._proc is not None:
+            for stream in (self._proc.stdin, self._proc.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+            _kill_session(self._proc)
+            self._proc.wait()
+            self._stderr.close()
+            self._proc, self._buffer = None, b""
+        if self._groups is not None:
+            for group in self._groups:
+                cgroups.empty_cgroup(group)
+            self._groups = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+
+class SandboxPool:
+    """Thread-safe `run` for a thread pool: each calling thread gets a `SandboxSession` of its own."""
+
+    def __init__(self, limits: SandboxLimits | None = None, *, allow_unsandboxed: bool = False):
+        self.limits, self.allow_unsandboxed = limits or SandboxLimits(), allow_unsandboxed
+        self._local = threading.local()
+        self._sessions: list[SandboxSession] = []
+        self._lock = threading.Lock()
+
+    def run(self, code: str, tests: str) -> SandboxResult:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = SandboxSession(self.limits, allow_unsandboxed=self.allow_unsandboxed)
+            with self._lock:
+                self._sessions.append(session)
+        return session.run(code, tests)
+
+    def __enter__(self) -> SandboxPool:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        with self._lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
 
 
 def run_sample(
     code: str, tests: str, limits: SandboxLimits | None = None, *, allow_unsandboxed: bool = False
 ) -> SandboxResult:
-    """Execute `code` then the assert statements in `tests` in a fresh sandbox; never raises for
-    anything the sample does. Raises SandboxUnavailable unless isolation works or is waived."""
-    limits = limits or SandboxLimits()
-    sandboxed = sandbox_problem() is None
-    if not sandboxed and not allow_unsandboxed:
-        require_sandbox()
-    token = secrets.token_hex(16)
-    payload = f"{token}\n{json.dumps({'code': code, 'tests': tests})}\n".encode()
-    host_dir = Path(tempfile.mkdtemp(prefix="coursegpt-sample-"))
-    group = _new_cgroup(limits.max_pids) if sandboxed else None
-    workdir = "/tmp" if sandboxed else str(host_dir / "work")
-    started = time.monotonic()
-    try:
-        if not sandboxed:
-            os.mkdir(workdir)
-        with (host_dir / "stdout").open("wb") as out, (host_dir / "stderr").open("wb") as err:
-            proc = subprocess.Popen(
-                _command(limits, group / "cgroup.procs" if group else None, workdir),
-                stdin=subprocess.PIPE,
-                stdout=out,
-                stderr=err,
-                cwd=workdir,
-                env=_sandbox_env(workdir),
-                start_new_session=True,
-            )
-            # A timer thread enforces the timeout so the wait below blocks in waitpid instead of
-            # polling (Popen.wait(timeout) sleeps up to 50 ms between polls).
-            stopper = _Stopper(proc, group)
-            timer = threading.Timer(limits.timeout_s, stopper.stop, kwargs={"timed_out": True})
-            timer.start()
-            try:
-                proc.communicate(payload)
-            except BrokenPipeError:  # sandbox died before reading its input
-                pass
-            finally:
-                timer.cancel()
-                stopper.stop()
-                proc.wait()
-        duration = time.monotonic() - started
-        stderr = _tail(host_dir / "stderr")
-        marker = _read_marker(_tail(host_dir / "stdout"), token)
-        cap = limits.file_size_mb * 1024 * 1024
-        output_full = any((host_dir / name).stat().st_size >= cap for name in ("stdout", "stderr"))
-        reason, detail = _classify(
-            proc.returncode, stopper.timed_out, stopper.hit_pids, output_full, marker, stderr
-        )
-        return SandboxResult(reason, detail, proc.returncode, round(duration, 4), sandboxed, stderr[-800:])
-    finally:
-        if group is not None:
-            _kill_cgroup(group)
-        shutil.rmtree(host_dir, ignore_errors=True)
-
-
-class _Stopper:
-    """Stops a sample once, from the timeout timer or after it exits: records whether it hit the
-    process cap (before pids.max=0 makes stragglers' forks fail too), then kills everything."""
-
-    def __init__(self, proc: subprocess.Popen, group: Path | None):
-        self.proc, self.group = proc, group
-        self.lock = threading.Lock()
-        self.timed_out = False
-        self.hit_pids: bool | None = None
-
-    def stop(self, timed_out: bool = False) -> None:
-        with self.lock:
-            if self.hit_pids is not None:
-                return
-            self.timed_out = timed_out
-            self.hit_pids = self.group is not None and _cgroup_hit_limit(self.group)
-            if self.group is not None:
-                _kill_cgroup_members(self.group)
-            _kill_session(self.proc)
+    """Execute `code` then the assert statements in `tests` in a fresh sandbox of its own; never raises
+    for anything the sample does. Raises SandboxUnavailable unless isolation works or is waived."""
+    with SandboxSession(limits, allow_unsandboxed=allow_unsandboxed) as session:
+        return session.run(code, tests)
 
 
 def _kill_session(proc: subprocess.Popen) -> None:
-    """Kill the sample's session (unsandboxed mode relies on this; sandboxed it is a no-op)."""
+    """SIGKILL the server's whole session (bwrap, or the unsandboxed server and its samples)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
