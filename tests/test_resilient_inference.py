@@ -32,7 +32,15 @@ from resources.local_store import LocalStore
 from resources.prediction_log import PredictionLog, answer_all
 from resources.vertex_endpoint import VertexEndpoint
 from tests.conftest import step_failure_text
-from tests.fakes.evaluation_store import BENCHMARK_ROWS, PAIR, router_benchmark, write_benchmark
+from tests.fakes.evaluation_store import (
+    BENCHMARK_ROWS,
+    HELD_OUT_ROWS,
+    PAIR,
+    router_benchmark,
+    valid_router_records,
+    write_benchmark,
+    write_held_out,
+)
 from tests.fakes.faulty_server import (
     Faults,
     FaultyOpenAIServer,
@@ -45,6 +53,7 @@ from tests.fakes.tiny_adapter import write_tiny_adapter
 from tests.fakes.vertex_predict_server import FakeVertexPredictServer
 from tests.test_evaluation import evaluate, newest_report
 
+EVERY_ROW = {"max_examples": BENCHMARK_ROWS}  # the smoke tier answers a subset per source otherwise
 ENDPOINT_ID = "4455667788"
 
 
@@ -54,6 +63,7 @@ def trained_root(tmp_path_factory, models_home):
     root = tmp_path_factory.mktemp("trained") / "store"
     store = LocalStore(root=str(root))
     write_benchmark(store, router_benchmark())
+    write_held_out(store, valid_router_records()[BENCHMARK_ROWS:BENCHMARK_ROWS + HELD_OUT_ROWS])
     write_tiny_adapter(store, PAIR, models_home=models_home, steps=3)
     return root
 
@@ -240,7 +250,7 @@ def test_report_completes_through_503s_429s_and_timeouts_and_logs_the_retries(ev
     with FaultyOpenAIServer([PAIR], lambda model, prompt: answer_by_query(gold())(prompt), faults=faults) as server, \
             dg.instance_for_test() as instance:
         inference = OpenAICompatibleServer(base_url=server.base_url, timeout_s=1.5, max_retry_delay_s=3)
-        result = evaluate(store, inference, instance)
+        result = evaluate(store, inference, instance, config=EVERY_ROW)
         logs = run_logs(instance, result)
     assert result.success
     report = newest_report(store)
@@ -248,7 +258,8 @@ def test_report_completes_through_503s_429s_and_timeouts_and_logs_the_retries(ev
     predictions = store.read_jsonl(f"{layout.report_dir(PAIR, report['report_version'])}/predictions.jsonl")
     assert [p["id"] for p in predictions] == [r["id"] for r in router_benchmark()]
     assert faults.sent == {"503": 2, "429": 1, "429-date": 1}
-    retries = faults.arrived - BENCHMARK_ROWS  # every answerable request beyond one per row was a retry
+    # every answerable request beyond one per row was a retry (the held-out perplexity's echo requests aside)
+    retries = faults.arrived - BENCHMARK_ROWS - len([r for r in server.requests if r["body"].get("echo")])
     assert retries >= 5
     summary = next(line for line in logs if parse_progress(line) and parse_progress(line).unit == "predictions")
     assert parse_progress(summary).done == parse_progress(summary).total == BENCHMARK_ROWS
@@ -257,6 +268,11 @@ def test_report_completes_through_503s_429s_and_timeouts_and_logs_the_retries(ev
     assert "timeout: " in summary
     assert sum("retrying in" in line for line in logs) == retries
     assert not store.exists(layout.prediction_log(PAIR, report["report_version"]))  # the report holds them now
+
+
+def generated(server) -> list[dict]:
+    """The adapter's generation requests the server saw (not the held-out perplexity's echo requests)."""
+    return [r for r in server.requests if r["body"].get("model") == PAIR and not r["body"].get("echo")]
 
 
 def test_a_server_killed_mid_run_fails_the_report_and_the_next_run_asks_only_the_rest(evaluated_store, tmp_path):
@@ -268,7 +284,7 @@ def test_a_server_killed_mid_run_fails_the_report_and_the_next_run_asks_only_the
         return OpenAICompatibleServer(base_url=f"http://127.0.0.1:{port}/v1", max_attempts=3, max_retry_delay_s=0.2)
 
     with spawn(spec, tmp_path) as (proc, _), dg.instance_for_test() as instance:
-        failed = evaluate(store, inference(), instance, raise_on_error=False)
+        failed = evaluate(store, inference(), instance, config=EVERY_ROW, raise_on_error=False)
         logs = run_logs(instance, failed)
         assert proc.wait(timeout=30) == -9  # the server process was SIGKILLed mid-run
     assert not failed.success
@@ -284,13 +300,13 @@ def test_a_server_killed_mid_run_fails_the_report_and_the_next_run_asks_only_the
     server = FakeOpenAIServer([PAIR], lambda model, prompt: answer_by_query(gold())(prompt))
     server.port = port  # the same URL: the same report version
     with server:
-        changed = evaluate(store, inference(), config={"max_new_tokens": 7})  # another setting: nothing reused
-        assert changed.success and len(server.requests) == BENCHMARK_ROWS
+        changed = evaluate(store, inference(), config={"max_new_tokens": 7, **EVERY_ROW})  # another setting: nothing reused
+        assert changed.success and len(generated(server)) == BENCHMARK_ROWS
         server.requests.clear()
         with dg.instance_for_test() as instance:
-            resumed = evaluate(store, inference(), instance)
+            resumed = evaluate(store, inference(), instance, config=EVERY_ROW)
             logs = run_logs(instance, resumed)
-        assert resumed.success and len(server.requests) == BENCHMARK_ROWS - kept
+        assert resumed.success and len(generated(server)) == BENCHMARK_ROWS - kept
         report = newest_report(store)
         assert report["inference"]["samples"] == BENCHMARK_ROWS and report["headline"]["route_plan_exact"] == 1.0
         assert any(f"{kept} finished predictions kept from an earlier run" in line for line in logs)
@@ -298,8 +314,8 @@ def test_a_server_killed_mid_run_fails_the_report_and_the_next_run_asks_only_the
 
         store.write_jsonl(key, kept_rows)  # as if another run had failed again; `force` asks for every row
         server.requests.clear()
-        assert evaluate(store, inference(), config={"force": True}).success
-        assert len(server.requests) == BENCHMARK_ROWS
+        assert evaluate(store, inference(), config={"force": True, **EVERY_ROW}).success
+        assert len(generated(server)) == BENCHMARK_ROWS
 
 
 # -- the same through a Vertex AI endpoint (the real SDK over REST) --------------------------------------------
@@ -322,7 +338,7 @@ def test_vertex_prediction_retries_503_429_and_timeouts(evaluated_store, no_meta
     with FaultyVertexPredictServer(answer_by_query(gold()), faults=faults) as server, \
             dg.instance_for_test() as instance:
         server.add_endpoint(ENDPOINT_ID)
-        result = evaluate(store, vertex(server.endpoint, timeout_s=1.5, max_retry_delay_s=3), instance)
+        result = evaluate(store, vertex(server.endpoint, timeout_s=1.5, max_retry_delay_s=3), instance, config=EVERY_ROW)
         logs = run_logs(instance, result)
     assert result.success
     report = newest_report(store)
@@ -342,7 +358,7 @@ def test_vertex_endpoint_killed_mid_run_resumes_with_the_missing_instances(evalu
     spec = {"kind": "vertex", "endpoint_id": ENDPOINT_ID, "answers": gold(), "die_after": 1}
     with spawn(spec, tmp_path) as (proc, port):
         failed = evaluate(store, vertex(f"http://127.0.0.1:{port}", max_attempts=2, max_retry_delay_s=0.2),
-                          raise_on_error=False)
+                          config=EVERY_ROW, raise_on_error=False)
         assert proc.wait(timeout=30) == -9
     assert not failed.success
     text = step_failure_text(failed)
@@ -353,7 +369,7 @@ def test_vertex_endpoint_killed_mid_run_resumes_with_the_missing_instances(evalu
 
     with FakeVertexPredictServer(answer_by_query(gold())) as server:  # another host: the endpoint is the same
         server.add_endpoint(ENDPOINT_ID)
-        resumed = evaluate(store, vertex(server.endpoint))
+        resumed = evaluate(store, vertex(server.endpoint), config=EVERY_ROW)
         instances = [i for body in server.predict_bodies for i in body["instances"]]
     assert resumed.success and len(instances) == BENCHMARK_ROWS - 2
     report = newest_report(store)
