@@ -259,7 +259,7 @@ class LocalGenerator(Inference):
         try:
             prompts = request.prompts(bos_token=loaded.tokenizer.bos_token or "")
             probe = lg.logit_probe(loaded, prompts[: self.probe_prompts], tolerance=self.probe_tolerance,
-                                   max_tokens=self.probe_max_tokens)
+                                   max_tokens=self.probe_max_tokens, threads=self.cpu_threads)
             if log is not None:
                 log.info(f"{request.pair}: adapter applied (max |logit diff| {probe['max_abs_logit_diff']:.4g} "
                          f"over {probe['tokens']} probe tokens)")

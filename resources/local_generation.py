@@ -17,8 +17,8 @@ from coursegpt_assets.core.progress import format_progress
 from coursegpt_assets.scoring.perplexity import TokenScores
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-#: `cpu_threads` gives a model under this size one thread (tiny-llama, 0.7M parameters: decoding 6-10x faster
-#: than on two threads of a loaded 2-core machine; bench/generation.py)
+#: `cpu_threads` gives a model under this size one thread (tiny-llama, 0.7M parameters, on 2 cores: decoding
+#: 5-13x faster than on two threads at load average 5-11, about as fast at load 4; bench/generation.py)
 SMALL_MODEL_PARAMETERS = 50_000_000
 
 
@@ -120,7 +120,8 @@ def zero_lora_b(model) -> tuple[int, int]:
     return zero, total
 
 
-def logit_probe(loaded: LoadedModel, prompts: list[str], *, tolerance: float, max_tokens: int) -> dict:
+def logit_probe(loaded: LoadedModel, prompts: list[str], *, tolerance: float, max_tokens: int,
+                threads: int = 0) -> dict:
     """Max |logit(adapted) - logit(base)| over the probe batch's real tokens; raises when not > tolerance."""
     import torch
 
@@ -128,7 +129,7 @@ def logit_probe(loaded: LoadedModel, prompts: list[str], *, tolerance: float, ma
         raise ValueError("the logit probe needs at least one prompt")
     batch = encode(loaded.tokenizer, prompts, loaded.device, max_tokens=max_tokens)
     mask = batch["attention_mask"].bool()
-    with torch.no_grad():
+    with torch.no_grad(), cpu_threads(loaded, threads):
         adapted = loaded.model(**batch).logits.float()
         with loaded.model.disable_adapter():
             base = loaded.model(**batch).logits.float()

@@ -157,7 +157,7 @@ def test_shared_prefix_leaves_every_row_a_token():
     assert lg.shared_prefix([[1, 2, 3]]) == 0  # one row: nothing to share
 
 
-def test_a_small_model_decodes_on_one_thread_and_the_setting_comes_back(model_dirs):
+def test_a_small_model_decodes_and_probes_on_one_thread_and_the_setting_comes_back(model_dirs):
     import torch
 
     loaded = load(model_dirs)
@@ -167,6 +167,7 @@ def test_a_small_model_decodes_on_one_thread_and_the_setting_comes_back(model_di
     torch.set_num_threads(2)
     try:
         lg.generate(loaded, PROMPTS[:2], max_new_tokens=2, batch_size=2)
+        lg.logit_probe(loaded, PROMPTS[:2], tolerance=0.0, max_tokens=64)
         assert set(seen) == {1} and torch.get_num_threads() == 2
         seen.clear()
         lg.generate(loaded, PROMPTS[:2], max_new_tokens=2, batch_size=2, threads=2)
