@@ -265,7 +265,7 @@ class LocalGenerator(Inference):
                          f"over {probe['tokens']} probe tokens)")
             base = self._base_answers(loaded, prompts, request, base_settings, log) if with_base else None
             if self.merge_lora:
-                lg.merge_adapter(loaded)
+                lg.merge_adapter(loaded, self.cpu_threads)
             if log is not None:
                 log.info(f"{request.pair}: the adapter answers {len(prompts)} prompts")
             texts, reasons, tokens = lg.generate(loaded, prompts, max_new_tokens=request.max_new_tokens,

@@ -118,7 +118,7 @@ def test_local_generator_answers_base_then_merged_adapter_as_generate_does(model
     monkeypatch.setattr(LocalGenerator, "_base_path", lambda self, request: base_dir)
     merges = []
     real_merge = lg.merge_adapter
-    monkeypatch.setattr(lg, "merge_adapter", lambda loaded: merges.append(loaded.model) or real_merge(loaded))
+    monkeypatch.setattr(lg, "merge_adapter", lambda loaded, *threads: merges.append(1) or real_merge(loaded, *threads))
     request = GenerationRequest(
         pair="router__tiny-llama", base_model="tiny-llama", base_model_id="local/tiny-llama", vertex_model_id=None,
         adapter_dir=adapter_dir, adapter_version="v1", conversations=[conversation(i) for i in range(len(WORDS))],
@@ -174,3 +174,27 @@ def test_a_small_model_decodes_and_probes_on_one_thread_and_the_setting_comes_ba
         assert set(seen) == {2}
     finally:
         torch.set_num_threads(before)
+
+
+def test_merging_runs_on_one_thread_and_releasing_a_small_cpu_model_skips_the_full_collection(model_dirs,
+                                                                                              monkeypatch):
+    import gc
+
+    import torch
+    from peft.tuners.lora.layer import Linear
+
+    loaded = load(model_dirs)
+    seen, collections = [], []
+    real_delta = Linear.get_delta_weight
+    monkeypatch.setattr(Linear, "get_delta_weight",
+                        lambda self, adapter: seen.append(torch.get_num_threads()) or real_delta(self, adapter))
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(args) or 0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        lg.merge_adapter(loaded)
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {1}
+    lg.release(loaded)
+    assert loaded.model is None and collections == []
