@@ -193,6 +193,10 @@ class LocalGenerator(Inference):
     probe_max_tokens: int = Field(default=256, gt=0, description="Probe prompts are cut to this many tokens")
     probe_tolerance: float = Field(default=1e-6, ge=0, description="Max |logit diff| at or under this = not applied")
     models_home: str = Field(default="", description="Where the smoke base model is built; empty = $COURSEGPT_HOME")
+    merge_lora: bool = Field(default=True, description="Fold the LoRA into the weights for the adapter's answers "
+                             "(faster; W + BA rounded once, as a merged export serves it; the base answers first)")
+    cpu_threads: int = Field(default=0, ge=0, description="torch threads while generating on CPU; 0 = one for "
+                             "a small model (resources.local_generation.SMALL_MODEL_PARAMETERS), torch's otherwise")
 
     def _device(self) -> str:
         from resources.local_generation import pick_device
@@ -203,7 +207,7 @@ class LocalGenerator(Inference):
         device = self._device()
         return {"backend": "transformers+peft", "base_model_id": request.base_model_id, "decoding": "greedy",
                 "device": device, "dtype": self.dtype, "template": f"{TEMPLATE_FILE} beside the adapter",
-                "stop": request.end_of_turn}
+                "stop": request.end_of_turn, "merge_lora": self.merge_lora}
 
     def _base_path(self, request: GenerationRequest) -> str:
         from coursegpt_assets.core.plan import default_plan
@@ -230,14 +234,15 @@ class LocalGenerator(Inference):
 
         plan = default_plan()
         revision = base_model_revision(request.base_model, plan) if is_local_build(request.base_model, plan) else None
-        return {**self.settings(request), "model": "the base model (PEFT disable_adapter on the same load)",
+        return {**{k: v for k, v in self.settings(request).items() if k != "merge_lora"},  # base: never merged
+                "model": "the base model (PEFT disable_adapter on the same load)",
                 "base_model_revision": revision}
 
     def generate(self, request: GenerationRequest, log=None) -> Generation:
         return self._generate(request, log, with_base=False)[0]
 
     def generate_with_base(self, request: GenerationRequest, log=None) -> tuple[Generation, Generation]:
-        """One load: the adapter's answers, then the base model's with PEFT's `disable_adapter()`."""
+        """One load: the base model's answers with PEFT's `disable_adapter()`, then the adapter's."""
         adapter, base = self._generate(request, log, with_base=True)
         assert base is not None
         return adapter, base
@@ -254,25 +259,18 @@ class LocalGenerator(Inference):
         try:
             prompts = request.prompts(bos_token=loaded.tokenizer.bos_token or "")
             probe = lg.logit_probe(loaded, prompts[: self.probe_prompts], tolerance=self.probe_tolerance,
-                                   max_tokens=self.probe_max_tokens)
+                                   max_tokens=self.probe_max_tokens, threads=self.cpu_threads)
             if log is not None:
                 log.info(f"{request.pair}: adapter applied (max |logit diff| {probe['max_abs_logit_diff']:.4g} "
-                         f"over {probe['tokens']} probe tokens); generating {len(prompts)} completions")
+                         f"over {probe['tokens']} probe tokens)")
+            base = self._base_answers(loaded, prompts, request, base_settings, log) if with_base else None
+            if self.merge_lora:
+                lg.merge_adapter(loaded, self.cpu_threads)
+            if log is not None:
+                log.info(f"{request.pair}: the adapter answers {len(prompts)} prompts")
             texts, reasons, tokens = lg.generate(loaded, prompts, max_new_tokens=request.max_new_tokens,
-                                                 batch_size=self.batch_size, log=log)
-            adapter_s = time.perf_counter() - started
-            base = None
-            if with_base:
-                if log is not None:
-                    log.info(f"{request.pair}: the base model answers the same {len(prompts)} prompts "
-                             "(adapter disabled)")
-                base_started = time.perf_counter()
-                with loaded.model.disable_adapter():
-                    b_texts, b_reasons, b_tokens = lg.generate(loaded, prompts, max_new_tokens=request.max_new_tokens,
-                                                               batch_size=self.batch_size, log=log)
-                base = Generation(b_texts, b_reasons, {**base_settings, "dtype": loaded.dtype},
-                                  {"kind": "adapter_disabled", "base_model_id": request.base_model_id},
-                                  time.perf_counter() - base_started, b_tokens)
+                                                 batch_size=self.batch_size, threads=self.cpu_threads, log=log)
+            adapter_s = time.perf_counter() - started - (base.wall_time_s if base else 0.0)
         finally:
             lg.release(loaded)
         settings = {**settings, "dtype": loaded.dtype, "batch_size": self.batch_size,
@@ -294,6 +292,21 @@ class LocalGenerator(Inference):
                                         batch_size=self.batch_size, log=log)
         finally:
             lg.release(loaded)
+
+    def _base_answers(self, loaded, prompts: list[str], request: GenerationRequest, base_settings: dict,
+                      log) -> Generation:
+        """The base model's answers: the same load with PEFT's `disable_adapter()`, before any merge."""
+        from resources import local_generation as lg
+
+        if log is not None:
+            log.info(f"{request.pair}: the base model answers the same {len(prompts)} prompts (adapter disabled)")
+        started = time.perf_counter()
+        with loaded.model.disable_adapter():
+            texts, reasons, tokens = lg.generate(loaded, prompts, max_new_tokens=request.max_new_tokens,
+                                                 batch_size=self.batch_size, threads=self.cpu_threads, log=log)
+        return Generation(texts, reasons, {**base_settings, "dtype": loaded.dtype},
+                          {"kind": "adapter_disabled", "base_model_id": request.base_model_id},
+                          time.perf_counter() - started, tokens)
 
 
 # -- OpenAI-compatible HTTP servers -----------------------------------------------------------------------

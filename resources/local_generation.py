@@ -9,6 +9,7 @@ Every function imports torch / transformers / peft inside, so importing this mod
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from coursegpt_assets.core.progress import format_progress
 from coursegpt_assets.scoring.perplexity import TokenScores
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+#: `cpu_threads` gives a model under this size one thread (tiny-llama, 0.7M parameters, on 2 cores: decoding
+#: 5-13x faster than on two threads at load average 5-11, about as fast at load 4; bench/generation.py)
+SMALL_MODEL_PARAMETERS = 50_000_000
 
 
 class AdapterNotApplied(RuntimeError):
@@ -87,15 +91,20 @@ def load(base_path: str, adapter_dir: Path, *, device: str, dtype: str, end_of_t
                        time.perf_counter() - started)
 
 
-def encode(tokenizer, prompts: list[str], device: str, max_tokens: int | None = None):
-    """Left-padded batch of rendered prompts. The template writes BOS; a tokenizer that adds BOS itself
-    (Llama 3) gets the prompt without it, exactly as training tokenised it (training.labels.prepare_pair)."""
+def _without_auto_bos(tokenizer, prompts: list[str]) -> list[str]:
+    """The template writes BOS; a tokenizer that adds BOS itself (Llama 3) gets the prompt without it,
+    exactly as training tokenised it (training.labels.prepare_pair)."""
     from coursegpt_assets.training.labels import auto_bos
 
     bos = tokenizer.bos_token
     if bos and auto_bos(tokenizer):
-        prompts = [p[len(bos):] if p.startswith(bos) else p for p in prompts]
-    batch = tokenizer(text=prompts, return_tensors="pt", padding=True,
+        return [p[len(bos):] if p.startswith(bos) else p for p in prompts]
+    return prompts
+
+
+def encode(tokenizer, prompts: list[str], device: str, max_tokens: int | None = None):
+    """Left-padded batch of rendered prompts (BOS as `_without_auto_bos` leaves it)."""
+    batch = tokenizer(text=_without_auto_bos(tokenizer, prompts), return_tensors="pt", padding=True,
                       truncation=max_tokens is not None, max_length=max_tokens)
     return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
 
@@ -110,7 +119,8 @@ def zero_lora_b(model) -> tuple[int, int]:
     return zero, total
 
 
-def logit_probe(loaded: LoadedModel, prompts: list[str], *, tolerance: float, max_tokens: int) -> dict:
+def logit_probe(loaded: LoadedModel, prompts: list[str], *, tolerance: float, max_tokens: int,
+                threads: int = 0) -> dict:
     """Max |logit(adapted) - logit(base)| over the probe batch's real tokens; raises when not > tolerance."""
     import torch
 
@@ -118,7 +128,7 @@ def logit_probe(loaded: LoadedModel, prompts: list[str], *, tolerance: float, ma
         raise ValueError("the logit probe needs at least one prompt")
     batch = encode(loaded.tokenizer, prompts, loaded.device, max_tokens=max_tokens)
     mask = batch["attention_mask"].bool()
-    with torch.no_grad():
+    with torch.no_grad(), cpu_threads(loaded, threads):
         adapted = loaded.model(**batch).logits.float()
         with loaded.model.disable_adapter():
             base = loaded.model(**batch).logits.float()
@@ -137,32 +147,96 @@ def logit_probe(loaded: LoadedModel, prompts: list[str], *, tolerance: float, ma
     return result
 
 
-def generate(loaded: LoadedModel, prompts: list[str], *, max_new_tokens: int, batch_size: int, log=None):
-    """Greedy completions, batched by prompt length; returns (texts, finish reasons, generated token count)."""
-    import torch
-    from transformers import GenerationConfig
+def token_rows(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Each rendered prompt's token ids, unpadded, tokenised as `encode` tokenises it."""
+    return tokenizer(text=_without_auto_bos(tokenizer, prompts))["input_ids"]
 
+
+def shared_prefix(rows: list[list[int]]) -> int:
+    """Leading tokens every row of a batch shares (the system prompt), leaving each row at least one token."""
+    if len(rows) < 2:
+        return 0
+    shortest = min(len(r) for r in rows) - 1
+    first = rows[0]
+    for n in range(shortest):
+        if any(r[n] != first[n] for r in rows):
+            return n
+    return max(shortest, 0)
+
+
+def greedy(model, rows: list[list[int]], *, pad_id: int, stop_ids: list[int], max_new_tokens: int,
+           device: str) -> list[list[int]]:
+    """Greedy continuations of one batch of tokenised prompts, the tokens `model.generate()` would pick.
+
+    The prefix every row shares (a benchmark's system prompt) is run once and its KV cache copied to each
+    row; the rest is one padded forward (padding after the shared prefix, the mask hides it; logits of the
+    last position only), then one forward per step over the cache feeding the argmax back. A row leaves the
+    batch (and the cache) at its first stop token. No generate() machinery runs per step.
+    Returns each row's new tokens, up to and including its stop token.
+    """
+    import torch
+
+    count, shared = len(rows), shared_prefix(rows)
+    width = max(len(r) for r in rows)
+    ids = torch.full((count, width - shared), pad_id, dtype=torch.long)
+    mask = torch.ones((count, width + max_new_tokens), dtype=torch.long)
+    for i, row in enumerate(rows):
+        pad = width - len(row)
+        ids[i, pad:] = torch.tensor(row[shared:], dtype=torch.long)
+        mask[i, shared:shared + pad] = 0
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)[:, shared:]
+    stops = torch.tensor(stop_ids, device=device)
+    new: list[list[int]] = [[] for _ in rows]
+    alive, cache, length = list(range(count)), None, width
+    with torch.inference_mode():
+        if shared:
+            prefix = torch.tensor([rows[0][:shared]], dtype=torch.long, device=device)
+            cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
+            cache.batch_repeat_interleave(count)
+        for step in range(max_new_tokens):
+            out = model(input_ids=ids, attention_mask=mask[:, :length], position_ids=positions, cache=cache,
+                        use_cache=True, logits_to_keep=1)
+            cache, token = out.cache, out.logits[:, -1].argmax(-1)
+            for row, t in zip(alive, token.tolist(), strict=True):
+                new[row].append(t)
+            if step == max_new_tokens - 1:
+                break
+            stopped = torch.isin(token, stops)
+            if bool(stopped.any()):
+                keep = (~stopped).nonzero().squeeze(1)
+                if not keep.numel():
+                    break
+                alive = [alive[i] for i in keep.tolist()]
+                cache.batch_select_indices(keep)
+                token, mask, positions = token[keep], mask[keep], positions[keep]
+            ids, positions, length = token[:, None], positions[:, -1:] + 1, length + 1
+    return new
+
+
+def generate(loaded: LoadedModel, prompts: list[str], *, max_new_tokens: int, batch_size: int, threads: int = 0,
+             log=None):
+    """Greedy completions, batched by prompt length; returns (texts, finish reasons, generated token count).
+
+    Prompts are tokenised once and sorted by length, so a batch pads little. `threads`: see `cpu_threads`.
+    """
     tok = loaded.tokenizer
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                              eos_token_id=loaded.stop_ids, pad_token_id=tok.pad_token_id)
-    lengths = [len(ids) for ids in tok(text=prompts)["input_ids"]]
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i])  # less padding per batch
+    rows = token_rows(tok, prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(rows[i]))  # less padding per batch
     texts, reasons = [""] * len(prompts), [""] * len(prompts)
     generated = 0
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        batch = encode(tok, [prompts[i] for i in chunk], loaded.device)
-        with torch.no_grad():
-            out = loaded.model.generate(**batch, generation_config=config)
-        new = out[:, batch["input_ids"].shape[1]:].tolist()
-        for i, ids in zip(chunk, new, strict=True):
-            stop_at = next((j for j, t in enumerate(ids) if t in loaded.stop_ids), None)
-            kept = ids if stop_at is None else ids[:stop_at]
-            generated += len(kept) + (stop_at is not None)
-            reasons[i] = "length" if stop_at is None else "stop"
-            texts[i] = tok.decode(kept, skip_special_tokens=True)
-        if log is not None:
-            log.info(format_progress(min(start + batch_size, len(order)), len(order), "completions"))
+    with cpu_threads(loaded, threads):
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            new = greedy(loaded.model, [rows[i] for i in chunk], pad_id=tok.pad_token_id, stop_ids=loaded.stop_ids,
+                         max_new_tokens=max_new_tokens, device=loaded.device)
+            for i, ids in zip(chunk, new, strict=True):
+                stopped = bool(ids) and ids[-1] in loaded.stop_ids
+                generated += len(ids)
+                reasons[i] = "stop" if stopped else "length"
+                texts[i] = tok.decode(ids[:-1] if stopped else ids, skip_special_tokens=True)
+            if log is not None:
+                log.info(format_progress(min(start + batch_size, len(order)), len(order), "completions"))
     return texts, reasons, generated
 
 
@@ -195,7 +269,7 @@ def score_completions(loaded: LoadedModel, texts: list[tuple[str, str]], *, end_
         targets = labels[:, 1:].to(loaded.device)  # position t predicts token t + 1
         keep = targets != IGNORE_INDEX
         tokens += int(keep.sum())
-        with torch.no_grad():
+        with torch.no_grad(), cpu_threads(loaded):
             nll["adapter"] += _summed_nll(loaded.model(**batch).logits, targets, keep)
             with loaded.model.disable_adapter():
                 nll["base"] += _summed_nll(loaded.model(**batch).logits, targets, keep)
@@ -212,12 +286,47 @@ def _summed_nll(logits, targets, keep) -> float:
     return float(F.cross_entropy(picked, targets[keep], reduction="sum"))
 
 
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@contextmanager
+def cpu_threads(loaded: LoadedModel, threads: int = 0):
+    """torch's intra-op threads while generating on CPU: `threads`, or with 0 one thread for a model under
+    SMALL_MODEL_PARAMETERS and torch's setting otherwise. A small model's matrices are too small to split:
+    each op would wait for a second core, which on a shared machine is often busy."""
+    import torch
+
+    if loaded.device != "cpu" or (threads == 0 and parameter_count(loaded.model) >= SMALL_MODEL_PARAMETERS):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def merge_adapter(loaded: LoadedModel, threads: int = 0) -> None:
+    """Fold the LoRA into the base weights (PEFT `merge_and_unload`) so the adapter's answers come from a
+    plain model, with no per-layer LoRA matmuls or PEFT wrappers in every decode step. The base model is
+    gone afterwards: generate its answers (`disable_adapter()`) and run the logit probe before."""
+    with cpu_threads(loaded, threads):
+        loaded.model = loaded.model.merge_and_unload()
+
+
 def release(loaded: LoadedModel) -> None:
+    """Drop the model. One on CUDA or a large one is collected at once, so its memory is free before the
+    next load; a small CPU model is left to the collector (a full collection of a Dagster run's heap took
+    0.3 s, more than tiny-llama's answers)."""
     import gc
 
     import torch
 
+    collect = loaded.device != "cpu" or parameter_count(loaded.model) >= SMALL_MODEL_PARAMETERS
     loaded.model = None
-    gc.collect()
+    if collect:
+        gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
