@@ -177,26 +177,38 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
     verify(store, {layout.clean_records(agent_name): clean_manifest["sha256"],
                    layout.clean_index(agent_name): clean_manifest.get("index_sha256") or ""},
            producer="clean_examples", partition=agent_name)
-    # Keep each record's bytes and copy them into its split: only the id and prompt are needed to decide.
-    lines = [line for _, line in store.iter_lines(layout.clean_records(agent_name))]
-    ids, keys = map(list, zip(*store.iter_jsonl(layout.clean_index(agent_name)), strict=True)) if lines else ([], [])
-    if len(ids) != len(lines):
-        raise dg.Failure(f"{agent_name}: clean index and records disagree; re-materialise clean_examples")
+    # Only the index (id, prompt key) is held to decide; each split file then streams the records' bytes.
+    index = list(store.iter_jsonl(layout.clean_index(agent_name)))
+    chosen = range(len(index))
     if config.limit is not None:
-        keep = sorted(seeded_order(ids, seed)[: config.limit])
-        lines, ids, keys = [lines[i] for i in keep], [ids[i] for i in keep], [keys[i] for i in keep]
-    assignment = assign_splits(keys, validation=ratios.validation, test=ratios.test, seed=seed)
-    by_split: dict[str, list[bytes]] = {s: [] for s in layout.SPLITS}
-    for line, split in zip(lines, assignment, strict=True):
-        by_split[split].append(line)
+        chosen = sorted(seeded_order([row[0] for row in index], seed)[: config.limit])
+    assignment = assign_splits([index[i][1] for i in chosen], validation=ratios.validation, test=ratios.test,
+                               seed=seed)
+    split_of: list[str | None] = [None] * len(index)
+    for i, split in zip(chosen, assignment, strict=True):
+        split_of[i] = split
+    del index
+    counts = {s: assignment.count(s) for s in layout.SPLITS}
     version, previous = context.run_id, published_version(store, agent_name)
+    train_sample: list[dict] = []
+
+    def lines(split: str):
+        """The clean records assigned to `split`, byte for byte (one pass over the clean file)."""
+        n = 0
+        for n, (_, line) in enumerate(store.iter_lines(layout.clean_records(agent_name)), start=1):
+            if n <= len(split_of) and split_of[n - 1] == split:
+                if split == "train" and len(train_sample) < 5:
+                    train_sample.append(orjson.loads(line))
+                yield line
+        if n != len(split_of):  # raising aborts this split's write: nothing is published
+            raise dg.Failure(f"{agent_name}: clean index and records disagree; re-materialise clean_examples")
+
     hashes = {}
-    for split, rows in by_split.items():
-        _, _, hashes[split] = store.write_lines(layout.split_records(agent_name, split, version), rows)
+    for split in layout.SPLITS:
+        _, _, hashes[split] = store.write_lines(layout.split_records(agent_name, split, version), lines(split))
     # the think option changes what tuning_dataset renders from these same files: part of the version
     content_hash = hashlib.sha256(json.dumps({**hashes, "think_wrapping": config.think_wrapping},
                                              sort_keys=True).encode()).hexdigest()
-    counts = {s: len(rows) for s, rows in by_split.items()}
     raw = store.read_json(layout.raw_manifest(agent_name))
     manifest = {
         "agent": agent_name, "counts": counts, "seed": seed, "ratios": ratios.model_dump(),
@@ -217,10 +229,9 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
     if stale:
         context.log.info(f"{agent_name}: removed {len(stale)} stale split files, e.g. {stale[0]}")
     context.log.info(f"{agent_name}: splits {counts} (seed {seed}) published as version {version}")
-    train_sample = [orjson.loads(x) for x in by_split["train"][:5]]
     return dg.MaterializeResult(
         metadata={
-            ROW_COUNT: len(lines),
+            ROW_COUNT: len(assignment),
             **{f"{s}_rows": n for s, n in counts.items()},
             "seed": seed,
             "content_hash": content_hash,
