@@ -5,6 +5,7 @@ all of that asset's selected tests, and emits one AssetCheckResult per test with
 up to 20 failing rows; memory holds no partition, only what each test keeps (see generic_tests). Building the definitions only parses YAML: no store access and no heavy imports at load time.
 """
 
+import itertools
 import json
 import warnings
 from collections.abc import Iterable
@@ -155,22 +156,49 @@ def run_tests(tests: list[TestSpec], data: PartitionData, partition: str) -> lis
         source = tracked[0].t.source
         for split in source.splits or [None]:
             wanted = [x for x in tracked if x.wants(split)]
-            tag = [x for x in wanted if split is not None and not x.by_split and x.t.split is None]
-            plain = [x for x in wanted if x not in tag]
-            if not wanted:
-                continue
-            for row in data.stream(source.name, partition, split):
-                for x in plain:
-                    x.add(row, split)
-                if tag:
-                    tagged = {**row, "_split": split}
-                    for x in tag:
-                        x.add(tagged, split)
+            if wanted:
+                _feed_split(wanted, iter(data.stream(source.name, partition, split)), split)
         for x in tracked:
             if x.run is not None:
                 x.run.finish()
     done = {x.t.name: x for x in tracked}
     return [_result(done[t.name], partition) if t.name in done else _not_applicable(t, partition) for t in tests]
+
+
+def _feed_split(wanted: list[_Tracked], rows, split: str | None) -> None:
+    """Feed one split's rows to the tests that want them. The first PRESENCE_ROWS rows go through each
+    test's bookkeeping (`where`, column presence); after them, a test without `where` whose columns are all
+    seen (or a split test, which only looks at those rows) is fed directly and its rows are counted at once."""
+    def tagged(x) -> bool:  # a row test reading every split sees each row's split in `_split`
+        return split is not None and not x.by_split and x.t.split is None
+
+    def feed(tests, rows) -> int:
+        plain, tag = [x.add for x in tests if not tagged(x)], [x.add for x in tests if tagged(x)]
+        n = 0
+        for row in rows:
+            n += 1
+            for add in plain:
+                add(row, split)
+            if tag:
+                row = {**row, "_split": split}
+                for add in tag:
+                    add(row, split)
+        return n
+
+    feed(wanted, itertools.islice(rows, PRESENCE_ROWS))
+    direct = [x for x in wanted if x.t.where is None and (x.by_split or not x.unseen)]
+    slow = [x for x in wanted if x not in direct]
+    runs = [_Direct(x) for x in direct if x.run is not None]
+    n = feed([*runs, *slow], rows)
+    for x in direct:
+        x.checked += n
+
+
+class _Direct:
+    """A tracked test fed straight to its run (no `where`, nothing left to look for)."""
+
+    def __init__(self, tracked: _Tracked):
+        self.t, self.by_split, self.add = tracked.t, tracked.by_split, tracked.run.add
 
 
 def run_test(t: TestSpec, data: PartitionData, partition: str) -> dg.AssetCheckResult:

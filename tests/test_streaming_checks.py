@@ -129,3 +129,37 @@ def test_the_data_path_holds_no_partition_in_memory(tmp_path):
     assert written > 30 * 2**20
     print(f"traced peak {peak / 2**20:.1f} MiB, written {written / 2**20:.1f} MiB")
     assert peak < 0.25 * written, f"traced peak {peak / 2**20:.0f} MiB for {written / 2**20:.0f} MiB written"
+
+
+def test_direct_feeding_after_the_first_rows_decides_as_the_full_bookkeeping(tmp_path, monkeypatch):
+    """Past PRESENCE_ROWS rows a test without `where` is fed directly: every verdict, count and failing row
+    is what feeding every row through the bookkeeping gives (here with PRESENCE_ROWS at 5 vs unlimited)."""
+    import dbt_style_checks.loader as loader
+
+    store = LocalStore(root=str(tmp_path / "store"))
+    _router_path(store)
+    clean = store.read_jsonl(layout.clean_records("router"))
+    clean[20]["difficulty"] = "expert"
+    clean[30]["id"] = clean[31]["id"]
+    clean[40]["user_query"] = "   "
+    store.write_jsonl(layout.clean_records("router"), clean)
+    version = store.read_json(layout.splits_manifest("router"))["version"]
+    leaked = store.read_jsonl(layout.split_records("router", "train", version))[3]
+    validation = layout.split_records("router", "validation", version)
+    store.write_jsonl(validation, [*store.read_jsonl(validation), {**leaked, "user_query": leaked["user_query"].upper()}])
+
+    def outcome(presence_rows: int) -> dict:
+        monkeypatch.setattr(loader, "PRESENCE_ROWS", presence_rows)
+        found = {}
+        for asset, partition in [("clean_examples", "router"), ("dataset_splits", "router"), ("tuning_dataset", PAIR)]:
+            tests = [t for t in load_schema() if t.asset == asset]
+            for r in run_tests(tests, PartitionData(store, partition), partition):
+                found[asset, r.check_name] = (r.passed, r.description, {k: v.value for k, v in r.metadata.items()})
+        return found
+
+    direct, bookkept = outcome(5), outcome(10**9)
+    assert direct == bookkept
+    assert {k for k, v in direct.items() if not v[0]} >= {
+        ("clean_examples", "accepted_values_difficulty"), ("clean_examples", "unique_id"),
+        ("clean_examples", "user_query_not_blank"), ("dataset_splits", "no_overlap_id"),
+        ("dataset_splits", "no_overlap_normalised_user_query")}
