@@ -61,9 +61,6 @@ class AssetSource:
         for name in [split] if split else self.splits:
             yield from store.iter_jsonl(self.path(store, partition, name))
 
-    def read_splits(self, store, partition: str) -> dict[str, list[dict]]:
-        return {name: list(store.iter_jsonl(self.path(store, partition, name))) for name in self.splits or ()}
-
 
 def published_split(store, agent: str, split: str) -> str:
     """The key of a split file of the set the agent's splits manifest publishes now."""

@@ -14,6 +14,7 @@ import io
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,6 +23,7 @@ from pydantic import Field, PrivateAttr
 from resources.storage import ArtifactStore, StoreError, Writer
 
 SHA256_METADATA = "coursegpt-sha256"  # GCS object metadata: the sha256 of the bytes uploaded with it
+READ_CHUNK_BYTES = 8 << 20  # one ranged GET per this much of a streamed object: memory holds one
 TRANSFER_WORKERS = 8  # objects of one folder copied at a time (threads: the client is shared)
 
 
@@ -136,7 +138,27 @@ class GcsStore(ArtifactStore):
                              f"{self.retry_deadline_s:g} s): {e}") from e
 
     def _open_lines(self, key: str) -> BinaryIO:
-        return io.BytesIO(self.read_bytes(key))
+        """The object streamed in ranged reads of READ_CHUNK_BYTES, all of the generation that was current
+        when it was opened (an overwrite meanwhile cannot mix two versions into one read)."""
+        blob = self._bucket().get_blob(self._blob_name(key), retry=self._retry())
+        if blob is None:
+            raise FileNotFoundError(f"{self.uri(key)} does not exist in the store")
+        # BlobReader has no readline of its own: buffered, lines are split in C, not byte by byte
+        return io.BufferedReader(blob.open("rb", chunk_size=READ_CHUNK_BYTES, retry=self._retry()),
+                                 buffer_size=READ_CHUNK_BYTES)
+
+    def iter_lines(self, key: str) -> Iterator[tuple[int, bytes]]:
+        """As ArtifactStore.iter_lines, streamed; a download that fails after retries names the object."""
+        from google.api_core.exceptions import GoogleAPICallError, NotFound
+
+        try:
+            yield from super().iter_lines(key)
+        except NotFound:  # the generation being read was replaced or deleted: never mix two versions
+            raise StoreError(f"{self.uri(key)} changed while it was being read (the generation opened is gone); "
+                             "read it again, once whatever rewrites it has finished") from None
+        except GoogleAPICallError as e:
+            raise StoreError(f"download of {self.uri(key)} failed (transient errors are retried for up to "
+                             f"{self.retry_deadline_s:g} s): {e}") from e
 
     def list_keys(self, prefix: str = "") -> list[str]:
         """Keys under the folder `prefix`: listed with a trailing slash, so `adapters/p/v1` does not also

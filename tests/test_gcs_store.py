@@ -4,6 +4,7 @@ subprocess, `COURSEGPT_STORE=gs://...`), and what an outage in the middle of a w
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import threading
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from google.cloud.storage import transfer_manager
+from google.cloud.storage import Blob, transfer_manager
 
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.layout import card_manifest
@@ -247,3 +248,34 @@ def test_sha256_of_a_stored_object_comes_with_it_and_falls_back_to_the_bytes(gcs
     assert gcs_store.sha256("datasets/x/other.jsonl") == hashlib.sha256(b'{"c": 3}\n').hexdigest()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         gcs_store.sha256("datasets/x/missing.jsonl")
+
+
+def test_lines_stream_in_ranged_reads_of_one_generation(gcs_emulator, gcs_store, monkeypatch):
+    """A JSONL object is read a chunk at a time (never whole), and an overwrite during a read cannot mix
+    two versions into it: the read stays on the generation it opened, which GCS answers 404 once replaced."""
+    import resources.gcs_store as gcs_module
+
+    old = [f'{{"id": "old-{i:05d}", "pad": "{"x" * 50}"}}'.encode() for i in range(400)]
+    gcs_store.write_lines("big/records.jsonl", old)
+    monkeypatch.setattr(gcs_module, "READ_CHUNK_BYTES", 4096)  # ~28 KB object: several ranged reads
+    fetched = []
+    download = Blob.download_as_bytes
+
+    def counting(self, *args, **kwargs):
+        data = download(self, *args, **kwargs)
+        fetched.append(len(data))
+        return data
+
+    monkeypatch.setattr(Blob, "download_as_bytes", counting)
+    assert [line for _, line in gcs_store.iter_lines("big/records.jsonl")] == old
+    assert len(fetched) > 4 and max(fetched) <= 4096 + 1  # ranged reads, none of the whole object
+
+    lines, fetched[:] = gcs_store.iter_lines("big/records.jsonl"), []
+    first = [line for _, line in itertools.islice(lines, 10)]
+    gcs_store.write_lines("big/records.jsonl", [b'{"id": "new"}'] * 400)  # overwritten mid-read
+    assert first == old[:10]
+    with pytest.raises(StoreError, match=r"big/records.jsonl changed while it was being read"):
+        list(lines)  # the bucket keeps no old generation: the read stops, naming the object
+    assert [line for _, line in gcs_store.iter_lines("big/records.jsonl")] == [b'{"id": "new"}'] * 400
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        list(gcs_store.iter_lines("missing.jsonl"))

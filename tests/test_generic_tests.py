@@ -185,3 +185,44 @@ def test_expression_reports_the_columns_it_reads():
 def test_expressions_outside_the_whitelist_are_rejected(text):
     with pytest.raises(ExpressionError):
         compile_expression(text)
+
+
+def test_json_valid_decides_and_words_failures_as_json_does():
+    """The fast parser accepts less than json; what only json accepts still passes, messages are json's."""
+    rows = [{"id": "nan", "completion": "NaN"}, {"id": "big", "completion": "123456789012345678901234567890"},
+            {"id": "surrogate", "completion": '{"a": "\\ud800"}'}, {"id": "comma", "completion": "[1,]"}]
+    assert [r["id"] for r in gt.json_valid(rows, column_name="completion")] == ["comma"]
+    failing = gt.json_valid(rows, column_name="completion", expect="object")
+    assert [(r["id"], r["_error"]) for r in failing] == [
+        ("nan", "expected a JSON object, got float"), ("big", "expected a JSON object, got int"),
+        ("comma", "invalid JSON: Expecting value at char 3")]
+
+
+def test_a_streamed_run_counts_every_failure_and_keeps_the_first_few():
+    run = gt.GENERIC_TESTS["not_null"].run(column_name="id")
+    run.keep = 3
+    gt.feed(run, [{"id": None, "n": i} for i in range(50)] + [{"id": "x"}], "rows")
+    assert run.failures == 50 and [r["n"] for r in run.kept] == [0, 1, 2]
+
+
+def test_no_overlap_reports_long_values_in_full_and_caps_ids():
+    long = "a question much longer than thirty-two characters, kept as a digest while counting"
+    splits = {"train": [{"id": f"t{i}", "q": long} for i in range(12)], "test": [{"id": "x", "q": long.upper()}]}
+    assert gt.no_overlap(splits, columns=["q"], normalise=True) == [
+        {"column": "q", "value": long, "splits": ["test", "train"], "ids": [f"t{i}" for i in range(10)]}]
+    assert gt.no_overlap(splits, columns=["q"]) == []
+
+
+def test_compiled_expressions_evaluate_like_python():
+    rows = [{"a": 2, "b": [1, 2], "m": {"k": "v"}, "s": "  x "}, {"a": None, "b": [], "m": {}, "s": ""}]
+    cases = {"a > 1 and len(b) == 2": [True, "TypeError"], "len(b) > 1 and a > 1": [True, False], "a or len(b)": [2, 0], "not b": [False, True],
+             "1 < a <= 2": [True, "TypeError"], "m['k'] == 'v' if b else strip(s)": [True, ""],
+             "-a + 3 * 2": [4, "TypeError"], "[a, 1] == [2, 1]": [True, False], "a in {2, 3}": [True, False]}
+    for text, expected in cases.items():
+        expr = compile_expression(text)
+        for row, want in zip(rows, expected, strict=True):
+            try:
+                got = expr(row)
+            except TypeError:
+                got = "TypeError"
+            assert got == want, (text, row, got)

@@ -20,6 +20,12 @@ def target_counts(n: int, validation: float, test: float) -> dict[str, int]:
     return {"train": n - val - tst, "validation": val, "test": tst}
 
 
+def seeded_rank(key: str, seed: int) -> bytes:
+    """The key's place in the seeded order: sha256(f"{seed}\\0{key}"). 32 bytes stand in for a key (a whole
+    normalised prompt) wherever only its order and its equality to other keys matter."""
+    return hashlib.sha256(f"{seed}\x00".encode() + str(key).encode()).digest()
+
+
 def seeded_order(keys: Sequence[str], seed: int) -> list[int]:
     """Indices of `keys` in a seeded pseudo-random order that is independent of input order.
 
@@ -37,15 +43,20 @@ def assign_splits(group_keys: Sequence[str], *, validation: float, test: float, 
     split goes on to the next one, so held-out splits never exceed their targets and are exact whenever
     enough single-record groups exist (always, for data without duplicate prompts).
     """
-    targets = target_counts(len(group_keys), validation, test)
-    members: dict[str, list[int]] = {}
-    for i, key in enumerate(group_keys):
-        members.setdefault(key, []).append(i)
-    groups = list(members.values())
+    return assign_ranked([seeded_rank(key, seed) for key in group_keys], validation=validation, test=test)
+
+
+def assign_ranked(ranks: Sequence[bytes], *, validation: float, test: float) -> list[str]:
+    """`assign_splits` given each record's `seeded_rank` instead of its key: equal ranks are one group,
+    visited in rank order (the same assignment; a caller streaming the keys holds 32 bytes per record)."""
+    targets = target_counts(len(ranks), validation, test)
+    members: dict[bytes, list[int]] = {}
+    for i, rank in enumerate(ranks):
+        members.setdefault(rank, []).append(i)
     room_test, room_validation = targets["test"], targets["validation"]  # test is filled first, then validation
-    assignment = ["train"] * len(group_keys)
-    for g in seeded_order(list(members), seed):
-        idx = groups[g]
+    assignment = ["train"] * len(ranks)
+    for rank in sorted(members):
+        idx = members[rank]
         if len(idx) <= room_test:
             split, room_test = "test", room_test - len(idx)
         elif len(idx) <= room_validation:

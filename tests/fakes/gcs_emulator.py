@@ -6,8 +6,8 @@ The `gcs_emulator` fixture also points the process at it: `STORAGE_EMULATOR_HOST
 then uses anonymous credentials) and `COURSEGPT_STORE=gs://<bucket>/<prefix>`.
 
 The emulator ignores the `ifGenerationMatch` precondition of uploads, which real GCS honours (HTTP 412
-when the object's generation differs; 0 means "no object yet"). `honour_generation_match()` adds that one
-behaviour, so `GcsStore.create_exclusive` (and the submission lease built on it) can be tested: this module
+when the object's generation differs; 0 means "no object yet"), and serves the current bytes to a read of
+an older `generation` (GCS: 404 once it is overwritten). `honour_generation_match()` adds both behaviours, so `GcsStore.create_exclusive` (and the submission lease built on it) can be tested: this module
 run as a script starts the emulator with it, and an in-process emulator can call it first. The emulator
 serves one request at a time, so the check and the write cannot interleave with another upload.
 """
@@ -64,12 +64,33 @@ def honour_generation_match() -> None:
                 return None
         return insert(request, response, storage, *args, **kwargs)
 
+    download = objects.download
+
+    def download_of_generation(request, response, storage, *args, **kwargs):
+        """A read of `?generation=N` once the object has a newer one: 404, as GCS answers in a bucket
+        without object versioning (the old generation is gone)."""
+        wanted = (request.query.get("generation") or [None])[0]
+        if wanted is not None:
+            try:
+                current = str(storage.get_file_obj(request.params["bucket_name"],
+                                                   request.params["object_id"])["generation"])
+            except NotFound:
+                current = None
+            if current != wanted:
+                response.status = HTTPStatus.NOT_FOUND
+                response.json({"error": {"code": 404, "message": f"No such object generation {wanted}."}})
+                return None
+        return download(request, response, storage, *args, **kwargs)
+
     insert_if_generation_matches.honours_generation_match = True
     objects.insert = insert_if_generation_matches  # the router's fallback for uploads without /upload
+    objects.download = download_of_generation  # `get` with alt=media calls it by name
     for _, handlers in server.HANDLERS:
         for method, handler in list(handlers.items()):
             if handler is insert:
                 handlers[method] = insert_if_generation_matches
+            elif handler is download:
+                handlers[method] = download_of_generation
 
 
 class GcsEmulator:

@@ -3,6 +3,7 @@
 
 import hashlib
 import json
+import tempfile
 
 import dagster as dg
 import orjson
@@ -13,7 +14,7 @@ from coursegpt_assets.core import layout, settings
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.data.cleaning import CleaningOutcome, clean, encode_raw_row
 from coursegpt_assets.data.sources import line_table, pinned_source
-from coursegpt_assets.data.splits import assign_splits, seeded_order
+from coursegpt_assets.data.splits import assign_ranked, seeded_rank
 from coursegpt_assets.defs.common import OWNERS, ROW_COUNT, column_schema, preview, read_upstream, uri, verify
 from coursegpt_assets.defs.partitions import AGENT_PARTITIONS
 from resources.storage import ArtifactStore
@@ -101,14 +102,14 @@ def clean_examples(context: dg.AssetExecutionContext, store: ArtifactStore):
     agent = get_agent(agent_name)
     limit = default_plan().agents[agent_name].max_invalid_share
     outcome = CleaningOutcome()
-    index: list[bytes] = []
+    index = tempfile.TemporaryFile()  # (id, prompt key) per record, spooled to disk: not held in memory
     sample: list[dict] = []
     quarantine_key = layout.quarantine(agent_name, context.run_id)
 
     def lines():
         raw = (line for _, line in store.iter_lines(layout.raw_records(agent_name)))
         for rec in clean(agent, raw, outcome):
-            index.append(orjson.dumps([rec.id, rec.dedup_key]))
+            index.write(orjson.dumps([rec.id, rec.dedup_key], option=orjson.OPT_APPEND_NEWLINE))
             if len(sample) < 5:
                 sample.append(rec.record)
             yield rec.line
@@ -124,8 +125,10 @@ def clean_examples(context: dg.AssetExecutionContext, store: ArtifactStore):
                 metadata={"quarantine": uri(store.uri(quarantine_key)), "invalid_rows": len(outcome.quarantined)},
             )
 
-    records_uri, count, sha = store.write_lines(layout.clean_records(agent_name), lines())
-    _, _, index_sha = store.write_lines(layout.clean_index(agent_name), index)
+    with index:
+        records_uri, count, sha = store.write_lines(layout.clean_records(agent_name), lines())
+        index.seek(0)
+        _, _, index_sha = store.write_lines(layout.clean_index(agent_name), (line.rstrip(b"\n") for line in index))
     quarantine_uri = store.uri(quarantine_key) if outcome.quarantined else None
     if quarantine_uri:
         context.log.warning(
@@ -177,26 +180,42 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
     verify(store, {layout.clean_records(agent_name): clean_manifest["sha256"],
                    layout.clean_index(agent_name): clean_manifest.get("index_sha256") or ""},
            producer="clean_examples", partition=agent_name)
-    # Keep each record's bytes and copy them into its split: only the id and prompt are needed to decide.
-    lines = [line for _, line in store.iter_lines(layout.clean_records(agent_name))]
-    ids, keys = map(list, zip(*store.iter_jsonl(layout.clean_index(agent_name)), strict=True)) if lines else ([], [])
-    if len(ids) != len(lines):
-        raise dg.Failure(f"{agent_name}: clean index and records disagree; re-materialise clean_examples")
-    if config.limit is not None:
-        keep = sorted(seeded_order(ids, seed)[: config.limit])
-        lines, ids, keys = [lines[i] for i in keep], [ids[i] for i in keep], [keys[i] for i in keep]
-    assignment = assign_splits(keys, validation=ratios.validation, test=ratios.test, seed=seed)
-    by_split: dict[str, list[bytes]] = {s: [] for s in layout.SPLITS}
-    for line, split in zip(lines, assignment, strict=True):
-        by_split[split].append(line)
+    # To decide, each record is held as 32 bytes (the seeded rank of its prompt key, and of its id for a
+    # smoke subset); each split file then streams the records' bytes from the clean file.
+    ranks, id_ranks = [], []
+    for rid, key in store.iter_jsonl(layout.clean_index(agent_name)):
+        ranks.append(seeded_rank(key, seed))
+        if config.limit is not None:
+            id_ranks.append(seeded_rank(rid, seed))
+    chosen = range(len(ranks))
+    if config.limit is not None:  # the seeded_order of the ids (ties impossible: ids are unique)
+        chosen = sorted(sorted(chosen, key=id_ranks.__getitem__)[: config.limit])
+    assignment = assign_ranked([ranks[i] for i in chosen], validation=ratios.validation, test=ratios.test)
+    split_of: list[str | None] = [None] * len(ranks)
+    for i, split in zip(chosen, assignment, strict=True):
+        split_of[i] = split
+    del ranks, id_ranks
+    counts = {s: assignment.count(s) for s in layout.SPLITS}
     version, previous = context.run_id, published_version(store, agent_name)
+    train_sample: list[dict] = []
+
+    def lines(split: str):
+        """The clean records assigned to `split`, byte for byte (one pass over the clean file)."""
+        n = 0
+        for n, (_, line) in enumerate(store.iter_lines(layout.clean_records(agent_name)), start=1):
+            if n <= len(split_of) and split_of[n - 1] == split:
+                if split == "train" and len(train_sample) < 5:
+                    train_sample.append(orjson.loads(line))
+                yield line
+        if n != len(split_of):  # raising aborts this split's write: nothing is published
+            raise dg.Failure(f"{agent_name}: clean index and records disagree; re-materialise clean_examples")
+
     hashes = {}
-    for split, rows in by_split.items():
-        _, _, hashes[split] = store.write_lines(layout.split_records(agent_name, split, version), rows)
+    for split in layout.SPLITS:
+        _, _, hashes[split] = store.write_lines(layout.split_records(agent_name, split, version), lines(split))
     # the think option changes what tuning_dataset renders from these same files: part of the version
     content_hash = hashlib.sha256(json.dumps({**hashes, "think_wrapping": config.think_wrapping},
                                              sort_keys=True).encode()).hexdigest()
-    counts = {s: len(rows) for s, rows in by_split.items()}
     raw = store.read_json(layout.raw_manifest(agent_name))
     manifest = {
         "agent": agent_name, "counts": counts, "seed": seed, "ratios": ratios.model_dump(),
@@ -217,10 +236,9 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
     if stale:
         context.log.info(f"{agent_name}: removed {len(stale)} stale split files, e.g. {stale[0]}")
     context.log.info(f"{agent_name}: splits {counts} (seed {seed}) published as version {version}")
-    train_sample = [orjson.loads(x) for x in by_split["train"][:5]]
     return dg.MaterializeResult(
         metadata={
-            ROW_COUNT: len(lines),
+            ROW_COUNT: len(assignment),
             **{f"{s}_rows": n for s, n in counts.items()},
             "seed": seed,
             "content_hash": content_hash,

@@ -2,6 +2,7 @@
 
 
 import hashlib
+import itertools
 import json
 
 import dagster as dg
@@ -18,16 +19,28 @@ from coursegpt_assets.defs.partitions import AGENT_TO_PAIRS, PAIR_PARTITIONS
 from resources.storage import ArtifactStore
 
 
+class TokenStats:
+    """Estimated token counts of the rows written, accumulated as they stream past."""
+
+    def __init__(self, max_length: int):
+        self.max_length, self.total, self.max, self.rows, self.over = max_length, 0, 0, 0, 0
+
+    def add(self, row: dict) -> dict:
+        n = estimate_tokens(row["text_prompt"] + row["text_completion"])
+        self.total, self.max, self.rows = self.total + n, max(self.max, n), self.rows + 1
+        self.over += n > self.max_length
+        return row
+
+    def summary(self) -> dict[str, float]:
+        mean = round(self.total / self.rows, 1) if self.rows else 0.0
+        return {"total": self.total, "max": self.max, "mean": mean, "over_max_length": self.over}
+
+
 def token_stats(rows: list[dict], max_length: int) -> dict[str, float]:
-    lengths = [estimate_tokens(r["text_prompt"] + r["text_completion"]) for r in rows]
-    if not lengths:
-        return {"total": 0, "max": 0, "mean": 0.0, "over_max_length": 0}
-    return {
-        "total": sum(lengths),
-        "max": max(lengths),
-        "mean": round(sum(lengths) / len(lengths), 1),
-        "over_max_length": sum(n > max_length for n in lengths),
-    }
+    stats = TokenStats(max_length)
+    for row in rows:
+        stats.add(row)
+    return stats.summary()
 
 
 @dg.asset(
@@ -48,14 +61,15 @@ def tuning_dataset(context: dg.AssetExecutionContext, store: ArtifactStore):
     splits_manifest, split_keys = published_splits(store, agent_name, layout.TUNING_SPLITS, partition=agent_name)
     think = bool(splits_manifest.get("think_wrapping"))
     hashes, counts, tokens, first_rows = {}, {}, {}, []
-    for split in layout.TUNING_SPLITS:
-        rows = [
-            tuning_row(agent, record, model.family, think=think)
-            for record in store.iter_jsonl(split_keys[split])
-        ]
+    for split in layout.TUNING_SPLITS:  # streamed: rows are rendered, counted and written one at a time
+        stats = TokenStats(model.max_length)
+        rows = (stats.add(tuning_row(agent, record, model.family, think=think))
+                for record in store.iter_jsonl(split_keys[split]))
+        if not first_rows:
+            first_rows = list(itertools.islice(rows, 5))  # the preview and column schema
+            rows = itertools.chain(first_rows, rows)
         _, counts[split], hashes[split] = store.write_jsonl(layout.tuning_records(pair, split), rows)
-        tokens[split] = token_stats(rows, model.max_length)
-        first_rows = first_rows or rows
+        tokens[split] = stats.summary()
     data_version = hashlib.sha256(
         json.dumps({"sha256": hashes, "family": model.family, "think": think}, sort_keys=True).encode()
     ).hexdigest()

@@ -9,10 +9,13 @@
   (training/estimate.py says where the throughput comes from).
 - `paid_job_data_is_real`: a Vertex pair's data is named (not the shipped fixture) and has at least
   plan.cost.min_train_rows train rows.
+All three are one multi-check step, so the length and cost checks share one streamed read of the data.
 The `tuning_job` asset runs the same report before submitting to Vertex, so a run that skips the checks
 still cannot pay for bad data.
 """
 
+
+import warnings
 
 import dagster as dg
 
@@ -34,7 +37,8 @@ from resources.storage import ArtifactStore, StoreError
 
 
 def tuning_data_report(store: ArtifactStore, plan: TrainingPlan, pair: str) -> TuningDataReport:
-    """Inspect both tuning splits of `pair`; training tokens are counted on the train split only."""
+    """Inspect both tuning splits of `pair`, streamed (one row in memory at a time); training tokens are
+    counted on the train split only. A split that cannot be read adds its problem and nothing else."""
     base = plan.base_model_for(pair)
     hp = effective_hyperparameters(plan, pair)
     end_of_turn = family(base.family).end_of_turn
@@ -42,21 +46,31 @@ def tuning_data_report(store: ArtifactStore, plan: TrainingPlan, pair: str) -> T
     for split in layout.TUNING_SPLITS:
         key = layout.tuning_records(pair, split)
         try:
-            rows = list(enumerate(store.iter_jsonl(key), start=1))
+            part = inspect_rows(
+                enumerate(store.iter_jsonl(key), start=1),
+                source=store.uri(key),
+                end_of_turn=end_of_turn,
+                model_max_length=base.max_length,
+                training_max_length=hp["max_length"],
+                count_tokens=split == "train",
+                local_max_examples=hp["max_train_examples"],
+            )
         except (StoreError, FileNotFoundError) as e:
             report.problems.append(str(e))
             continue
-        inspect_rows(
-            rows,
-            source=store.uri(key),
-            end_of_turn=end_of_turn,
-            model_max_length=base.max_length,
-            training_max_length=hp["max_length"],
-            report=report,
-            count_tokens=split == "train",
-            local_max_examples=hp["max_train_examples"],
-        )
+        _merge(report, part)
     return report
+
+
+def _merge(report: TuningDataReport, part: TuningDataReport) -> None:
+    report.rows += part.rows
+    report.problems += part.problems
+    report.over_model_length += part.over_model_length
+    report.over_training_length += part.over_training_length
+    report.max_tokens = max(report.max_tokens, part.max_tokens)
+    report.train_tokens += part.train_tokens
+    report.local_train_tokens += part.local_train_tokens
+    report.local_train_rows += part.local_train_rows
 
 
 def cost_of(report: TuningDataReport, plan: TrainingPlan, pair: str) -> float:
@@ -64,18 +78,18 @@ def cost_of(report: TuningDataReport, plan: TrainingPlan, pair: str) -> float:
     return estimated_cost_usd(report.train_tokens, epochs, plan.cost.price_per_million_tokens_usd)
 
 
-@dg.asset_check(
-    asset="tuning_dataset",
-    name="tuning_data_trainable",
-    partitions_def=PAIR_PARTITIONS,
-    blocking=True,
-    description="Valid JSONL, non-empty prompt/completion with the end-of-turn token, within the model's context.",
-)
-def tuning_data_trainable(context: dg.AssetCheckExecutionContext, store: ArtifactStore) -> dg.AssetCheckResult:
-    plan = default_plan()
-    pair = context.partition_key
+TRAINABLE, COST, PAID = "tuning_data_trainable", "tuning_cost_within_budget", "paid_job_data_is_real"
+_DESCRIPTIONS = {
+    TRAINABLE: "Valid JSONL, non-empty prompt/completion with the end-of-turn token, within the model's context.",
+    COST: "A pair tuned on Vertex AI: estimated cost (train tokens × epochs × price per 1M tokens) below "
+          "the plan's budget. A pair trained locally: no cost, an estimate of its training time.",
+    PAID: "A pair tuned on Vertex AI trains on named, real data: not the shipped fixture, and at least "
+          "cost.min_train_rows train rows. A pair trained locally passes (no paid job).",
+}
+
+
+def trainable_result(report: TuningDataReport, plan: TrainingPlan, pair: str) -> dg.AssetCheckResult:
     base = plan.base_model_for(pair)
-    report = tuning_data_report(store, plan, pair)
     over = report.over_model_length
     problems = list(report.problems)
     if report.rows == 0 and not problems:
@@ -90,6 +104,7 @@ def tuning_data_trainable(context: dg.AssetCheckExecutionContext, store: Artifac
             f"{effective_hyperparameters(plan, pair)['max_length']} and are left out of local training"
         )
     return dg.AssetCheckResult(
+        check_name=TRAINABLE,
         passed=passed,
         description=description,
         metadata={
@@ -114,22 +129,13 @@ def paid_job_problems(store: ArtifactStore, plan: TrainingPlan, pair: str) -> li
                               is_fixture=settings.is_shipped_fixture(source))
 
 
-@dg.asset_check(
-    asset="tuning_dataset",
-    name="paid_job_data_is_real",
-    partitions_def=PAIR_PARTITIONS,
-    blocking=True,
-    description="A pair tuned on Vertex AI trains on named, real data: not the shipped fixture, and at least "
-                "cost.min_train_rows train rows. A pair trained locally passes (no paid job).",
-)
-def paid_job_data_is_real(context: dg.AssetCheckExecutionContext, store: ArtifactStore) -> dg.AssetCheckResult:
-    plan = default_plan()
-    pair = context.partition_key
+def paid_result(store: ArtifactStore, plan: TrainingPlan, pair: str) -> dg.AssetCheckResult:
     if backend_for(plan.base_model_for(pair), gcp=settings.current().is_gcp) != BACKEND_VERTEX:
-        return dg.AssetCheckResult(passed=True, description=f"{pair} trains locally: no paid job to guard",
+        return dg.AssetCheckResult(check_name=PAID, passed=True, description=f"{pair} trains locally: no paid job to guard",
                                    metadata={"paid": False})
     problems = paid_job_problems(store, plan, pair)
     return dg.AssetCheckResult(
+        check_name=PAID,
         passed=not problems,
         description=summarise_problems(problems) or f"{pair}: named source with enough train rows for a paid job",
         metadata={"paid": True, "problems": len(problems), "min_train_rows": plan.cost.min_train_rows},
@@ -142,21 +148,11 @@ def estimate_for(store: ArtifactStore, plan: TrainingPlan, pair: str, report: Tu
                              local_tokens=report.local_train_tokens, measured=measured_throughput(store.read_json, pair))
 
 
-@dg.asset_check(
-    asset="tuning_dataset",
-    name="tuning_cost_within_budget",
-    partitions_def=PAIR_PARTITIONS,
-    blocking=True,
-    description="A pair tuned on Vertex AI: estimated cost (train tokens × epochs × price per 1M tokens) below "
-                "the plan's budget. A pair trained locally: no cost, an estimate of its training time.",
-)
-def tuning_cost_within_budget(context: dg.AssetCheckExecutionContext, store: ArtifactStore) -> dg.AssetCheckResult:
-    plan = default_plan()
-    pair = context.partition_key
-    report = tuning_data_report(store, plan, pair)
+def cost_result(store: ArtifactStore, report: TuningDataReport, plan: TrainingPlan, pair: str) -> dg.AssetCheckResult:
     estimate = estimate_for(store, plan, pair, report)
     passed = estimate.within_budget and report.train_tokens > 0
     return dg.AssetCheckResult(
+        check_name=COST,
         passed=passed,
         description=(
             estimate.describe() if report.train_tokens
@@ -167,4 +163,25 @@ def tuning_cost_within_budget(context: dg.AssetCheckExecutionContext, store: Art
     )
 
 
-TUNING_DATA_CHECKS = [tuning_data_trainable, tuning_cost_within_budget, paid_job_data_is_real]
+with warnings.catch_warnings():  # partitioned checks are "preview" in 1.13; we rely on them knowingly
+    warnings.filterwarnings("ignore", message="Specifying a partitions_def", category=dg.PreviewWarning)
+    _SPECS = [dg.AssetCheckSpec(name, asset="tuning_dataset", blocking=True, partitions_def=PAIR_PARTITIONS,
+                                description=text) for name, text in _DESCRIPTIONS.items()]
+
+
+@dg.multi_asset_check(specs=_SPECS, can_subset=True, name="tuning_data_checks",
+                      description="The blocking checks that gate training, on one read of the tuning data.")
+def tuning_data_checks(context: dg.AssetCheckExecutionContext, store: ArtifactStore):
+    """The length and cost checks share one streamed pass over both splits (`tuning_data_report`)."""
+    plan, pair = default_plan(), context.partition_key
+    selected = {key.name for key in context.selected_asset_check_keys}
+    report = tuning_data_report(store, plan, pair) if selected & {TRAINABLE, COST} else None
+    if TRAINABLE in selected:
+        yield trainable_result(report, plan, pair)
+    if COST in selected:
+        yield cost_result(store, report, plan, pair)
+    if PAID in selected:
+        yield paid_result(store, plan, pair)
+
+
+TUNING_DATA_CHECKS = [tuning_data_checks]
