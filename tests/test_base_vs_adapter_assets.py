@@ -58,7 +58,8 @@ def test_local_report_scores_the_base_model_with_the_adapter_disabled(evaluated_
         mp.setattr(local_generation, "load", counting_load)
         result = evaluate(store, LocalGenerator(models_home=str(models_home), batch_size=4),
                           config={"max_new_tokens": 8, **EVERY_ROW})
-    assert result.success and len(loads) == 1  # one load answers for the adapter and the base model
+    # one load answers for the adapter and the base model (adapter disabled); held-out scoring loads once more
+    assert result.success and len(loads) == 2
     report = newest_report(store)
     assert set(report["base"]["headline"]) == set(report["headline"]) and "overall" in report["base"]["metrics"]
     assert report["base"]["cache"]["reused"] is False
