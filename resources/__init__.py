@@ -24,8 +24,9 @@ from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.core.settings import Settings, require_named_sources
 from resources.gcs_store import GcsStore
 from resources.hub import HfHub, LocalHub
-from resources.inference import LocalGenerator, OpenAICompatibleServer
+from resources.inference import LocalGenerator
 from resources.local_store import LocalStore
+from resources.openai_compatible import OpenAICompatibleServer
 from resources.storage import ArtifactStore
 from resources.tuning import LocalTrainer, VertexTrainer
 from resources.vertex_endpoint import VertexEndpoint

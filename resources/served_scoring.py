@@ -17,13 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from coursegpt_assets.scoring.perplexity import TokenScores, completion_logprob
 from coursegpt_assets.training.labels import through_end_of_turn
-from resources.inference import (
-    GenerationRequest,
-    InferenceError,
-    OpenAICompatibleServer,
-    TokenScoringUnavailable,
-    _http_json,
-)
+from resources.inference import GenerationRequest, InferenceError, TokenScoringUnavailable
+from resources.openai_compatible import OpenAICompatibleServer, http_json
 
 
 def echo_logprob(server: OpenAICompatibleServer, url: str, model: str, prompt: str,
@@ -31,7 +26,7 @@ def echo_logprob(server: OpenAICompatibleServer, url: str, model: str, prompt: s
     """(summed log-probability, tokens) of `completion` after `prompt`, as `model` on the server scores it."""
     payload = {"model": model, "prompt": prompt + completion, "echo": True, "logprobs": 1,
                "max_tokens": server.echo_max_tokens, "temperature": 0.0}
-    body = _http_json(url, payload, api_key=server.api_key, timeout_s=server.timeout_s, retry=server._retry())
+    body = http_json(url, payload, api_key=server.api_key, timeout_s=server.timeout_s, retry=server._retry())
     try:
         lp = body["choices"][0]["logprobs"]
         return completion_logprob(lp["tokens"], lp["token_logprobs"], lp["text_offset"], len(prompt),

@@ -12,7 +12,8 @@ from coursegpt_assets.core.chat_templates import render_template
 from coursegpt_assets.core.plan import PlanError, load_plan
 from coursegpt_assets.defs.evaluation.base_model import BEATS_CHECK
 from resources import local_generation
-from resources.inference import LocalGenerator, OpenAICompatibleServer
+from resources.inference import LocalGenerator
+from resources.openai_compatible import OpenAICompatibleServer
 from resources.vertex_endpoint import VertexEndpoint
 from tests.fakes.evaluation_store import BENCHMARK_ROWS, PAIR, router_benchmark
 from tests.fakes.openai_server import FakeOpenAIServer

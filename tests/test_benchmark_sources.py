@@ -22,7 +22,7 @@ from coursegpt_assets.defs.data.assets import DATA_ASSETS
 from coursegpt_assets.defs.evaluation.benchmark import leakage_result
 from coursegpt_assets.scoring import humaneval
 from coursegpt_assets.scoring.report import sources_lines, with_sources
-from resources.inference import OpenAICompatibleServer
+from resources.openai_compatible import OpenAICompatibleServer
 from tests.conftest import split_key
 from tests.fakes.evaluation_store import PAIR, router_benchmark, write_benchmark
 from tests.fakes.openai_server import FakeOpenAIServer

@@ -23,7 +23,8 @@ from coursegpt_assets.defs.evaluation.report import (
 )
 from coursegpt_assets.defs.partitions import AGENT_PARTITIONS, PAIR_PARTITIONS
 from coursegpt_assets.scoring.report import report_version
-from resources.inference import InferenceError, LocalGenerator, OpenAICompatibleServer
+from resources.inference import InferenceError, LocalGenerator
+from resources.openai_compatible import OpenAICompatibleServer
 from resources.storage import ArtifactStore
 from tests.conftest import step_failure_text
 from tests.fakes.evaluation_store import (

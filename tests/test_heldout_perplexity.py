@@ -21,7 +21,8 @@ from coursegpt_assets.scoring.perplexity import (
     scored_texts,
 )
 from coursegpt_assets.training.labels import through_end_of_turn
-from resources.inference import LocalGenerator, OpenAICompatibleServer
+from resources.inference import LocalGenerator
+from resources.openai_compatible import OpenAICompatibleServer
 from tests.fakes.evaluation_store import BENCHMARK_ROWS, HELD_OUT_ROWS, PAIR, write_held_out
 from tests.fakes.openai_server import FakeOpenAIServer, echo_rule, echo_tokens
 from tests.fakes.publish_artifacts import (

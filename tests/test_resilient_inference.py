@@ -27,8 +27,8 @@ from resources.http_retry import (
     retry_delay,
     transient_http_error,
 )
-from resources.inference import OpenAICompatibleServer
 from resources.local_store import LocalStore
+from resources.openai_compatible import OpenAICompatibleServer
 from resources.prediction_log import PredictionLog, answer_all
 from resources.vertex_endpoint import VertexEndpoint
 from tests.conftest import step_failure_text
