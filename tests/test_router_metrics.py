@@ -13,9 +13,9 @@ from coursegpt_assets.scoring.router_plans import (
     load_gold_row,
     parse_lenient,
     parse_strict,
-    score_router,
     score_sample,
 )
+from coursegpt_assets.scoring.router_report import score_router
 from coursegpt_assets.scoring.router_thresholds import judge_thresholds, load_thresholds
 
 FIXTURE = Path(__file__).parent / "fixtures" / "router_gold_small.jsonl"

@@ -19,7 +19,8 @@ from coursegpt_assets.data.benchmark_rows import HELD_OUT, SHIPPED_BENCHMARKS, B
 from coursegpt_assets.data.splits import seeded_order
 from coursegpt_assets.scoring.agent_scores import AgentScore, preview, row_id
 from coursegpt_assets.scoring.files import check_pairing, objects, read_jsonl, text_table, write_report
-from coursegpt_assets.scoring.router_plans import load_gold_row, score_router, tool_sequence
+from coursegpt_assets.scoring.router_plans import load_gold_row, tool_sequence
+from coursegpt_assets.scoring.router_report import score_router
 from coursegpt_assets.scoring.router_thresholds import DEFAULT_THRESHOLDS_PATH, load_thresholds
 
 HEADLINE = (

@@ -19,7 +19,8 @@ from safetensors.numpy import save as save_safetensors
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.core.settings import FIXTURES_DIR
-from coursegpt_assets.scoring.router_plans import ROUTER_KEYS, score_router
+from coursegpt_assets.scoring.router_plans import ROUTER_KEYS
+from coursegpt_assets.scoring.router_report import score_router
 from resources.storage import ArtifactStore
 
 ADAPTER_VERSION = "20261124T101500Z-3f2a9c"

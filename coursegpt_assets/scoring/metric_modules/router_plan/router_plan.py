@@ -11,7 +11,7 @@ like the project's router_thresholds.json; defaults to it). Returns `score_route
 import datasets
 import evaluate
 
-from coursegpt_assets.scoring.router_plans import score_router
+from coursegpt_assets.scoring.router_report import score_router
 
 _CITATION = "CourseGPT-Pro Milestone 4 router evaluation (schema_score.py), reproduced by CourseGPT Forge."
 _DESCRIPTION = __doc__
