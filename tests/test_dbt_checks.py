@@ -10,6 +10,7 @@ import pytest
 
 from coursegpt_assets.agents.router import validate as validate_router
 from coursegpt_assets.core import layout
+from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.core.settings import FIXTURES_DIR
 from coursegpt_assets.data.sources import iter_jsonl_file
 from coursegpt_assets.defs.data.assets import DATA_ASSETS, clean_examples, dataset_splits
@@ -24,6 +25,8 @@ from resources.storage import ArtifactStore
 from tests.conftest import split_key
 
 PAIR = "router__tiny-llama"
+
+TINY_CONTEXT = default_plan().base_models["tiny-llama"].max_length  # estimated tokens (bytes / 4)
 
 
 # -- the shipped schema ---------------------------------------------------------------------------------
@@ -283,7 +286,7 @@ BAD_PARTITIONS = [
      lambda rows: [{**r, "completion": r["completion"][:-1]} if i < 3 else r for i, r in enumerate(rows)],
      "json_valid_completion", 3),
     ("tuning_dataset", PAIR, layout.tuning_records(PAIR, "train"),
-     lambda rows: [{**rows[0], "id": "long", "text_completion": "x" * 4 * 1100}, *rows[1:]],
+     lambda rows: [{**rows[0], "id": "long", "text_completion": "x" * 4 * (TINY_CONTEXT + 100)}, *rows[1:]],
      "max_tokens_model_context", 1),
     ("tuning_dataset", PAIR, layout.tuning_records(PAIR, "validation"),
      lambda rows: [*rows, {**rows[0], "id": "new-id"}], "relationships_id", 1),
