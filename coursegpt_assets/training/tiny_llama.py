@@ -21,7 +21,7 @@ from pathlib import Path
 
 from coursegpt_assets.core import settings
 from coursegpt_assets.core.chat_templates import family
-from coursegpt_assets.core.plan import TrainingPlan
+from coursegpt_assets.core.plan import TrainingPlan, default_plan
 
 BUILD_FORMAT = 1
 TINY_KEY = "tiny-llama"
@@ -217,9 +217,12 @@ def build_tiny_llama(
     *,
     spec: TinyLlamaSpec | None = None,
     fixtures_dir: Path | None = None,
-    max_length: int = 1024,
+    max_length: int | None = None,
 ) -> Path:
-    """The cached tiny-llama folder for the current fixtures, building it first when missing."""
+    """The cached tiny-llama folder for the current fixtures, building it first when missing; its context
+    is the plan's `base_models.tiny-llama.max_length` unless `max_length` says otherwise."""
+    if max_length is None:
+        max_length = default_plan().base_models[TINY_KEY].max_length
     spec = spec or TinyLlamaSpec()
     files = fixture_files(fixtures_dir)
     build_id = build_hash(spec, files, max_length)
