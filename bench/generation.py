@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import tempfile
 import time
@@ -33,8 +32,8 @@ from pathlib import Path
 import torch
 
 from coursegpt_assets.agents import get_agent
+from coursegpt_assets.agents.router import valid_fixture_records
 from coursegpt_assets.agents.router_evaluation import router_rows
-from coursegpt_assets.core import settings
 from coursegpt_assets.core.chat_templates import family, render
 from coursegpt_assets.core.layout import CHAT_TEMPLATE_FILE
 from coursegpt_assets.core.plan import default_plan
@@ -47,15 +46,7 @@ TARGET = 1.0
 def router_prompts(count: int) -> list[str]:
     """The first `count` valid router fixture records as benchmark prompts in the tiny chat template."""
     agent = get_agent("router")
-    records = []
-    for line in (settings.FIXTURES_DIR / "router.jsonl").read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # the fixture's deliberately malformed rows
-        if isinstance(record, dict) and not agent.validate(record):
-            records.append(record)
-    rows = router_rows(agent, records[:count], [], seed=0)
+    rows = router_rows(agent, valid_fixture_records()[:count], [], seed=0)
     if len(rows) < count:
         raise SystemExit(f"the router fixture has only {len(rows)} valid records; ask for --prompts {len(rows)}")
     return [render("tiny", agent.benchmark_messages(r), add_generation_prompt=True) for r in rows]

@@ -55,17 +55,10 @@ def trace_records(path: Path) -> list[dict]:
 def padded_fixture_records() -> list[dict]:
     """The shipped fixture's valid records, their list fields lengthened until the completion is as long as
     a real trace's (for a machine without the shared traces)."""
-    from coursegpt_assets.agents.router import AGENT, validate
-    from coursegpt_assets.core.settings import FIXTURES_DIR
+    from coursegpt_assets.agents.router import AGENT, valid_fixture_records
 
     records = []
-    for line in (FIXTURES_DIR / "router.jsonl").read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(record, dict) or validate(record):
-            continue
+    for record in valid_fixture_records():
         step = 0
         while len(AGENT.assistant_text(record)) < REAL_COMPLETION_CHARS:
             key = ("thinking_outline", "acceptance_criteria", "expected_artifacts", "todo_list")[step % 4]

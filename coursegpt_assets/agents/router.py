@@ -134,6 +134,22 @@ def validate(record: dict) -> list[str]:
     return problems
 
 
+def valid_fixture_records() -> list[dict]:
+    """The shipped router fixture's records that pass validation, in file order (its malformed rows, there
+    on purpose for the quarantine, are skipped): sample records for tests and benches."""
+    from coursegpt_assets.core.settings import FIXTURES_DIR
+
+    records = []
+    for line in (FIXTURES_DIR / "router.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and not validate(record):
+            records.append(record)
+    return records
+
+
 def completion_object(record: dict) -> dict:
     return {key: record[key] for key in COMPLETION_KEYS}
 

@@ -15,6 +15,7 @@ import yaml
 
 from coursegpt_assets.agents import get_agent
 from coursegpt_assets.agents.base import tuning_row
+from coursegpt_assets.agents.router import valid_fixture_records
 from coursegpt_assets.core import layout
 from coursegpt_assets.core.chat_templates import family
 from coursegpt_assets.core.plan import DEFAULT_PLAN_PATH, default_plan
@@ -24,16 +25,7 @@ from resources.storage import ArtifactStore
 
 def valid_router_records() -> list[dict]:
     """The shipped router fixture's records that pass validation, in file order."""
-    agent = get_agent("router")
-    records = []
-    for line in (FIXTURES_DIR / "router.jsonl").read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # the fixture's deliberately malformed rows
-        if isinstance(record, dict) and not agent.validate(record):
-            records.append(record)
-    return records
+    return valid_fixture_records()
 
 
 def router_rows(family_name: str) -> list[dict]:
