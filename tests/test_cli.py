@@ -19,7 +19,7 @@ from coursegpt_assets.core.plan import default_plan
 from coursegpt_assets.core.tokens import estimated_cost_usd as estimated_cost
 from resources.local_store import LocalStore
 from resources.storage import ArtifactStore
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import NAMED_SOURCES, PROJECT_ROOT
 
 AGENTS = ["router", "math", "code"]
 ALL_ASSETS = {"raw_examples", "clean_examples", "dataset_splits", "benchmark", "tuning_dataset", "tuning_job",
@@ -285,6 +285,8 @@ def test_a_vertex_pair_handed_to_the_sensor_is_a_success_and_says_what_comes_nex
     monkeypatch.setattr(runner, "_run_processes", lambda workers: _InlineRuns(calls))
     monkeypatch.setenv("COURSEGPT_ENV", "gcp")
     monkeypatch.setenv("COURSEGPT_STORE", "gs://bucket/forge")
+    for name, value in NAMED_SOURCES.items():  # gcp definitions load only with every source named
+        monkeypatch.setenv(name, value)
     with dg.instance_for_test() as instance:
         ok, _ = runner.run_pipeline(instance=instance, agents=["router"], pairs=["router__llama31-8b"], assets=None,
                                     defined_assets=ALL_ASSETS, max_parallel=2, emit=lines.append, publish=True)
