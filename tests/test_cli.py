@@ -235,15 +235,18 @@ def _run_gpu_job(instance_ref, partition: str) -> bool:
 
 
 def test_the_gpu_pool_keeps_the_steps_of_two_runs_apart(isolated_home):
-    """Two runs started together, as `coursegpt run` starts a stage's partitions (one process each, the
-    multiprocess executor inside), under the dagster.yaml coursegpt writes on a GPU machine: their gpu steps
-    never overlap (without the limit they do: both sleep at once)."""
-    from coursegpt_assets.cli.local_instance import ensure_dagster_yaml
+    """Two pair runs started as `coursegpt run` starts a stage's partitions (one process each, the
+    multiprocess executor inside, no more at once than the gpu pool has slots), under the dagster.yaml
+    coursegpt writes on a GPU machine: their gpu steps never overlap (without the limit they do)."""
+    from coursegpt_assets.cli import runner
+    from coursegpt_assets.cli.local_instance import ensure_dagster_yaml, ensure_gpu_pool
 
     home = ensure_dagster_yaml(isolated_home / "dagster", gpu=True).parent
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        instance.get_runs()  # the storage exists before two processes open it
-        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        ensure_gpu_pool(instance)  # as run_pipeline does before it starts a stage's runs
+        workers = runner.stage_workers(instance, 2, 2, "pair")
+        assert workers == 1 and runner.stage_workers(instance, 2, 2, "agent") == 2  # data stages stay parallel
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(_run_gpu_job, instance.get_ref(), p) for p in GPU_PARTITIONS.get_partition_keys()]
             assert [f.result(timeout=300) for f in futures] == [True, True]
         spans = []

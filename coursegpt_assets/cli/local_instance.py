@@ -56,3 +56,19 @@ def ensure_dagster_yaml(dagster_home: Path, *, gpu: bool | None = None) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+GPU_POOL = "gpu"
+
+
+def ensure_gpu_pool(instance) -> None:
+    """Create the `gpu` pool's slots from dagster.yaml's default limit before any run claims one. Left to the
+    first claim, two runs starting together can each find the pool missing and both train at once."""
+    storage = instance.event_log_storage
+    if GPU_POOL not in storage.get_concurrency_keys() and storage.get_pool_config().default_pool_limit:
+        storage.initialize_concurrency_limit_to_default(GPU_POOL)
+
+
+def gpu_slots(instance) -> int | None:
+    """The `gpu` pool's limit on this instance; None where it has none (a CPU-only machine)."""
+    return next((p.limit for p in instance.event_log_storage.get_pool_limits() if p.name == GPU_POOL), None)

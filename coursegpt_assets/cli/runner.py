@@ -11,7 +11,8 @@ Steps in the `gpu` pool (local training, local generation) wait for a slot of th
 (`concurrency: pools: default_limit` in DAGSTER_HOME/dagster.yaml: 1 as coursegpt writes it on a machine
 with a CUDA GPU, none on a CPU-only one): Dagster's multiprocess executor claims the slot in the
 instance's event log storage, so two runs of this command, or a run of it and one from the UI, never
-train on the GPU at the same time. Nothing here serialises them itself.
+train on the GPU at the same time. That claim is not atomic on the default sqlite storage, so within one
+invocation a pair stage also starts no more runs at once than the pool has slots (`stage_workers`).
 
 Runs are not started in threads of one process: when `dagster.yaml` holds any setting, Dagster applies
 `logging.config.dictConfig` each time a run starts, which takes the logging module's lock and then every
@@ -30,6 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 import dagster as dg
 
 from coursegpt_assets.agents import get_agent
+from coursegpt_assets.cli.local_instance import ensure_gpu_pool, gpu_slots
 from coursegpt_assets.cli.progress import INVOCATION_TAG, ProgressPrinter, StepLine
 from coursegpt_assets.core.names import split_pair
 from coursegpt_assets.defs.jobs import PUBLISH, STAGES, selection_for
@@ -69,6 +71,7 @@ def run_pipeline(
     """Execute each stage for its partitions; a failed partition stops only what depends on it.
     A pair handed to the Vertex sensor is a success: what the sensors do next is printed at the end."""
     invocation = uuid.uuid4().hex[:12]
+    ensure_gpu_pool(instance)  # before two partitions' runs race to create it
     printer = ProgressPrinter(instance, invocation, emit, functools.partial(_headline, keys=headline_keys(agents)))
     printer.run_in_background()
     ok = True
@@ -88,7 +91,7 @@ def run_pipeline(
             runs = {key: _assets_for(key, level, selected, emit) for key in keys}
             if level == "pair" and VERTEX_HANDOFF in selected:
                 handed_off.update(key for key in keys if vertex_pair(key))
-            with _run_processes(max(1, min(max_parallel, len(keys)))) as pool:
+            with _run_processes(stage_workers(instance, max_parallel, len(keys), level)) as pool:
                 futures = [pool.submit(_execute, instance.get_ref(), job_name, key, assets=runs[key],
                                        checks=[c for c in checks if c[0] in runs[key] or c[0] not in stage_assets],
                                        invocation=invocation)
@@ -105,6 +108,15 @@ def run_pipeline(
 
 #: a Vertex AI tuning job runs for hours: the run ends at tuning_job and vertex_job_sensor takes over
 VERTEX_HANDOFF = "tuning_job"
+
+
+def stage_workers(instance: dg.DagsterInstance, max_parallel: int, partitions: int, level: str) -> int:
+    """Runs started side by side for one stage. Pair stages hold the GPU steps, so they start no more runs
+    than the gpu pool has slots: Dagster's slot claim is not atomic on the default sqlite storage (its
+    SELECT ... FOR UPDATE is a no-op there), and two runs starting together could both take the last slot."""
+    workers = max(1, min(max_parallel, partitions))
+    slots = gpu_slots(instance) if level == "pair" else None
+    return min(workers, slots) if slots else workers
 
 
 def vertex_pair(pair: str) -> bool:
