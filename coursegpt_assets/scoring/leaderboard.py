@@ -24,7 +24,8 @@ from coursegpt_assets.scoring.perplexity import measured, reduction
 from coursegpt_assets.scoring.report import bar_chart
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """The value as a float when it is a finite number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)
@@ -55,7 +56,7 @@ def best_per_metric(rows: list[dict], lower_is_better: frozenset[str] = frozense
     metrics = list(dict.fromkeys(m for r in rows if r["evaluated"] for m in r["headline"]))
     best = {}
     for metric in metrics:
-        values = {r["base_model"]: _number(r["headline"].get(metric)) for r in rows if r["evaluated"]}
+        values = {r["base_model"]: finite_number(r["headline"].get(metric)) for r in rows if r["evaluated"]}
         values = {k: v for k, v in values.items() if v is not None}
         if not values:
             continue
@@ -96,7 +97,7 @@ def leaderboard_markdown(agent: str, rows: list[dict], best: dict[str, dict], no
             continue
         cells = []
         for metric in metrics:
-            value = _number(row["headline"].get(metric))
+            value = finite_number(row["headline"].get(metric))
             text = _cell(value)
             cells.append(f"**{text}**" if metric in best and row["base_model"] in best[metric]["base_models"] else text)
         name = row["base_model"] + (" (smoke)" if row["smoke"] else "")
@@ -130,7 +131,7 @@ def leaderboard_chart(agent: str, rows: list[dict], path: Path) -> Path | None:
     """Grouped bars: one group per headline metric, one bar per evaluated base model."""
     done = [r for r in rows if r["evaluated"]]
     metrics = list(dict.fromkeys(m for r in done for m in r["headline"]))
-    groups = {m: {r["base_model"]: _number(r["headline"].get(m)) for r in done} for m in metrics}
+    groups = {m: {r["base_model"]: finite_number(r["headline"].get(m)) for r in done} for m in metrics}
     return bar_chart(groups, tuple(r["base_model"] for r in done), path, title=f"{agent} leaderboard")
 
 

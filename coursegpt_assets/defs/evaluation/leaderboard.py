@@ -23,6 +23,7 @@ from coursegpt_assets.scoring.leaderboard import (
     base_vs_adapter_rows,
     best_per_metric,
     comparability,
+    finite_number,
     leaderboard_chart,
     leaderboard_markdown,
     leaderboard_rows,
@@ -39,15 +40,11 @@ def _table(rows: list[dict]) -> dg.MetadataValue:
                *(dg.TableColumn(m, "float") for m in metrics), dg.TableColumn("report_version", "string")]
     records = []
     for r in rows:
-        numbers = {m: _float(r["headline"].get(m)) for m in metrics} if r["evaluated"] else dict.fromkeys(metrics)
+        numbers = {m: finite_number(r["headline"].get(m)) for m in metrics} if r["evaluated"] else dict.fromkeys(metrics)
         records.append(dg.TableRecord({
             "base_model": r["base_model"], "evaluated": r["evaluated"], "smoke": r.get("smoke"),
             "samples": r.get("samples"), **numbers, "report_version": r.get("report_version")}))
     return dg.MetadataValue.table(records, schema=dg.TableSchema(columns=columns))
-
-
-def _float(value) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _newest_report(store: ArtifactStore, pair: str) -> dict | None:
